@@ -1,0 +1,306 @@
+"""Build and change batches: generate (atomic), add (under the batch lock), retrain scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netrain import render
+from netrain.batch import (
+    Batch,
+    Manifest,
+    ModelEntry,
+    Segment,
+    atomic_write,
+    lock_file,
+    new_batch_id,
+    now_iso,
+    staging_dir,
+    write_manifest,
+)
+from netrain.config import Config
+from netrain.errors import BatchError, ContractError, SpecError
+from netrain.spec import ModelSpec
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    array: int
+    nb_epoch: int
+    epoch_samples: int
+    intelligent: bool
+
+
+def check_options(opts: TrainOptions, description: str = "") -> None:
+    for name, value in (("--array", opts.array), ("--nb-epoch", opts.nb_epoch),
+                        ("--epoch-samples", opts.epoch_samples)):
+        if value < 1:
+            raise SpecError(f"{name} must be at least 1, got {value}")
+    if opts.array > 10_000_000:
+        raise SpecError(f"--array {opts.array} is larger than any cluster allows")
+    if "\0" in description:
+        raise SpecError("--desc contains a NUL character: remove it")
+
+
+def artifact_location(uri: str, batch_dir: Path) -> str | None:
+    """Where a batch's artifacts go: inside the batch for local backends; the server decides
+    for a tracking server."""
+    if uri.startswith("sqlite:") or uri.startswith(("postgresql", "mysql", "mssql")):
+        return (batch_dir / "mlartifacts").as_uri()
+    return None
+
+
+def segment_texts(model: ModelEntry) -> tuple[render.SegmentText, ...]:
+    return tuple(render.SegmentText(s.start, s.stop, s.nnets, s.nb_epoch, s.epoch_samples,
+                                    s.intelligent) for s in model.segments)
+
+
+def script_spec(batch_dir: Path, m: Manifest, model: ModelEntry, *,
+                array: str | None = None, segments: tuple[render.SegmentText, ...] | None = None,
+                extra_params: tuple[tuple[str, str], ...] = (), job_suffix: str = "",
+                ) -> render.ScriptSpec:
+    if array is None:
+        array = f"0-{model.array - 1}"
+        if m.slurm.get("max_running"):
+            array += f"%{m.slurm['max_running']}"
+    return render.ScriptSpec(
+        batch_id=m.id, batch_dir=str(batch_dir), cls=model.cls, architecture=model.architecture,
+        array=array, segments=segments or segment_texts(model),
+        tracking_uri=m.tracking["uri"], experiment_id=str(m.tracking["experiment_id"]),
+        env_kind=m.environment["kind"], env_value=m.environment["value"], launcher=m.launcher,
+        gpu=m.gpu, slurm=m.slurm, extra_params=extra_params, job_suffix=job_suffix,
+    )
+
+
+def write_scripts(target: Path, final: Path, m: Manifest, models: list[ModelEntry]) -> None:
+    """(Re)write the given models' sbatch scripts and runbatch.sh, rendered for ``final``."""
+    for model in models:
+        text = render.render_sbatch(script_spec(final, m, model))
+        atomic_write(target / "scripts" / f"{model.slug}-sbatch.sh", text, 0o755)
+    names = [f"{mm.slug}-sbatch.sh" for mm in m.models]
+    atomic_write(target / "runbatch.sh", render.render_runbatch(m.id, names), 0o755)
+
+
+def _probe(config_code_dir: Path, main_rel: str, batch_dir: Path, batch_id: str,
+           specs: list[ModelSpec], opts: TrainOptions, python: str) -> list[str]:
+    from netrain.local import run_probe
+
+    request = {
+        "code_dir": str(config_code_dir), "main_script": main_rel,
+        "main_script_label": main_rel, "batch_dir": str(batch_dir), "batch": batch_id,
+        "models": [{"cls": s.cls, "architecture": s.architecture, "nnets": s.nnets,
+                    "nb_epoch": opts.nb_epoch, "epoch_samples": opts.epoch_samples,
+                    "intelligent": opts.intelligent} for s in specs],
+    }
+    result = run_probe(request, python)
+    if result.get("error"):
+        raise ContractError(result["error"])
+    return list(result.get("warnings") or [])
+
+
+def check_disk(cfg: Config, where: Path, networks: int, say: Say) -> None:
+    if cfg.disk.check == "off":
+        return
+    need = networks * cfg.disk.mb_per_network * 1024 * 1024
+    probe_dir = where
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    free = shutil.disk_usage(probe_dir).free
+    if need > free:
+        msg = (f"the batch's {networks} networks need about {need / 2**30:.1f} GiB for weights "
+               f"(disk.mb_per_network={cfg.disk.mb_per_network}) but {probe_dir} has "
+               f"{free / 2**30:.1f} GiB free: free space, or lower --array/--models")
+        if cfg.disk.check == "refuse":
+            raise BatchError(msg + " (or set disk.check: warn)")
+        say("warning: " + msg)
+
+
+def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, description: str,
+             gpu: bool, check: bool = True, dry_run: bool = False,
+             say: Say = print) -> tuple[Path, Manifest]:
+    """Build a batch directory atomically; returns its final path and manifest."""
+    from netrain.snapshot import git_commit, snapshot_code
+
+    check_options(opts, description)
+    if not cfg.main_script.is_file():
+        raise BatchError(f"main_script {cfg.main_script} does not exist: fix main_script in "
+                         f"{cfg.path or 'netrain.yaml'} (or run 'netrain init')")
+    if not cfg.code_dir.is_dir():
+        raise BatchError(f"code_dir {cfg.code_dir} is not a directory: fix code_dir")
+    try:
+        main_rel = str(cfg.main_script.relative_to(cfg.code_dir))
+    except ValueError:
+        raise BatchError(f"main_script {cfg.main_script} is outside code_dir {cfg.code_dir}: "
+                         "move it or set code_dir to a folder holding it") from None
+    env = cfg.environment(gpu)
+    if env.kind == "python" and not Path(env.value).exists():
+        raise BatchError(f"the task Python {env.value} does not exist: fix environments in "
+                         "netrain.yaml")
+    batch_id = new_batch_id()
+    final = cfg.trainings_dir / batch_id
+    networks = sum(s.nnets for s in specs) * opts.array
+    check_disk(cfg, cfg.trainings_dir, networks, say)
+
+    stage_parent = Path(tempfile.mkdtemp(prefix="netrain-dry-")) if dry_run else cfg.trainings_dir
+    experiment_id: str | None = None
+    try:
+        with staging_dir(stage_parent, batch_id) as tmp:
+            code = snapshot_code(cfg.code_dir, tmp / "code", cfg.code_exclude,
+                                 skip_paths=(cfg.trainings_dir,))
+            code["source"] = str(cfg.code_dir)
+            code["git_commit"] = git_commit(cfg.code_dir)
+            if check:
+                python = env.value if env.kind == "python" else os.sys.executable  # type: ignore[attr-defined]
+                for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):
+                    say("warning: " + w)
+            (tmp / "mlproject").mkdir()
+            atomic_write(tmp / "mlproject" / "entry.py", ENTRY_PY)
+            atomic_write(tmp / "MLproject", render.render_mlproject())
+            atomic_write(tmp / "conda.yaml", conda_yaml(gpu, env))
+            created = now_iso()
+            models = [ModelEntry(s.cls, s.architecture, [Segment(
+                0, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples, opts.intelligent,
+                created)]) for s in specs]
+            slurm = {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in vars(cfg.slurm).items()}
+            art = artifact_location(cfg.tracking_uri, final)
+            manifest = Manifest(
+                id=batch_id, description=description, created=created,
+                netrain_version=_version(), gpu=gpu, main_script=main_rel, code=code,
+                tracking={"uri": cfg.tracking_uri, "experiment_id": "", "artifact_location": art},
+                environment={"kind": env.kind, "value": env.value}, launcher=cfg.launcher,
+                slurm=slurm, models=models,
+            )
+            if dry_run:
+                manifest.tracking["experiment_id"] = "(created by generate)"
+                write_scripts(tmp, final, manifest, models)
+                write_manifest(tmp, manifest)
+                _describe_dry_run(tmp, final, manifest, say)
+                return final, manifest
+            from netrain import tracking
+
+            with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
+                experiment_id = tracking.create_batch_experiment(
+                    cfg.tracking_uri, batch_id, description, art,
+                    {"netrain.batch_dir": str(final), "netrain.batch": batch_id},
+                )
+            manifest.tracking["experiment_id"] = experiment_id
+            write_scripts(tmp, final, manifest, models)
+            write_manifest(tmp, manifest)
+            os.rename(tmp, final)
+            return final, manifest
+    except BaseException:
+        if experiment_id is not None and not final.exists():
+            from netrain import tracking
+
+            tracking.delete_experiment(cfg.tracking_uri, experiment_id)
+        raise
+    finally:
+        if dry_run:
+            shutil.rmtree(stage_parent, ignore_errors=True)
+
+
+def _describe_dry_run(tmp: Path, final: Path, m: Manifest, say: Say) -> None:
+    say(f"dry run: would create batch {m.id} at {final} ({m.networks} networks)")
+    for p in sorted(tmp.rglob("*")):
+        if p.is_file() and "code" not in p.relative_to(tmp).parts[:1]:
+            say(f"  would write {final / p.relative_to(tmp)}")
+    say(f"  would snapshot {m.code['files']} file(s) of code from {m.code['source']}")
+    for model in m.models:
+        say(f"  would submit: sbatch {final / 'scripts' / (model.slug + '-sbatch.sh')}  "
+            f"(array 0-{model.array - 1}, {model.segments[0].nnets} networks per task)")
+    say("--- scripts/" + m.models[0].slug + "-sbatch.sh ---")
+    say((tmp / "scripts" / f"{m.models[0].slug}-sbatch.sh").read_text())
+
+
+def add(batch: Batch, cfg_python: str, specs: list[ModelSpec], opts: TrainOptions, *,
+        check: bool = True, say: Say = print) -> list[tuple[ModelEntry, Segment]]:
+    """Add models, or more array tasks of existing models, under the batch lock."""
+    check_options(opts)
+    with batch.locked() as b:
+        m = b.manifest
+        if check:
+            for w in _probe(b.path / "code", m.main_script, b.path, m.id, specs, opts,
+                            cfg_python):
+                say("warning: " + w)
+        added: list[tuple[ModelEntry, Segment]] = []
+        changed: list[ModelEntry] = []
+        for s in specs:
+            existing = next((x for x in m.models if x.key == s.key), None)
+            model = existing or ModelEntry(s.cls, s.architecture)
+            seg = Segment(model.array, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples,
+                          opts.intelligent, now_iso())
+            model.segments.append(seg)
+            if existing is None:
+                m.models.append(model)
+            changed.append(model)
+            added.append((model, seg))
+        write_scripts(b.path, b.path, m, changed)
+        b.save()
+    batch.manifest = b.manifest
+    return added
+
+
+def retrain_script(batch: Batch, model: ModelEntry, trainingrun: int, net_index: int,
+                   run_id: str, nb_epoch: int | None, from_weights: Path | None) -> Path:
+    """Write scripts/retrain-<run>.sh: the model's script for one index and one network."""
+    seg = model.segment_for(trainingrun)
+    text_seg = render.SegmentText(trainingrun, trainingrun + 1, seg.nnets,
+                                  nb_epoch or seg.nb_epoch, seg.epoch_samples, seg.intelligent)
+    extra = [("net_index", str(net_index)), ("retrain_of", run_id)]
+    if from_weights is not None:
+        extra.append(("from_weights", str(from_weights)))
+    with batch.locked() as b:
+        n = sum(1 for r in b.manifest.retrains if r.get("of") == run_id) + 1
+        suffix = f"-retrain{n}"
+        spec = script_spec(b.path, b.manifest, model, array=str(trainingrun),
+                           segments=(text_seg,), extra_params=tuple(extra), job_suffix=suffix)
+        path = b.path / "scripts" / f"retrain-{run_id[:12]}-{n}.sh"
+        atomic_write(path, render.render_sbatch(spec), 0o755)
+        b.manifest.retrains.append({
+            "of": run_id, "model": model.key, "trainingrun": trainingrun,
+            "net_index": net_index, "script": str(path.relative_to(b.path)),
+            "nb_epoch": nb_epoch or seg.nb_epoch,
+            "from_weights": str(from_weights) if from_weights else None, "created": now_iso(),
+        })
+        b.save()
+    batch.manifest = b.manifest
+    return path
+
+
+def conda_yaml(gpu: bool, env: Any) -> str:
+    if env.kind == "conda-yaml":
+        return Path(env.value).read_text(encoding="utf-8")
+    from importlib import resources
+
+    name = "conda-gpu.yaml" if gpu else "conda-cpu.yaml"
+    return (resources.files("netrain") / "templates" / name).read_text(encoding="utf-8")
+
+
+def _version() -> str:
+    from netrain import __version__
+
+    return __version__
+
+
+ENTRY_PY = '''"""MLflow entry point of a netrain batch (copied into every batch as mlproject/entry.py).
+
+`mlflow run <batch> -e train -P ...` (or the sbatch script directly) runs this file; it runs
+the batch's own snapshot of the user's main script for one array task.
+"""
+
+import sys
+from pathlib import Path
+
+from netrain.task import run_entry
+
+if __name__ == "__main__":
+    sys.exit(run_entry(Path(__file__).resolve().parent.parent, sys.argv[1:]))
+'''

@@ -1,0 +1,107 @@
+"""The `netrain` command: a click group; one small module per command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netrain.errors import NetrainError
+
+
+class Context:
+    """Per-invocation state: where the config is, loaded on first use."""
+
+    def __init__(self, config_path: str | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Any = None
+
+    def config(self, required: bool = True) -> Any:
+        from netrain.config import load_config
+
+        if self._config is None:
+            self._config = load_config(self.config_path, required=required)
+        return self._config
+
+    def trainings_dir(self) -> Path | None:
+        from netrain.config import find_config
+
+        if self.config_path or find_config() is not None:
+            return Path(self.config().trainings_dir)
+        return None
+
+
+class NetrainGroup(click.Group):
+    """Turns NetrainError into one line on stderr and its exit code (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NetrainError as exc:
+            obj = ctx.obj
+            if obj is not None and getattr(obj, "debug", False):
+                raise
+            click.echo(f"netrain: error: {one_line(str(exc))}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("netrain: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+@click.group(cls=NetrainGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              envvar="NETRAIN_CONFIG", help="netrain.yaml to use (default: the nearest one in "
+              "the current directory or its parents).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="netrain")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+    """Train many Keras networks as SLURM array jobs (or on this machine), every network
+    tracked as an MLflow run.
+
+    \b
+    Typical session:
+      netrain init myproject && cd myproject
+      netrain generate --models "classifier.clu_one=2, chransynth=2" --array 4 \\
+          --nb-epoch 10 --epoch-samples 2000 --desc "first try" --run
+      netrain show
+      mlflow ui --backend-store-uri sqlite:///trainings/mlflow.db
+    """
+    ctx.obj = Context(config_path, debug)
+
+
+def _register() -> None:
+    from netrain.cli import (
+        add,
+        cancel,
+        generate,
+        init,
+        note,
+        resubmit,
+        retrain,
+        run,
+        show,
+        submit,
+    )
+
+    for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit):
+        cli.add_command(mod.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli.main(prog_name="netrain")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

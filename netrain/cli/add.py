@@ -1,0 +1,40 @@
+"""netrain add: add models, or more array tasks of a model, to an existing batch."""
+
+from __future__ import annotations
+
+import click
+
+from netrain.cli.common import load_batch, say, warn
+from netrain.cli.generate import to_bool, training_options
+
+
+@click.command("add")
+@click.argument("batch")
+@training_options
+@click.option("--run", "run_", is_flag=True, help="Start the new tasks right away.")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None)
+@click.pass_obj
+def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_check,  # type: ignore[no-untyped-def]
+            run_, executor) -> None:
+    """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
+    from netrain.builder import TrainOptions, add
+    from netrain.local import python_executable
+    from netrain.spec import parse_models
+
+    specs = parse_models(models)
+    b = load_batch(obj, batch)
+    python = b.manifest.environment["value"] if b.manifest.environment["kind"] == "python" \
+        else python_executable()
+    opts = TrainOptions(array=array, nb_epoch=nb_epoch, epoch_samples=epoch_samples,
+                        intelligent=to_bool(intelligent))
+    added = add(b, python, specs, opts, check=not no_check, say=warn)
+    for model, seg in added:
+        warn(f"{model.key}: tasks {seg.start}-{seg.stop - 1} added ({seg.nnets} network(s) each)")
+    say(str(b.path))
+    if run_:
+        from netrain.cli.run import start
+
+        cfg_exec = executor or obj.config(required=False).executor
+        for model, seg in added:
+            start(obj, b.path, cfg_exec, [model.key], list(range(seg.start, seg.stop)), None,
+                  rerun=False)

@@ -1,0 +1,26 @@
+"""netrain cancel: scancel a batch's SLURM jobs."""
+
+from __future__ import annotations
+
+import click
+
+from netrain.cli.common import load_batch, warn
+
+
+@click.command("cancel")
+@click.argument("batch")
+@click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
+@click.pass_obj
+def command(obj, batch, models) -> None:  # type: ignore[no-untyped-def]
+    """Cancel BATCH's SLURM array jobs (all, or those of some models)."""
+    from netrain import dispatch, slurm
+    from netrain.spec import parse_model_filter
+
+    b = load_batch(obj, batch)
+    selected = dispatch.select_models(b, parse_model_filter(models) if models else None)
+    ids = [j.job_id for m in selected for j in m.jobs if j.executor == "slurm"]
+    if not ids:
+        warn(f"batch {b.id} has no SLURM jobs to cancel")
+        return
+    slurm.cancel(ids)
+    warn(f"cancelled job(s) {', '.join(ids)}")

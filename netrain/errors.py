@@ -1,0 +1,50 @@
+"""The exceptions netrain raises; the CLI turns each into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+
+class NetrainError(Exception):
+    """A failure the user can fix: the message says what failed, where, and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(NetrainError):
+    """Bad command-line input (exit code 2, like click's own usage errors)."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """A malformed --models, --tasks or other option value."""
+
+
+class ConfigError(NetrainError):
+    """netrain.yaml is missing, unreadable or holds a bad value."""
+
+
+class ContractError(NetrainError):
+    """The model configuration function's input or output breaks the contract."""
+
+
+class BatchError(NetrainError):
+    """A batch cannot be found, read, created or changed."""
+
+
+class TrackingError(NetrainError):
+    """The MLflow tracking backend cannot be reached or refused an operation."""
+
+
+class SchedulerError(NetrainError):
+    """SLURM (or the local executor) could not run or report on a job."""
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a task when SIGTERM/SIGINT arrives, so runs are closed as KILLED.
+
+    A BaseException so that a user's broad ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

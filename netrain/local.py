@@ -1,0 +1,160 @@
+"""The local executor: runs a batch's sbatch scripts on this machine, exactly as SLURM
+would (same script, the array index in SLURM_ARRAY_TASK_ID), N at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netrain.batch import now_iso
+from netrain.errors import ContractError
+from netrain.records import read_record, write_record
+
+_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
+               "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+               "SLURM_JOBID", "SLURM_RESTART_COUNT")
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    model_key: str
+    index: int
+    script: Path
+    log: Path
+    record: Path
+
+
+@dataclass
+class TaskOutcome:
+    task: LocalTask
+    returncode: int
+    seconds: float
+
+
+def task_environment(task: LocalTask) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SLURM_VARS}
+    env.update({
+        "SLURM_ARRAY_TASK_ID": str(task.index),
+        "NETRAIN_INDEX_OFFSET": "0",
+        "NETRAIN_EXECUTOR": "local",
+        "NETRAIN_LOG": str(task.log),
+    })
+    return env
+
+
+def run_tasks(tasks: list[LocalTask], workers: int,
+              progress: Callable[[TaskOutcome, int, int], None] | None = None,
+              cwd: Path | None = None) -> list[TaskOutcome]:
+    """Run the tasks, ``workers`` at a time; Ctrl-C stops them all (their runs end KILLED)."""
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    lock = threading.Lock()
+    stopping = threading.Event()
+    done: list[TaskOutcome] = []
+
+    def one(task: LocalTask) -> TaskOutcome:
+        if stopping.is_set():
+            return TaskOutcome(task, -signal.SIGINT, 0.0)
+        task.log.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        with open(task.log, "ab") as log:
+            proc = subprocess.Popen(["bash", str(task.script)], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=task_environment(task), cwd=str(cwd or task.script.parent),
+                                    start_new_session=True)
+            with lock:
+                procs[proc.pid] = proc
+            rc = proc.wait()
+            with lock:
+                procs.pop(proc.pid, None)
+        mark_died_if_running(task.record, rc)
+        outcome = TaskOutcome(task, rc, time.monotonic() - start)
+        with lock:
+            done.append(outcome)
+            if progress is not None:
+                progress(outcome, len(done), len(tasks))
+        return outcome
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    futures = [pool.submit(one, t) for t in tasks]
+    try:
+        results = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        stopping.set()
+        with lock:
+            running = list(procs.values())
+        for p in running:
+            _signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in running:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(p, signal.SIGKILL)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def mark_died_if_running(record_path: Path, returncode: int) -> None:
+    """A task that exited without closing its record died (killed -9, out of memory, ...)."""
+    if returncode == 0:
+        return
+    rec = read_record(record_path)
+    if rec is None or rec.state != "running":
+        return
+    rec.state = "died"
+    rec.ended = now_iso()
+    rec.error = f"the task process exited with code {returncode} before finishing"
+    for n in rec.nets.values():
+        if n.state == "running":
+            n.state = "killed"
+    write_record(record_path, rec)
+
+
+def run_probe(request: dict[str, Any], python: str, timeout: float = 900) -> dict[str, Any]:
+    """Run netrain.probe in a child process with the task's Python; return its verdict."""
+    with tempfile.TemporaryDirectory(prefix="netrain-probe-") as d:
+        req = Path(d) / "request.json"
+        res = Path(d) / "result.json"
+        req.write_text(json.dumps(request))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
+                   NETRAIN_PROBE="1", MLFLOW_DISABLE_TELEMETRY="true")
+        try:
+            proc = subprocess.run([python, "-m", "netrain.probe", str(req), str(res)],
+                                  capture_output=True, text=True, env=env, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise ContractError(f"checking the configuration took over {timeout:.0f} s: "
+                                "use --no-check to skip it") from None
+        except OSError as exc:
+            raise ContractError(f"cannot run {python} to check the configuration: "
+                                f"{exc.strerror}") from None
+        if res.is_file():
+            return dict(json.loads(res.read_text()))
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()
+        last = tail[-1] if tail else f"exit code {proc.returncode}"
+        raise ContractError(f"checking the configuration crashed ({last}): use --no-check to "
+                            "skip it")
+
+
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,91 @@
+"""generate's check, run in a child process: import the main script from the snapshot
+with NETRAIN_PROBE=1, call the configuration function once per model, validate the output.
+
+Usage: python -m netrain.probe REQUEST.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def probe(request: dict[str, Any]) -> dict[str, Any]:
+    from netrain import app
+    from netrain.contract import build_input, call_config_function, first_line
+    from netrain.errors import NetrainError
+
+    code_dir = Path(request["code_dir"])
+    main = code_dir / request["main_script"]
+    os.environ["NETRAIN_PROBE"] = "1"
+    sys.path.insert(0, str(code_dir))
+    sys.argv = [str(main)]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(main), run_name="__main__")
+    except SystemExit:
+        pass
+    except BaseException as exc:
+        return {"error": f"main script {request['main_script_label']} failed to import: "
+                         f"{type(exc).__name__}: {first_line(str(exc))} (fix it, or run "
+                         "generate with --no-check)"}
+    if not app.PROBED:
+        return {"error": f"main script {request['main_script_label']} never calls "
+                         "Netrain(model_configuration_function).run(): add those lines"}
+    fn = app.PROBED[-1].config_fn
+    warnings: list[str] = []
+    for m in request["models"]:
+        key = f"{m['cls']}.{m['architecture']}"
+        inputs = build_input(
+            cls=m["cls"], architecture=m["architecture"], nb_epoch=m["nb_epoch"],
+            epoch_samples=m["epoch_samples"], nnets=m["nnets"], intelligent=m["intelligent"],
+            batch_dir=Path(request["batch_dir"]), batch=request["batch"], trainingrun=0,
+            net_index=0,
+        )
+        try:
+            with contextlib.redirect_stdout(out):
+                cfg = call_config_function(fn, inputs, key)
+                if request.get("deep", True):
+                    from netrain.training import peek_data
+
+                    peek_data(cfg.training_generator, key, "training_generator")
+                    if cfg.evaluation_generator is not None:
+                        peek_data(cfg.evaluation_generator, key, "evaluation_generator")
+                    model = cfg.model_generator()
+                    if not hasattr(model, "fit") or not hasattr(model, "compile"):
+                        return {"error": f"{key}: model_generator returned "
+                                         f"{type(model).__name__}, not a keras model"}
+        except NetrainError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:
+            return {"error": f"{key}: checking the configuration raised {type(exc).__name__}: "
+                             f"{first_line(str(exc))}"}
+        if cfg.unknown_keys:
+            warnings.append(f"{key}: output keys {', '.join(cfg.unknown_keys)} are not part of "
+                            "the contract and will be ignored")
+    return {"ok": True, "warnings": warnings}
+
+
+def main() -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    request_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+    request = json.loads(request_path.read_text())
+    os.chdir(request["code_dir"])
+    try:
+        result = probe(request)
+    except BaseException as exc:  # noqa: BLE001 - report anything as one line
+        result = {"error": f"checking the configuration failed: {type(exc).__name__}: {exc}"}
+    result_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""What each array task writes about itself in the batch's records/ directory.
+
+One small JSON file per task (``records/<class>-<architecture>/<index>.json``), replaced
+atomically at every change, so `show` can read the state of a batch without MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netrain.batch import now_iso
+
+
+@dataclass
+class NetRecord:
+    state: str = "pending"  # pending | running | finished | failed | killed
+    run_id: str = ""
+    name: str = ""
+    stem: str = ""
+    epochs: int = 0
+    final: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class TaskRecord:
+    model: str
+    index: int
+    state: str = "running"  # running | finished | failed | killed | died
+    attempt: int = 1
+    started: str = ""
+    ended: str = ""
+    host: str = ""
+    pid: int = 0
+    executor: str = "local"
+    slurm_job_id: str = ""
+    log: str = ""
+    parent_run_id: str = ""
+    error: str = ""
+    nets: dict[str, NetRecord] = field(default_factory=dict)
+    retrain_of: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRecord:
+        nets = {str(k): NetRecord(**v) for k, v in (d.get("nets") or {}).items()}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "nets"}
+        return cls(nets=nets, **known)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in self.nets.values():
+            out[n.state] = out.get(n.state, 0) + 1
+        return out
+
+
+def record_path(batch_dir: Path, slug: str, index: int, retrain_key: str = "") -> Path:
+    if retrain_key:
+        return batch_dir / "records" / "retrain" / f"{retrain_key}.json"
+    return batch_dir / "records" / slug / f"{index}.json"
+
+
+def write_record(path: Path, record: TaskRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(record.to_json())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_record(path: Path) -> TaskRecord | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return TaskRecord.from_dict(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def read_model_records(batch_dir: Path, slug: str) -> dict[int, TaskRecord]:
+    """Every task record of one model, by array index (unreadable files are skipped)."""
+    d = batch_dir / "records" / slug
+    out: dict[int, TaskRecord] = {}
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        stem = name[:-5]
+        if not stem.isdigit():
+            continue
+        rec = read_record(d / name)
+        if rec is not None:
+            out[int(stem)] = rec
+    return out
+
+
+def read_retrain_records(batch_dir: Path) -> list[TaskRecord]:
+    d = batch_dir / "records" / "retrain"
+    if not d.is_dir():
+        return []
+    recs = [read_record(p) for p in sorted(d.glob("*.json"))]
+    return [r for r in recs if r is not None]
+
+
+def new_record(model: str, index: int, previous: TaskRecord | None, log: str,
+               executor: str, slurm_job_id: str, retrain_of: str = "") -> TaskRecord:
+    return TaskRecord(
+        model=model, index=index, state="running",
+        attempt=(previous.attempt + 1) if previous else 1,
+        started=now_iso(), host=socket.gethostname(), pid=os.getpid(),
+        executor=executor, slurm_job_id=slurm_job_id, log=log, retrain_of=retrain_of,
+    )

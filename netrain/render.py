@@ -1,0 +1,238 @@
+"""Pure text builders: sbatch scripts, runbatch.sh, the batch's MLproject. No I/O here."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from netrain.errors import BatchError
+
+#: Parameters of the entry point, in the order the command line passes them.
+TASK_PARAMS = (
+    "class",
+    "architecture",
+    "nb_epoch",
+    "epoch_samples",
+    "nnets",
+    "intelligent",
+    "trainingrun",
+    "net_index",
+    "retrain_of",
+    "from_weights",
+)
+#: Default of the optional parameters ("none" because MLflow treats "" as missing).
+OPTIONAL_DEFAULTS = {"net_index": "-1", "retrain_of": "none", "from_weights": "none"}
+
+
+def q(value: object) -> str:
+    """Shell-quote any value for a script."""
+    return shlex.quote(str(value))
+
+
+def directive(value: object) -> str:
+    """A value for an ``#SBATCH`` line: sbatch reads these itself, not through a shell."""
+    text = str(value)
+    if any(c in text for c in "\n\r\"'"):
+        raise BatchError(f"cannot put {text!r} in an #SBATCH line: remove quotes and newlines")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+@dataclass(frozen=True)
+class SegmentText:
+    start: int
+    stop: int
+    nnets: int
+    nb_epoch: int
+    epoch_samples: int
+    intelligent: bool
+
+
+@dataclass(frozen=True)
+class ScriptSpec:
+    """Everything an sbatch script needs, as plain data."""
+
+    batch_id: str
+    batch_dir: str
+    cls: str
+    architecture: str
+    array: str  # the --array value, e.g. "0-199" or "0-199%4"
+    segments: tuple[SegmentText, ...]
+    tracking_uri: str
+    experiment_id: str
+    env_kind: str  # python | conda-name | conda-yaml
+    env_value: str
+    launcher: str = "mlflow"  # mlflow | direct
+    gpu: bool = False
+    slurm: Mapping[str, object] = field(default_factory=dict)
+    extra_params: tuple[tuple[str, str], ...] = ()
+    job_suffix: str = ""
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.cls}-{self.architecture}{self.job_suffix}-{self.batch_id}"
+
+
+def sbatch_directives(spec: ScriptSpec) -> list[str]:
+    s = spec.slurm
+    lines = [
+        f"--job-name={spec.job_name}",
+        f"--array={spec.array}",
+        f"--chdir={directive(spec.batch_dir)}",
+        "--output=logs/%x_%A_%a.out",
+        "--error=logs/%x_%A_%a.out",
+    ]
+    if s.get("signal"):
+        lines.append(f"--signal={directive(s['signal'])}")
+    for key, opt in (("partition", "partition"), ("time", "time"), ("mem", "mem"),
+                     ("cpus_per_task", "cpus-per-task"), ("account", "account"), ("qos", "qos")):
+        if s.get(key) is not None:
+            lines.append(f"--{opt}={directive(s[key])}")
+    if spec.gpu:
+        lines.append(f"--gres={directive(s.get('gres') or 'gpu:1')}")
+    out = [f"#SBATCH {line}" for line in lines]
+    for extra in s.get("extra") or ():
+        text = str(extra).strip()
+        if "\n" in text or "\r" in text:
+            raise BatchError(f"extra #SBATCH option {text!r} spans lines")
+        out.append(f"#SBATCH {text if text.startswith('-') else '--' + text}")
+    return out
+
+
+def _segment_case(spec: ScriptSpec) -> list[str]:
+    out: list[str] = []
+    for i, seg in enumerate(spec.segments):
+        kw = "if" if i == 0 else "elif"
+        out.append(
+            f'{kw} [ "$index" -ge {seg.start} ] && [ "$index" -lt {seg.stop} ]; then '
+            f"nnets={seg.nnets}; nb_epoch={seg.nb_epoch}; epoch_samples={seg.epoch_samples}; "
+            f"intelligent={'true' if seg.intelligent else 'false'}"
+        )
+    out.append("else")
+    out.append(f'  echo "netrain: array index $index is not a task of {spec.cls}.'
+               f'{spec.architecture}" >&2; exit 2')
+    out.append("fi")
+    return out
+
+
+def _environment_lines(spec: ScriptSpec) -> tuple[list[str], str]:
+    """Lines that make the task's Python available, and the python command to use."""
+    if spec.env_kind == "python":
+        bindir = spec.env_value.rsplit("/", 1)[0] if "/" in spec.env_value else ""
+        lines = [f"export PATH={q(bindir)}:\"$PATH\""] if bindir else []
+        return lines, q(spec.env_value)
+    if spec.env_kind == "conda-name":
+        return [
+            'eval "$(conda shell.bash hook)"',
+            f"conda activate {q(spec.env_value)}",
+        ], "python"
+    return [], "python"
+
+
+def task_command(spec: ScriptSpec, python: str) -> list[str]:
+    """The command (as script text tokens) that runs one array task."""
+    values = {
+        "class": q(spec.cls),
+        "architecture": q(spec.architecture),
+        "nb_epoch": '"$nb_epoch"',
+        "epoch_samples": '"$epoch_samples"',
+        "nnets": '"$nnets"',
+        "intelligent": '"$intelligent"',
+        "trainingrun": '"$index"',
+    }
+    for key, value in spec.extra_params:
+        if key not in OPTIONAL_DEFAULTS:
+            raise BatchError(f"unknown task parameter {key!r}")
+        values[key] = q(value)
+    if spec.launcher == "direct":
+        cmd = [python, "mlproject/entry.py"]
+        for key in TASK_PARAMS:
+            if key in values:
+                cmd += [f"--{key.replace('_', '-')}", values[key]]
+        return cmd
+    env_manager = "conda" if spec.env_kind == "conda-yaml" else "local"
+    cmd = [python if spec.env_kind != "conda-yaml" else "mlflow"]
+    if spec.env_kind != "conda-yaml":
+        cmd += ["-m", "mlflow"]
+    cmd += ["run", '"$batch_dir"', "-e", "train", "--env-manager", env_manager,
+            "--experiment-id", '"$MLFLOW_EXPERIMENT_ID"']
+    for key in TASK_PARAMS:
+        if key in values:
+            cmd += ["-P", f"{key}={values[key]}"]
+    return cmd
+
+
+def render_sbatch(spec: ScriptSpec) -> str:
+    """The sbatch script of one model (also run as-is by the local executor)."""
+    env_lines, python = _environment_lines(spec)
+    cmd = task_command(spec, python)
+    lines = [
+        "#!/bin/bash",
+        *sbatch_directives(spec),
+        f"# netrain batch {spec.batch_id}: model {spec.cls}.{spec.architecture}.",
+        "# Submit with sbatch (runbatch.sh, netrain submit) or run locally with netrain run.",
+        "set -u",
+        f"batch_dir={q(spec.batch_dir)}",
+        'cd "$batch_dir" || exit 2',
+        f"export MLFLOW_TRACKING_URI={q(spec.tracking_uri)}",
+        f"export MLFLOW_EXPERIMENT_ID={q(spec.experiment_id)}",
+        "export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true",
+        "export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1",
+        'export NETRAIN_BATCH_DIR="$batch_dir"',
+        ': "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, or use netrain run}"',
+        'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))',
+        'export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_'
+        '${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"',
+        *_segment_case(spec),
+        *env_lines,
+        "# Run the task in its own process group so a signal reaches all of it: SLURM's",
+        "# time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.",
+        "set -m",
+        " ".join(cmd) + " &",
+        "child=$!",
+        "trap 'kill -TERM -- -\"$child\" 2>/dev/null' USR1 TERM INT",
+        "while :; do",
+        '  wait "$child"; rc=$?',
+        '  kill -0 "$child" 2>/dev/null || break',
+        "done",
+        'exit "$rc"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_runbatch(batch_id: str, script_names: Sequence[str]) -> str:
+    """runbatch.sh: submit every model's array with plain sbatch, as in the seed."""
+    lines = [
+        "#!/bin/bash",
+        f"# Submit every model of netrain batch {batch_id} to SLURM, one array job per model.",
+        "# 'netrain submit' does the same, splits arrays over MaxArraySize and records job ids.",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+    ]
+    for name in script_names:
+        lines.append(f"sbatch --parsable {q('scripts/' + name)}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_mlproject() -> str:
+    """The batch's MLproject: one entry point, ``train``, running mlproject/entry.py."""
+    params = []
+    for key in TASK_PARAMS:
+        if key in OPTIONAL_DEFAULTS:
+            params.append(f"      {key}: {{type: string, default: \"{OPTIONAL_DEFAULTS[key]}\"}}")
+        else:
+            params.append(f"      {key}: string")
+    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAMS)
+    return "\n".join([
+        "# MLflow project of a netrain batch; each array task runs: mlflow run <batch> -e train",
+        "name: netrain-batch",
+        "conda_env: conda.yaml",
+        "entry_points:",
+        "  train:",
+        "    parameters:",
+        *params,
+        f"    command: \"python mlproject/entry.py {flags}\"",
+        "",
+    ])

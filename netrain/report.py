@@ -1,0 +1,129 @@
+"""Text (and JSON) for `netrain show`, built from status tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from netrain.batch import Batch, list_batches
+from netrain.errors import BatchError
+from netrain.status import BatchStatus, State, batch_status
+
+
+def _scheduler_views(batches: list[Batch], enabled: bool) -> tuple[dict[str, Any], str]:
+    if not enabled:
+        return {}, ""
+    from netrain import slurm
+
+    return slurm.scheduler_view(batches)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _counts(st: BatchStatus) -> dict[str, int]:
+    return {"planned": st.planned, "finished": st.count("finished"),
+            "failed": st.count("failed"), "running": st.count("running")}
+
+
+def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool = False) -> str:
+    paths = list_batches(trainings_dir) if trainings_dir else []
+    batches: list[Batch] = []
+    broken: list[str] = []
+    for p in paths:
+        try:
+            batches.append(Batch.load(p))
+        except BatchError as exc:
+            broken.append(f"{p.name}: {exc}")
+    views, note = _scheduler_views([b for b in batches if _has_slurm_jobs(b)], scheduler)
+    statuses = [batch_status(b, views.get(b.id)) for b in batches]
+    if as_json:
+        return json.dumps([{"id": s.id, "path": str(s.path), "created": s.created,
+                            "description": s.description,
+                            "models": [m.key for m in s.models], **_counts(s)}
+                           for s in statuses], indent=1)
+    if not statuses:
+        where = trainings_dir or "(no trainings_dir)"
+        return f"no batches in {where}: create one with 'netrain generate'"
+    rows = []
+    for s in statuses:
+        c = _counts(s)
+        desc = " ".join(s.description.split())
+        rows.append([s.id, s.created[:16].replace("T", " "),
+                     ",".join(m.key for m in s.models)[:40], str(c["planned"]),
+                     str(c["finished"]), str(c["failed"]), str(c["running"]),
+                     desc[:50] + ("..." if len(desc) > 50 else "")])
+    out = _table(rows, ["BATCH", "CREATED", "MODELS", "NETS", "FINISHED", "FAILED", "RUNNING",
+                        "DESCRIPTION"])
+    extra = [f"warning: {b}" for b in broken]
+    if note:
+        extra.append(note)
+    return "\n".join([out, *extra])
+
+
+def _has_slurm_jobs(b: Batch) -> bool:
+    return any(j.executor == "slurm" for m in b.manifest.models for j in m.jobs)
+
+
+def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,
+           as_json: bool = False) -> str:
+    views, note = _scheduler_views([batch] if _has_slurm_jobs(batch) else [], scheduler)
+    st = batch_status(batch, views.get(batch.id))
+    if as_json:
+        return json.dumps({
+            "id": st.id, "path": str(st.path), "description": st.description, **_counts(st),
+            "models": [{"model": m.key, "tasks": [{
+                "index": t.index, "state": t.state.value, "nets": t.nets,
+                "finished": t.finished, "failed": t.failed, "running": t.running,
+                "log": t.log, "error": t.error, "run_id": t.run_id, "scheduler": t.scheduler,
+                "slurm_job_id": t.slurm_job_id} for t in m.tasks]} for m in st.models],
+        }, indent=1)
+    m = batch.manifest
+    lines = [f"batch {st.id}  {st.path}",
+             f"created {st.created}  description: {st.description!r}",
+             f"code {m.code.get('digest', '')[:19]}  git {m.code.get('git_commit') or '-'}  "
+             f"tracking {m.tracking['uri']} (experiment {m.tracking['experiment_id']})", ""]
+    rows = []
+    for ms in st.models:
+        rows.append([ms.key, str(len(ms.tasks)), str(ms.planned), str(ms.count("finished")),
+                     str(ms.count("failed")), str(ms.count("running")),
+                     str(ms.tasks_in(State.PENDING)),
+                     str(sum(1 for t in ms.tasks if t.state.is_failure))])
+    lines.append(_table(rows, ["MODEL", "TASKS", "NETS", "FINISHED", "FAILED", "RUNNING",
+                               "PENDING-TASKS", "FAILED-TASKS"]))
+    task_rows = []
+    for ms in st.models:
+        for t in ms.tasks:
+            if not all_tasks and t.state is State.FINISHED:
+                continue
+            if not all_tasks and t.state is State.PENDING and not t.scheduler:
+                continue
+            where = t.log if t.state.is_failure else ""
+            task_rows.append([ms.key, str(t.index), t.state.value,
+                              t.scheduler or "-", f"{t.finished}/{t.nets}",
+                              t.slurm_job_id or "-", t.run_id[:12] or "-",
+                              (t.error[:60] + (" log: " + where if where else "")).strip()])
+    if task_rows:
+        lines += ["", _table(task_rows, ["MODEL", "TASK", "STATE", "SLURM", "NETS", "JOB",
+                                          "RUN", "ERROR / LOG"])]
+    pending = sum(ms.tasks_in(State.PENDING) for ms in st.models)
+    if pending and not all_tasks:
+        lines.append(f"({pending} task(s) not started yet; --all lists every task)")
+    if st.retrains:
+        lines += ["", "retrains:"]
+        for r in st.retrains:
+            nets = ", ".join(f"{n.run_id[:12]} {n.state}" for n in r.nets.values())
+            lines.append(f"  of {r.retrain_of[:12]}  {r.model}[{r.index}]  {r.state}  {nets}")
+    if m.notes:
+        lines += ["", "notes:"]
+        for n in m.notes:
+            lines.append(f"  {n.get('at', '')[:16]} {n.get('target', '')}: {n.get('text', '')}")
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)

@@ -1,0 +1,369 @@
+"""The only module that imports keras: train the N networks of one array task.
+
+The interface is "train these networks of this model" (:func:`train_networks`), not one
+network at a time, so a packed trainer can replace the sequential loop without touching
+the rest of netrain.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from netrain.contract import NetworkConfig
+from netrain.errors import ContractError
+
+
+@dataclass
+class NetworkJob:
+    """One network to train: its validated configuration and where its files go."""
+
+    net_index: int
+    model_key: str
+    config: NetworkConfig
+    seed: int
+    stem: str
+    epoch_samples: int
+    intelligent: bool
+    init_weights: Path | None = None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.config.wpath / f"{self.stem}.weights.h5"
+
+    @property
+    def arch_path(self) -> Path:
+        return self.config.archpath / f"{self.stem}.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.config.metricspath / f"{self.stem}.csv"
+
+
+@dataclass
+class NetworkResult:
+    net_index: int
+    epochs: int
+    history: dict[str, list[float]]
+    seconds: float
+    stopped_early: bool
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.history.items() if v}
+
+
+class Observer(Protocol):
+    """What the task wants to hear while its networks train (tracking, records)."""
+
+    def network_started(self, job: NetworkJob) -> None: ...
+    def epoch_end(self, job: NetworkJob, epoch: int, logs: dict[str, float]) -> None: ...
+    def network_finished(self, job: NetworkJob, result: NetworkResult) -> None: ...
+    def network_failed(self, index: int, job: NetworkJob | None, exc: BaseException) -> None: ...
+
+
+def train_networks(
+    indices: Sequence[int],
+    make_job: Callable[[int], NetworkJob],
+    observer: Observer,
+) -> list[NetworkResult | None]:
+    """Train each network in turn; a failing network is reported and the next one goes on.
+
+    ``TaskInterrupted`` (SIGTERM/SIGINT) is not caught: the task closes its runs as KILLED.
+    """
+    import keras
+
+    results: list[NetworkResult | None] = []
+    for index in indices:
+        job: NetworkJob | None = None
+        try:
+            job = make_job(index)
+            observer.network_started(job)
+            result = train_one(job, observer, keras)
+            observer.network_finished(job, result)
+            results.append(result)
+        except Exception as exc:
+            observer.network_failed(index, job, exc)
+            results.append(None)
+        finally:
+            keras.backend.clear_session()
+    return results
+
+
+class _Relay:
+    """Build a keras callback that forwards epoch ends to the observer."""
+
+    @staticmethod
+    def make(keras: Any, job: NetworkJob, observer: Observer) -> Any:
+        class Relay(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                observer.epoch_end(job, epoch, {k: float(v) for k, v in (logs or {}).items()
+                                                 if _is_number(v)})
+
+        return Relay()
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -> Any:
+    class Threshold(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            value = (logs or {}).get(monitor)
+            if value is None:
+                return
+            if (mode == "max" and value >= threshold) or (mode != "max" and value <= threshold):
+                self.model.stop_training = True
+
+    return Threshold()
+
+
+def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
+    cfg = job.config
+    keras.utils.set_random_seed(cfg.seed if cfg.seed is not None else job.seed)
+    model = cfg.model_generator()
+    if not hasattr(model, "fit") or not hasattr(model, "compile"):
+        raise ContractError(f"{job.model_key}: model_generator returned "
+                            f"{type(model).__name__}, not a keras model")
+    if job.init_weights is not None:
+        model.load_weights(str(job.init_weights))
+    model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
+
+    fit_kwargs = training_inputs(cfg.training_generator, job.epoch_samples, cfg.batch_size,
+                                 job.model_key)
+    has_validation = cfg.evaluation_generator is not None
+    if has_validation:
+        fit_kwargs.update(validation_inputs(cfg.evaluation_generator, cfg.validation_steps,
+                                            fit_kwargs, job.model_key))
+
+    callbacks: list[Any] = [_Relay.make(keras, job, observer)]
+    stopper = None
+    if job.intelligent:
+        es = cfg.early_stopping
+        monitor = es.get("monitor") or ("val_loss" if has_validation else "loss")
+        mode = es.get("mode", "auto")
+        stopper = keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=int(es.get("patience", 10)),
+            min_delta=float(es.get("min_delta", 0.0)), mode=mode,
+            restore_best_weights=bool(es.get("restore_best_weights", True)),
+        )
+        callbacks.append(stopper)
+        if es.get("threshold") is not None:
+            callbacks.append(_threshold_callback(keras, monitor, float(es["threshold"]), mode))
+    user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
+    callbacks.extend(list(user_cb or []))
+
+    start = time.perf_counter()
+    history = model.fit(epochs=cfg.nb_epoch, callbacks=callbacks, verbose=cfg.verbose,
+                        **fit_kwargs)
+    seconds = time.perf_counter() - start
+    hist = {k: [float(x) for x in v] for k, v in (history.history or {}).items()}
+    epochs = len(next(iter(hist.values()))) if hist else 0
+    files = save_network(model, job, hist)
+    return NetworkResult(
+        net_index=job.net_index, epochs=epochs, history=hist, seconds=seconds,
+        stopped_early=epochs < cfg.nb_epoch, files=files,
+    )
+
+
+def save_network(model: Any, job: NetworkJob, hist: dict[str, list[float]]) -> dict[str, Path]:
+    """Weights, architecture and metrics, each written to a temporary name then renamed."""
+    for d in (job.config.wpath, job.config.archpath, job.config.metricspath):
+        d.mkdir(parents=True, exist_ok=True)
+    wtmp = job.weights_path.with_name(f".{job.stem}.{os.getpid()}.tmp.weights.h5")
+    model.save_weights(str(wtmp))
+    os.replace(wtmp, job.weights_path)
+    atmp = job.arch_path.with_name(f".{job.stem}.{os.getpid()}.tmp.json")
+    atmp.write_text(model.to_json(), encoding="utf-8")
+    os.replace(atmp, job.arch_path)
+    mtmp = job.metrics_path.with_name(f".{job.stem}.{os.getpid()}.tmp.csv")
+    write_metrics_csv(mtmp, hist)
+    os.replace(mtmp, job.metrics_path)
+    return {"weights": job.weights_path, "arch": job.arch_path, "metrics": job.metrics_path}
+
+
+def save_partial(model: Any, job: NetworkJob) -> Path | None:
+    """On interruption, keep what was trained so far (nothing a user trained is lost)."""
+    try:
+        job.config.wpath.mkdir(parents=True, exist_ok=True)
+        path = job.config.wpath / f"{job.stem}.partial.weights.h5"
+        model.save_weights(str(path))
+        return path
+    except Exception:
+        return None
+
+
+def write_metrics_csv(path: Path, hist: dict[str, list[float]]) -> None:
+    keys = list(hist)
+    n = max((len(v) for v in hist.values()), default=0)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", *keys])
+        for i in range(n):
+            w.writerow([i, *(hist[k][i] if i < len(hist[k]) else "" for k in keys)])
+
+
+# ---------------------------------------------------------------------------- data handling
+
+def _is_array_pair(d: Any) -> bool:
+    return isinstance(d, (tuple, list)) and len(d) in (2, 3) and all(
+        hasattr(p, "__len__") and not isinstance(p, (str, bytes)) for p in d[:2]
+    )
+
+
+def _materialise(d: Any) -> Any:
+    """Call a data *function* (the seed's "generator function") to get the data itself."""
+    if callable(d) and not hasattr(d, "__next__") and not hasattr(d, "__getitem__") \
+            and not hasattr(d, "element_spec"):
+        return d()
+    return d
+
+
+def _batch_len(batch: Any, model_key: str, what: str) -> int:
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise ContractError(f"{model_key}: {what} yielded {type(batch).__name__}, not an "
+                            "(x, y) tuple: yield (x_batch, y_batch)")
+    x, y = batch[0], batch[1]
+    nx = _first_dim(x)
+    ny = _first_dim(y)
+    if nx is None or ny is None or nx != ny or nx == 0:
+        raise ContractError(f"{model_key}: {what} yielded x and y with {nx} and {ny} rows: "
+                            "they must be equal and non-zero")
+    return nx
+
+
+def _first_dim(a: Any) -> int | None:
+    if isinstance(a, dict):
+        a = next(iter(a.values()), None)
+    elif isinstance(a, (list, tuple)) and a and hasattr(a[0], "shape"):
+        a = a[0]
+    shape = getattr(a, "shape", None)
+    if shape is not None and len(shape) > 0 and shape[0] is not None:
+        return int(shape[0])
+    try:
+        return len(a)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
+                    model_key: str) -> dict[str, Any]:
+    """keras ``fit`` arguments so that one epoch sees ``epoch_samples`` samples."""
+    d = _materialise(data)
+    bs = batch_size or 32
+    if _is_array_pair(d):
+        x, y = d[0], d[1]
+        n = _batch_len(d, model_key, "training_generator")
+        if epoch_samples <= 0 or epoch_samples == n:
+            out: dict[str, Any] = {"x": x, "y": y, "batch_size": bs, "shuffle": True}
+            if len(d) == 3:
+                out["sample_weight"] = d[2]
+            return out
+        return {"x": ArraySampler.make(x, y, bs, epoch_samples)}
+    if hasattr(d, "element_spec"):  # tf.data.Dataset
+        first = next(iter(d))
+        n = _batch_len(first, model_key, "training_generator")
+        steps = max(1, math.ceil(epoch_samples / n)) if epoch_samples > 0 else None
+        return {"x": d.repeat() if steps else d, "steps_per_epoch": steps}
+    if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
+        n = _batch_len(d[0], model_key, "training_generator")  # a keras PyDataset
+        steps = min(len(d), max(1, math.ceil(epoch_samples / n))) if epoch_samples > 0 else None
+        return {"x": d, "steps_per_epoch": steps}
+    if hasattr(d, "__iter__") or hasattr(d, "__next__"):
+        it = iter(d)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise ContractError(f"{model_key}: training_generator yielded nothing") from None
+        n = _batch_len(first, model_key, "training_generator")
+        steps = max(1, math.ceil((epoch_samples or n) / n))
+        return {"x": _generator(first, it), "steps_per_epoch": steps}
+    raise ContractError(f"{model_key}: training_generator of type {type(d).__name__} is not "
+                        "usable: give (x, y) arrays, a generator, a PyDataset or a Dataset")
+
+
+def validation_inputs(data: Any, validation_steps: int | None, fit_kwargs: dict[str, Any],
+                      model_key: str) -> dict[str, Any]:
+    d = _materialise(data)
+    if _is_array_pair(d):
+        _batch_len(d, model_key, "evaluation_generator")
+        return {"validation_data": tuple(d)}
+    if hasattr(d, "element_spec"):
+        return {"validation_data": d, "validation_steps": validation_steps}
+    if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
+        return {"validation_data": d, "validation_steps": validation_steps}
+    if hasattr(d, "__iter__") or hasattr(d, "__next__"):
+        it = iter(d)
+        first = next(it)
+        _batch_len(first, model_key, "evaluation_generator")
+        steps = validation_steps or max(1, math.ceil((fit_kwargs.get("steps_per_epoch") or 4) / 4))
+        return {"validation_data": _generator(first, it), "validation_steps": steps}
+    raise ContractError(f"{model_key}: evaluation_generator of type {type(d).__name__} is not "
+                        "usable: give (x, y) arrays, a generator, a PyDataset or a Dataset")
+
+
+def _generator(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    """Put a peeked batch back in front (keras accepts real generators, not any iterator)."""
+    yield first
+    yield from rest
+
+
+class ArraySampler:
+    """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled."""
+
+    @staticmethod
+    def make(x: Any, y: Any, batch_size: int, epoch_samples: int) -> Any:
+        import keras
+        import numpy as np
+
+        class _Sampler(keras.utils.PyDataset):  # type: ignore[misc, name-defined]
+            def __init__(self) -> None:
+                super().__init__()
+                self.rng = np.random.default_rng(0)
+                self.order = self._order()
+
+            def _order(self) -> Any:
+                reps = math.ceil(epoch_samples / len(x))
+                return np.concatenate([self.rng.permutation(len(x)) for _ in range(reps)])[
+                    :epoch_samples]
+
+            def __len__(self) -> int:
+                return math.ceil(epoch_samples / batch_size)
+
+            def __getitem__(self, i: int) -> Any:
+                idx = self.order[i * batch_size:(i + 1) * batch_size]
+                return np.asarray(x)[idx], np.asarray(y)[idx]
+
+            def on_epoch_end(self) -> None:
+                self.order = self._order()
+
+        return _Sampler()
+
+
+def peek_data(data: Any, model_key: str, what: str) -> int:
+    """Take one batch of a data source to check its shape (used by generate's check)."""
+    d = _materialise(data)
+    if _is_array_pair(d):
+        return _batch_len(d, model_key, what)
+    if hasattr(d, "element_spec"):
+        return _batch_len(next(iter(d)), model_key, what)
+    if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
+        return _batch_len(d[0], model_key, what)
+    if isinstance(d, Iterable) or hasattr(d, "__next__"):
+        try:
+            return _batch_len(next(iter(d)), model_key, what)
+        except StopIteration:
+            raise ContractError(f"{model_key}: {what} yielded nothing") from None
+    raise ContractError(f"{model_key}: {what} of type {type(d).__name__} is not usable")
