@@ -1,0 +1,82 @@
+"""Shared fixtures: CLI invocation, example and user projects, MLflow access."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 900) -> Result:
+    """Run the real `netrain` console script (as a user would), in ``cwd``."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = f"{BIN}:{full_env.get('PATH', '')}"
+    full_env.pop("NETRAIN_CONFIG", None)
+    if env:
+        full_env.update(env)
+    p = subprocess.run([str(BIN / "netrain"), *args], cwd=cwd, env=full_env,
+                       capture_output=True, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    return run_cli
+
+
+def make_userproj(dest: Path, extra_yaml: str = "") -> Path:
+    """A copy of tests/fixtures/userproj with a netrain.yaml using other paths and names."""
+    shutil.copytree(FIXTURES / "userproj", dest)
+    (dest / "netrain.yaml").write_text(
+        "trainings_dir: runs\n"
+        "main_script: src/main.py\n"
+        "tracking_uri: sqlite:///tracking/custom.db\n"
+        "launcher: direct\n"
+        "workers: 2\n" + extra_yaml
+    )
+    (dest / "tracking").mkdir()
+    return dest
+
+
+@pytest.fixture
+def userproj(tmp_path: Path) -> Path:
+    return make_userproj(tmp_path / "userproj")
+
+
+def mlflow_client(uri: str):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def snapshot_tree(path: Path) -> dict[str, tuple[int, float]]:
+    """Every file under ``path`` with its size and mtime (to prove nothing changed)."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime)
+            for p in path.rglob("*") if p.is_file()}
