@@ -10,7 +10,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +125,8 @@ class Manifest:
                 models.append(ModelEntry(
                     cls=str(m["class"]),
                     architecture=str(m["architecture"]),
-                    segments=[Segment(**s) for s in m.get("segments") or []],
-                    jobs=[Job(**j) for j in m.get("jobs") or []],
+                    segments=[_typed(Segment, s) for s in m.get("segments") or []],
+                    jobs=[_typed(Job, j) for j in m.get("jobs") or []],
                 ))
             return cls(
                 id=str(d["id"]),
@@ -147,6 +147,25 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BatchError(f"{where} is corrupt ({type(exc).__name__}: {exc}): restore it "
                              "from a backup or remove the batch") from None
+
+
+_TYPES = {"int": int, "str": str, "bool": bool}
+
+
+def _typed(cls: Any, d: Any) -> Any:
+    """Build a dataclass from a mapping, refusing values of the wrong type."""
+    if not isinstance(d, dict):
+        raise TypeError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    obj = cls(**d)
+    for f in fields(cls):
+        want = _TYPES.get(str(f.type))
+        value = getattr(obj, f.name)
+        if want is None:
+            continue
+        if (want is int and (isinstance(value, bool) or not isinstance(value, int))) or \
+                not isinstance(value, want):
+            raise TypeError(f"{cls.__name__}.{f.name} should be {want.__name__}, got {value!r}")
+    return obj
 
 
 def now_iso() -> str:
@@ -296,6 +315,7 @@ def find_batch(ref: str, trainings_dir: Path | None) -> Path:
         raise BatchError(f"no batch {ref!r} in {trainings_dir}: 'netrain show' lists the batches")
     if len(matches) > 1:
         names = ", ".join(b.name for b in matches[:5])
-        raise BatchError(f"batch prefix {ref!r} is ambiguous ({names}{', ...' if len(matches) > 5 else ''}): "
+        more = ", ..." if len(matches) > 5 else ""
+        raise BatchError(f"batch prefix {ref!r} is ambiguous ({names}{more}): "
                          "give more of the id")
     return matches[0]

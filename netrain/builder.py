@@ -290,7 +290,8 @@ def _version() -> str:
     return __version__
 
 
-ENTRY_PY = '''"""MLflow entry point of a netrain batch (copied into every batch as mlproject/entry.py).
+ENTRY_PY = '''\
+"""MLflow entry point of a netrain batch (copied into every batch as mlproject/entry.py).
 
 `mlflow run <batch> -e train -P ...` (or the sbatch script directly) runs this file; it runs
 the batch's own snapshot of the user's main script for one array task.

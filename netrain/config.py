@@ -226,7 +226,10 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
 def normalise_tracking_uri(uri: str, base: Path, where: str) -> str:
     """Make sqlite paths absolute (tasks run elsewhere) and refuse inline credentials."""
     uri = uri.strip()
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: tracking_uri {uri!r} is not a valid URI ({exc})") from None
     if parts.password or (parts.username and parts.scheme.startswith("http")):
         raise ConfigError(
             f"{where}: tracking_uri contains credentials: remove them and export "
@@ -236,6 +239,9 @@ def normalise_tracking_uri(uri: str, base: Path, where: str) -> str:
         rest = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
         if rest is None:
             raise ConfigError(f"{where}: tracking_uri {uri!r}: write sqlite:///path/to/mlflow.db")
+        if not rest.strip():
+            raise ConfigError(f"{where}: tracking_uri {uri!r} has no database path: write "
+                              "sqlite:///path/to/mlflow.db")
         if not rest.startswith("/"):
             rest = str((base / rest).resolve())
         return "sqlite:///" + rest
@@ -255,6 +261,9 @@ def parse_environment(value: Any, base: Path, where: str) -> Environment:
     if value == "python":
         return Environment("python", _unresolved_executable())
     if value.startswith("python:"):
+        if not value[len("python:"):].strip():
+            raise ConfigError(f"{where}: 'python:' needs the interpreter's path, e.g. "
+                              "python:/opt/venv/bin/python")
         p = Path(value[len("python:"):]).expanduser()
         p = p if p.is_absolute() else base / p
         return Environment("python", str(p))
@@ -318,9 +327,9 @@ def _parse_section(cls: Any, raw: Any, where: str) -> Any:
                 raise ConfigError(f"{where}.check must be warn, refuse or off, got {value!r}")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
-        elif expected is not None and not isinstance(value, expected):
-            raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
-        elif not isinstance(value, str):
+        elif not isinstance(value, str) or (
+            expected is not None and not isinstance(value, expected)
+        ):
             raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
         if isinstance(value, str) and any(c in value for c in "\n\r"):
             raise ConfigError(f"{where}.{key} must be on one line")

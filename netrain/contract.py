@@ -158,7 +158,8 @@ def _is_data(v: Any) -> bool:
     return hasattr(v, "__getitem__") and hasattr(v, "__len__")
 
 
-def validate_output(out: Any, model: str, where: str = "model_configuration_function") -> NetworkConfig:
+def validate_output(out: Any, model: str,
+                    where: str = "model_configuration_function") -> NetworkConfig:
     """Check the output dict field by field; raise ContractError naming the field and model."""
 
     def fail(msg: str) -> ContractError:
@@ -235,7 +236,7 @@ def validate_output(out: Any, model: str, where: str = "model_configuration_func
     if vsteps is not None and (not _is_int(vsteps) or vsteps < 1):
         raise fail(f"returned 'validation_steps' = {vsteps!r}: it must be a whole number >= 1")
     verbose = out.get("verbose", 0)
-    if verbose not in (0, 1, 2):
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise fail(f"returned 'verbose' = {verbose!r}: it must be 0, 1 or 2")
     seed = out.get("seed")
     if seed is not None and not _is_int(seed):

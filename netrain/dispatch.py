@@ -83,7 +83,7 @@ def run_script_local(batch: Batch, script: Path, index: int, model_key: str, log
     return outcome[0].returncode
 
 
-def _record_local_job(batch: Batch, todo: list) -> None:  # type: ignore[type-arg]
+def _record_local_job(batch: Batch, todo: list) -> None:
     from netrain.spec import format_indices
 
     by_model: dict[str, list[int]] = {}

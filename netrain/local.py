@@ -3,6 +3,7 @@ would (same script, the array index in SLURM_ARRAY_TASK_ID), N at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ def run_tasks(tasks: list[LocalTask], workers: int,
 
 
 def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def mark_died_if_running(record_path: Path, returncode: int) -> None:

@@ -81,7 +81,7 @@ def main() -> int:
     os.chdir(request["code_dir"])
     try:
         result = probe(request)
-    except BaseException as exc:  # noqa: BLE001 - report anything as one line
+    except BaseException as exc:
         result = {"error": f"checking the configuration failed: {type(exc).__name__}: {exc}"}
     result_path.write_text(json.dumps(result))
     return 0

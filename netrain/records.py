@@ -6,6 +6,7 @@ atomically at every change, so `show` can read the state of a batch without MLfl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -76,10 +77,8 @@ def write_record(path: Path, record: TaskRecord) -> None:
             fh.write(record.to_json())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

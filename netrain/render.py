@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from netrain.errors import BatchError
 
@@ -91,7 +92,8 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
     if spec.gpu:
         lines.append(f"--gres={directive(s.get('gres') or 'gpu:1')}")
     out = [f"#SBATCH {line}" for line in lines]
-    for extra in s.get("extra") or ():
+    extras: Any = s.get("extra") or ()
+    for extra in extras:
         text = str(extra).strip()
         if "\n" in text or "\r" in text:
             raise BatchError(f"extra #SBATCH option {text!r} spans lines")
@@ -179,7 +181,8 @@ def render_sbatch(spec: ScriptSpec) -> str:
         "export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true",
         "export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1",
         'export NETRAIN_BATCH_DIR="$batch_dir"',
-        ': "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, or use netrain run}"',
+        ': "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, '
+        'or use netrain run}"',
         'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))',
         'export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_'
         '${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"',

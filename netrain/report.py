@@ -42,7 +42,7 @@ def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool =
         except BatchError as exc:
             broken.append(f"{p.name}: {exc}")
     views, note = _scheduler_views([b for b in batches if _has_slurm_jobs(b)], scheduler)
-    statuses = [batch_status(b, views.get(b.id)) for b in batches]
+    statuses = [_status(b, views.get(b.id)) for b in batches]
     if as_json:
         return json.dumps([{"id": s.id, "path": str(s.path), "created": s.created,
                             "description": s.description,
@@ -67,6 +67,16 @@ def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool =
     return "\n".join([out, *extra])
 
 
+def _status(b: Batch, view: Any) -> BatchStatus:
+    """The batch's status; tasks SLURM saw die get their records and runs closed."""
+    st = batch_status(b, view)
+    if view:
+        from netrain.reconcile import heal
+
+        heal(b, st)
+    return st
+
+
 def _has_slurm_jobs(b: Batch) -> bool:
     return any(j.executor == "slurm" for m in b.manifest.models for j in m.jobs)
 
@@ -74,7 +84,7 @@ def _has_slurm_jobs(b: Batch) -> bool:
 def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,
            as_json: bool = False) -> str:
     views, note = _scheduler_views([batch] if _has_slurm_jobs(batch) else [], scheduler)
-    st = batch_status(batch, views.get(batch.id))
+    st = _status(batch, views.get(batch.id))
     if as_json:
         return json.dumps({
             "id": st.id, "path": str(st.path), "description": st.description, **_counts(st),

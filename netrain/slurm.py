@@ -187,10 +187,10 @@ def job_ids_of(batch: Batch) -> dict[str, tuple[str, int]]:
 
 
 def scheduler_view(batches: list[Batch], runner: Runner = run_command
-                   ) -> tuple[dict[str, dict[str, dict[int, str]]], str]:
+                   ) -> tuple[dict[str, dict[str, dict[int, tuple[str, str]]]], str]:
     """One squeue and one sacct call for all jobs of all batches.
 
-    Returns ({batch id: {model key: {index: SLURM state}}}, a note for the user or "").
+    Returns ({batch id: {model key: {index: (job id, SLURM state)}}}, a note or "").
     """
     owners: dict[str, tuple[str, str, int]] = {}
     for b in batches:
@@ -214,15 +214,15 @@ def scheduler_view(batches: list[Batch], runner: Runner = run_command
     if queue.returncode == 0:
         for job, tasks in parse_job_states(queue.stdout).items():
             states.setdefault(job, {}).update(tasks)
-    out: dict[str, dict[str, dict[int, str]]] = {}
-    for job, tasks in states.items():
+    out: dict[str, dict[str, dict[int, tuple[str, str]]]] = {}
+    for job in sorted(states, key=lambda j: int(j) if j.isdigit() else 0):
         if job not in owners:
             continue
         bid, key, off = owners[job]
         dest = out.setdefault(bid, {}).setdefault(key, {})
-        for t, state in tasks.items():
+        for t, state in states[job].items():
             if t >= 0:
-                dest[t + off] = state
+                dest[t + off] = (job, state)  # a later job of the same index wins
     return out, note
 
 

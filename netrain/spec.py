@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from netrain.errors import SpecError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 MAX_NNETS = 100_000
 
 
@@ -31,7 +31,7 @@ class ModelSpec:
 
 def check_name(value: str, what: str) -> str:
     """Return ``value`` if it is a safe name (letters, digits, '_' and '-'), else raise."""
-    if not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise SpecError(
             f"{what} {value!r} is not a valid name: use only letters, digits, '_' and '-'"
         )

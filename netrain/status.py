@@ -85,8 +85,11 @@ class BatchStatus:
 
 
 def task_status(model: ModelEntry, index: int, rec: TaskRecord | None,
-                scheduler: str | None = None) -> TaskStatus:
-    """One task's state from its record, corrected by what the scheduler says (if known)."""
+                scheduler: tuple[str, str] | None = None) -> TaskStatus:
+    """One task's state from its record, corrected by what the scheduler says (if known).
+
+    ``scheduler`` is (SLURM job id, state) of the newest job that holds this index.
+    """
     nnets = model.segment_for(index).nnets
     if rec is None:
         st = TaskStatus(model.key, index, State.PENDING, nnets)
@@ -100,8 +103,16 @@ def task_status(model: ModelEntry, index: int, rec: TaskRecord | None,
                         error=rec.error, run_id=rec.parent_run_id,
                         slurm_job_id=rec.slurm_job_id, attempt=rec.attempt)
     if scheduler:
-        st.scheduler = scheduler
-        st.state = reconcile(st.state, scheduler)
+        job, word = scheduler
+        st.scheduler = word
+        own = st.state
+        if rec is not None and rec.slurm_job_id.split("_")[0] != job:
+            # The record is from an earlier attempt (or a local run): a newer job decides,
+            # unless it finished without writing a record of its own.
+            own = State.PENDING if scheduler_state(word) is not State.FINISHED else own
+            if scheduler_state(word) in (State.PENDING, State.RUNNING):
+                st.finished = st.failed = st.running = 0
+        st.state = reconcile(own, word)
         if st.state.is_failure and st.running:
             st.failed += st.running
             st.running = 0
@@ -151,7 +162,7 @@ def reconcile(own: State, scheduler: str) -> State:
 
 
 def model_status(batch: Batch, model: ModelEntry,
-                 scheduler: dict[int, str] | None = None) -> ModelStatus:
+                 scheduler: dict[int, tuple[str, str]] | None = None) -> ModelStatus:
     records = read_model_records(batch.path, model.slug)
     ms = ModelStatus(model.key)
     sched = scheduler or {}
@@ -161,8 +172,8 @@ def model_status(batch: Batch, model: ModelEntry,
     return ms
 
 
-def batch_status(batch: Batch, scheduler: dict[str, dict[int, str]] | None = None
-                 ) -> BatchStatus:
+def batch_status(batch: Batch,
+                 scheduler: dict[str, dict[int, tuple[str, str]]] | None = None) -> BatchStatus:
     m = batch.manifest
     sched = scheduler or {}
     return BatchStatus(

@@ -4,6 +4,7 @@ task's run, keep the files in the batch, and write the task's record for `show`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -18,7 +19,14 @@ from typing import Any
 from netrain.batch import Batch, now_iso
 from netrain.contract import build_input, call_config_function, first_line
 from netrain.errors import NetrainError, TaskInterrupted
-from netrain.records import NetRecord, TaskRecord, new_record, read_record, record_path, write_record
+from netrain.records import (
+    NetRecord,
+    TaskRecord,
+    new_record,
+    read_record,
+    record_path,
+    write_record,
+)
 
 
 @dataclass(frozen=True)
@@ -140,11 +148,9 @@ class _TaskObserver:
         if not isinstance(exc, NetrainError) or exc.__cause__ is not None:
             traceback.print_exception(exc, file=sys.stderr)
         if self.child is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.child.set_tags({"error": msg[:500]})
                 self.child.end("FAILED")
-            except Exception:
-                pass
         rec = t.record.nets.get(str(index)) or NetRecord(
             name=job.config.name if job else "", stem=job.stem if job else "")
         rec.state, rec.error = "failed", msg[:1000]
@@ -302,21 +308,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _install_signal_handlers() -> dict[int, Any]:
-    old = {}
+    old: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread
             old[sig] = signal.signal(sig, _raise_interrupt)
-        except ValueError:  # not the main thread
-            pass
     return old
 
 
 def _restore_signal_handlers(old: dict[int, Any]) -> None:
     for sig, handler in old.items():
-        try:
+        with contextlib.suppress(ValueError):
             signal.signal(sig, handler)
-        except ValueError:
-            pass
 
 
 def run_entry(batch_dir: Path, argv: list[str]) -> int:

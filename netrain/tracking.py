@@ -32,6 +32,7 @@ def client(uri: str) -> Any:
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -62,14 +63,15 @@ def check_reachable(uri: str) -> None:
 
         url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (http(s) only)
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status >= 400:
                     raise TrackingError(f"tracking server {_describe_uri(uri)} answered "
                                         f"{resp.status}: check tracking_uri")
         except OSError as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(f"tracking server {_describe_uri(uri)} is unreachable "
-                                f"({reason}): start it or fix tracking_uri in netrain.yaml") from None
+                                f"({reason}): start it or fix tracking_uri in netrain.yaml"
+                                ) from None
 
 
 def create_batch_experiment(uri: str, name: str, description: str,
@@ -174,7 +176,8 @@ class Tracker:
         try:
             self.client = client(uri)
         except Exception as exc:
-            raise TrackingError(f"cannot open tracking backend {_describe_uri(uri)}: {exc}") from None
+            raise TrackingError(f"cannot open tracking backend {_describe_uri(uri)}: "
+                                f"{type(exc).__name__}") from None
 
     def parent_run(self, run_name: str, tags: Mapping[str, Any]) -> RunHandle:
         """Resume the run `mlflow run` created (MLFLOW_RUN_ID), or create one."""

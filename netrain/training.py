@@ -102,7 +102,7 @@ class _Relay:
 
     @staticmethod
     def make(keras: Any, job: NetworkJob, observer: Observer) -> Any:
-        class Relay(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        class Relay(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 observer.epoch_end(job, epoch, {k: float(v) for k, v in (logs or {}).items()
                                                  if _is_number(v)})
@@ -119,7 +119,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -> Any:
-    class Threshold(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class Threshold(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = (logs or {}).get(monitor)
             if value is None:
@@ -253,7 +253,7 @@ def _first_dim(a: Any) -> int | None:
     if shape is not None and len(shape) > 0 and shape[0] is not None:
         return int(shape[0])
     try:
-        return len(a)  # type: ignore[arg-type]
+        return len(a)
     except TypeError:
         return None
 
@@ -328,7 +328,7 @@ class ArraySampler:
         import keras
         import numpy as np
 
-        class _Sampler(keras.utils.PyDataset):  # type: ignore[misc, name-defined]
+        class _Sampler(keras.utils.PyDataset):
             def __init__(self) -> None:
                 super().__init__()
                 self.rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ from netrain.cli.generate import to_bool, training_options
 @click.option("--run", "run_", is_flag=True, help="Start the new tasks right away.")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None)
 @click.pass_obj
-def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_check,  # type: ignore[no-untyped-def]
+def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_check,
             run_, executor) -> None:
     """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
     from netrain.builder import TrainOptions, add

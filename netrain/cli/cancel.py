@@ -11,7 +11,7 @@ from netrain.cli.common import load_batch, warn
 @click.argument("batch")
 @click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
 @click.pass_obj
-def command(obj, batch, models) -> None:  # type: ignore[no-untyped-def]
+def command(obj, batch, models) -> None:
     """Cancel BATCH's SLURM array jobs (all, or those of some models)."""
     from netrain import dispatch, slurm
     from netrain.spec import parse_model_filter

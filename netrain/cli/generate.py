@@ -16,7 +16,7 @@ def to_bool(value: str | bool | None) -> bool:
     return str(value).lower() in ("true", "1", "yes")
 
 
-def training_options(f):  # type: ignore[no-untyped-def]
+def training_options(f):
     """The options generate and add share (the seed's names, both spellings)."""
     for deco in reversed([
         click.option("--models", required=True, metavar="SPEC",
@@ -51,7 +51,7 @@ def training_options(f):  # type: ignore[no-untyped-def]
               help="SLURM: at most K tasks of each array at once (--array=0-N%K).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and submitted.")
 @click.pass_obj
-def command(obj, models, array, nb_epoch, epoch_samples, intelligent, no_check, gpu, desc,  # type: ignore[no-untyped-def]
+def command(obj, models, array, nb_epoch, epoch_samples, intelligent, no_check, gpu, desc,
             run_, executor, workers, max_running, dry_run) -> None:
     """Build a batch: code snapshot, one sbatch array script per model, runbatch.sh."""
     import dataclasses

@@ -12,7 +12,7 @@ from netrain.errors import BatchError, NetrainError
 @click.argument("target")
 @click.argument("text")
 @click.pass_obj
-def command(obj, target, text) -> None:  # type: ignore[no-untyped-def]
+def command(obj, target, text) -> None:
     """Annotate TARGET (a batch id/prefix/path, or a run id) with TEXT."""
     from netrain import tracking
     from netrain.batch import Batch, find_batch, now_iso

@@ -15,18 +15,17 @@ from netrain.cli.common import load_batch, warn
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
               help="Where to run them (default: where the batch's jobs went).")
 @click.pass_obj
-def command(obj, batch, failed, models, executor) -> None:  # type: ignore[no-untyped-def]
+def command(obj, batch, failed, models, executor) -> None:
     """Resubmit BATCH's failed tasks as one new array (e.g. --array=3,17,42) per model."""
     from netrain import dispatch, report, slurm
     from netrain.spec import parse_model_filter
-    from netrain.status import batch_status
 
     b = load_batch(obj, batch)
     selected = dispatch.select_models(b, parse_model_filter(models) if models else None)
     has_slurm = any(j.executor == "slurm" for m in selected for j in m.jobs)
     where = executor or ("slurm" if has_slurm else "local")
     views, _ = report._scheduler_views([b] if has_slurm else [], True)
-    st = batch_status(b, views.get(b.id))
+    st = report._status(b, views.get(b.id))
     by_key = {m.key: m for m in st.models}
     total = 0
     for model in selected:
@@ -38,7 +37,8 @@ def command(obj, batch, failed, models, executor) -> None:  # type: ignore[no-un
         if where == "slurm":
             slurm.submit_batch(b, [model], failed_idx, say=warn, only_failed=True)
         else:
-            failures = dispatch.run_local(b, [model], failed_idx, obj.config(required=False).workers,
+            workers = obj.config(required=False).workers
+            failures = dispatch.run_local(b, [model], failed_idx, workers,
                                           rerun=True, say=warn)
             if failures:
                 raise click.exceptions.Exit(1)

@@ -20,7 +20,7 @@ from netrain.errors import NetrainError
 @click.option("--run/--no-run", "run_", default=True, show_default=True,
               help="Start it now (--no-run only writes scripts/retrain-*.sh).")
 @click.pass_obj
-def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:  # type: ignore[no-untyped-def]
+def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     """Train the network of MLflow run RUN_ID again: a new run tagged retrain_of=RUN_ID."""
     from netrain import builder, dispatch, slurm
     from netrain.lookup import find_run

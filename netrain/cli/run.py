@@ -9,7 +9,7 @@ import click
 from netrain.cli.common import load_batch, warn
 
 
-def start(obj, batch_ref: str | Path, executor: str, model_keys: list[str] | None,  # type: ignore[no-untyped-def]
+def start(obj, batch_ref: str | Path, executor: str, model_keys: list[str] | None,
           tasks: list[int] | None, workers: int | None, rerun: bool) -> None:
     """Run (local) or submit (slurm) the selected tasks; exit 1 if any failed."""
     from netrain import dispatch
@@ -36,7 +36,7 @@ def start(obj, batch_ref: str | Path, executor: str, model_keys: list[str] | Non
 @click.option("--tasks", default=None, metavar="0-3,7", help="Only these array indices.")
 @click.option("--rerun", is_flag=True, help="Also run tasks that already finished.")
 @click.pass_obj
-def command(obj, batch, workers, models, tasks, rerun) -> None:  # type: ignore[no-untyped-def]
+def command(obj, batch, workers, models, tasks, rerun) -> None:
     """Run BATCH's array tasks on this machine, exactly as SLURM would."""
     from netrain.spec import parse_model_filter, parse_tasks
 

@@ -14,7 +14,7 @@ from netrain.cli.common import load_batch, say
 @click.option("--no-scheduler", is_flag=True, help="Do not ask SLURM (records only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:  # type: ignore[no-untyped-def]
+def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     """Without BATCH: one line per batch. With BATCH: per model and per task."""
     from netrain import report
 

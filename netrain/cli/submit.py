@@ -12,7 +12,7 @@ from netrain.cli.common import load_batch, warn
 @click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
 @click.option("--tasks", default=None, metavar="0-3,7", help="Only these array indices.")
 @click.pass_obj
-def command(obj, batch, models, tasks) -> None:  # type: ignore[no-untyped-def]
+def command(obj, batch, models, tasks) -> None:
     """Submit BATCH (its unfinished tasks, or the selected ones) with sbatch."""
     from netrain import dispatch, slurm
     from netrain.spec import parse_model_filter, parse_tasks

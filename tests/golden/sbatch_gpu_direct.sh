@@ -1,0 +1,46 @@
+#!/bin/bash
+#SBATCH --job-name=autoencoder-classical-retrain1-20240102-030405-abcd
+#SBATCH --array=0-149%4
+#SBATCH --chdir=/scratch/trainings/20240102-030405-abcd
+#SBATCH --output=logs/%x_%A_%a.out
+#SBATCH --error=logs/%x_%A_%a.out
+#SBATCH --signal=B:USR1@120
+#SBATCH --partition=gpu
+#SBATCH --time=02:00:00
+#SBATCH --mem=8G
+#SBATCH --cpus-per-task=4
+#SBATCH --account=proj-42
+#SBATCH --gres=gpu:a100:1
+#SBATCH --constraint=a100
+#SBATCH --exclusive
+# netrain batch 20240102-030405-abcd: model autoencoder.classical.
+# Submit with sbatch (runbatch.sh, netrain submit) or run locally with netrain run.
+set -u
+batch_dir=/scratch/trainings/20240102-030405-abcd
+cd "$batch_dir" || exit 2
+export MLFLOW_TRACKING_URI=http://tracking.example:5000
+export MLFLOW_EXPERIMENT_ID=12
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
+export NETRAIN_BATCH_DIR="$batch_dir"
+: "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, or use netrain run}"
+index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
+export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
+if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true
+elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false
+else
+  echo "netrain: array index $index is not a task of autoencoder.classical" >&2; exit 2
+fi
+eval "$(conda shell.bash hook)"
+conda activate netrain-gpu
+# Run the task in its own process group so a signal reaches all of it: SLURM's
+# time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.
+set -m
+python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 &
+child=$!
+trap 'kill -TERM -- -"$child" 2>/dev/null' USR1 TERM INT
+while :; do
+  wait "$child"; rc=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+exit "$rc"

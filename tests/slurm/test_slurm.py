@@ -1,0 +1,220 @@
+"""netrain on a real SLURM cluster: array jobs, job ids on runs, failures seen by `show`,
+resubmission, throttling, an unprivileged user, arrays split under MaxArraySize."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_userproj, mlflow_client, run_cli
+
+TIMEOUT = 420
+
+
+def _uri(proj: Path) -> str:
+    return f"sqlite:///{proj / 'tracking' / 'custom.db'}"
+
+
+def _jobs(batch: Path) -> list[dict]:
+    m = yaml.safe_load((batch / "batch.yaml").read_text())
+    return [j for mm in m["models"] for j in mm["jobs"]]
+
+
+def wait_jobs(batch: Path, timeout: float = TIMEOUT) -> None:
+    """Wait until SLURM holds no job of the batch any more."""
+    ids = ",".join(j["job_id"] for j in _jobs(batch))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i"], capture_output=True,
+                           text=True)
+        if q.returncode == 0 and not q.stdout.strip():
+            time.sleep(1.5)  # accounting lags squeue by about a second
+            return
+        time.sleep(1)
+    subprocess.run(["scancel", *ids.split(",")])
+    pytest.fail(f"batch {batch.name} did not finish within {timeout} s")
+
+
+def show_json(proj: Path, batch: Path, env: dict | None = None) -> dict:
+    r = run_cli("show", batch.name, "--json", cwd=proj, env=env)
+    assert r.code == 0, r.text
+    return json.loads(r.out)
+
+
+def states(data: dict) -> list[list[str]]:
+    return [[t["state"] for t in m["tasks"]] for m in data["models"]]
+
+
+def generate(proj: Path, *args: str, env: dict | None = None) -> Path:
+    r = run_cli("generate", *args, "--executor", "slurm", "--run", cwd=proj, env=env)
+    assert r.code == 0, r.text
+    return Path(r.out.strip().splitlines()[0])
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    return make_userproj(tmp_path / "p", "executor: slurm\n")
+
+
+def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
+    proj = make_userproj(tmp_path / "p", "executor: slurm\nlauncher: mlflow\n")
+    batch = generate(proj, "--models", "regressor.narrow=2, wide=2", "--array", "4",
+                     "--nb-epoch", "2", "--epoch-samples", "128")
+    jobs = _jobs(batch)
+    assert len(jobs) == 2 and all(j["executor"] == "slurm" for j in jobs)
+    wait_jobs(batch)
+    data = show_json(proj, batch)
+    assert states(data) == [["finished"] * 4] * 2
+    assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}
+    c = mlflow_client(_uri(proj))
+    exp = c.get_experiment_by_name(batch.name)
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    nets = [r for r in runs if "net_index" in r.data.tags]
+    assert len(nets) == 16
+    job_ids = {j["job_id"] for j in jobs}
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        jid, task = r.data.tags["slurm_job_id"].split("_")
+        assert jid in job_ids and task == r.data.tags["array_index"]
+    logs = sorted(p.name for p in (batch / "logs").iterdir())
+    assert len(logs) == 8 and all(re.match(r"regressor-(narrow|wide)-.*_\d+_\d\.out", n)
+                                  for n in logs)
+
+
+def test_failed_index_shown_then_resubmitted_after_fixing_snapshot(proj: Path) -> None:
+    env = {"USERPROJ_FAIL_INDEX": "2"}
+    batch = generate(proj, "--models", "regressor.narrow=1", "--array", "4", "--nb-epoch", "1",
+                     "--epoch-samples", "64", "--no-check", env=env)
+    wait_jobs(batch)
+    data = show_json(proj, batch)
+    assert states(data) == [["finished", "finished", "failed", "finished"]]
+    failed = data["models"][0]["tasks"][2]
+    assert failed["scheduler"] == "FAILED"
+    assert "deliberate failure" in Path(failed["log"]).read_text()
+    r = run_cli("show", batch.name, cwd=proj)
+    assert failed["log"] in r.out
+    code = batch / "code" / "mymodels.py"
+    code.write_text(code.read_text().replace('fail = os.environ.get("USERPROJ_FAIL_INDEX")',
+                                             "fail = None"))
+    r = run_cli("resubmit", batch.name, "--failed", cwd=proj, env=env)
+    assert r.code == 0, r.text
+    jobs = _jobs(batch)
+    assert len(jobs) == 2 and jobs[1]["indices"] == "2"
+    wait_jobs(batch)
+    assert states(show_json(proj, batch)) == [["finished"] * 4]
+
+
+def test_throttle_runs_one_task_at_a_time(proj: Path) -> None:
+    batch = generate(proj, "--models", "regressor.narrow=1", "--array", "3", "--nb-epoch", "1",
+                     "--epoch-samples", "64", "--max-running", "1", "--no-check")
+    assert "#SBATCH --array=0-2%1" in (batch / "scripts" / "regressor-narrow-sbatch.sh").read_text()
+    wait_jobs(batch)
+    job = _jobs(batch)[0]["job_id"]
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "JobID,Start,End,State"],
+                          capture_output=True, text=True, check=True).stdout
+    spans = []
+    for line in acct.strip().splitlines():
+        _, start, end, state = line.split("|")
+        assert state == "COMPLETED"
+        spans.append((dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)))
+    spans.sort()
+    assert len(spans) == 3
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"two tasks of a %1 array overlapped: {spans}"
+
+
+def test_scancel_is_shown_and_resubmit_completes(proj: Path) -> None:
+    batch = generate(proj, "--models", "regressor.wide=1", "--array", "2", "--nb-epoch", "200",
+                     "--epoch-samples", "64", "--no-check", env={"USERPROJ_SLEEP": "0.2"})
+    record = batch / "records" / "regressor-wide" / "0.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if record.exists() and json.loads(record.read_text())["nets"].get("0", {}).get(
+                "state") == "running":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("task 0 never started training")
+    job = _jobs(batch)[0]["job_id"]
+    subprocess.run(["scancel", f"{job}_0", f"{job}_1"], check=True)
+    wait_jobs(batch)
+    data = show_json(proj, batch)
+    task0 = data["models"][0]["tasks"][0]
+    assert task0["state"] in ("cancelled", "killed", "died"), task0
+    c = mlflow_client(_uri(proj))
+    exp = c.get_experiment_by_name(batch.name)
+    assert "RUNNING" not in {r.info.status for r in c.search_runs([exp.experiment_id])}
+    r = run_cli("resubmit", batch.name, "--failed", cwd=proj)
+    assert r.code == 0, r.text
+    wait_jobs(batch)
+    assert states(show_json(proj, batch)) == [["finished", "finished"]]
+
+
+def test_unprivileged_user_submits(tmp_path: Path) -> None:
+    try:
+        user = pwd.getpwnam("netrain-ci")
+    except KeyError:
+        pytest.fail("user netrain-ci is missing: scripts/slurm-cluster.sh install creates it")
+    python = Path(os.sys.executable)  # type: ignore[attr-defined]
+    probe = subprocess.run(["runuser", "-u", "netrain-ci", "--", str(python), "-c",
+                            "import netrain"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        msg = f"netrain-ci cannot run {python}: {probe.stderr.strip()[-200:]}"
+        if os.environ.get("NETRAIN_REQUIRE_SLURM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    base = Path("/tmp") / f"netrain-unpriv-{os.getpid()}-{time.time_ns()}"
+    proj = make_userproj(base, "executor: slurm\n")
+    shutil.chown(base, user.pw_uid, user.pw_gid)
+    for p in base.rglob("*"):
+        shutil.chown(p, user.pw_uid, user.pw_gid)
+    try:
+        env_args = [f"PATH={python.parent}:/usr/bin:/bin", f"SLURM_CONF={os.environ['SLURM_CONF']}",
+                    "HOME=/tmp", "MLFLOW_DISABLE_TELEMETRY=true"]
+        p = subprocess.run(["runuser", "-u", "netrain-ci", "--", "env", *env_args,
+                            str(python.parent / "netrain"), "generate", "--models",
+                            "regressor.narrow=1", "--array", "2", "--nb-epoch", "1",
+                            "--epoch-samples", "64", "--run"],
+                           cwd=proj, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        batch = Path(p.stdout.strip().splitlines()[0])
+        wait_jobs(batch)
+        assert states(show_json(proj, batch)) == [["finished", "finished"]]
+        logs = list((batch / "logs").iterdir())
+        assert logs and all(f.stat().st_uid == user.pw_uid for f in logs)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_array_over_max_array_size_is_split(proj: Path) -> None:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    limit = int(re.search(r"MaxArraySize\s*=\s*(\d+)", out).group(1))
+    if limit > 64:
+        msg = (f"MaxArraySize is {limit}: start the test cluster with "
+               "NETRAIN_SLURM_MAX_ARRAY_SIZE=16")
+        if os.environ.get("NETRAIN_REQUIRE_SLURM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    n = limit + 3
+    batch = generate(proj, "--models", "regressor.narrow=1", "--array", str(n), "--nb-epoch",
+                     "1", "--epoch-samples", "64", "--no-check")
+    jobs = _jobs(batch)
+    assert [(j["offset"], j["indices"]) for j in jobs] == [
+        (0, f"0-{limit - 1}"), (limit, f"{limit}-{n - 1}")]
+    wait_jobs(batch)
+    assert states(show_json(proj, batch)) == [["finished"] * n]
+    c = mlflow_client(_uri(proj))
+    exp = c.get_experiment_by_name(batch.name)
+    nets = c.search_runs([exp.experiment_id], "tags.net_index = '0'", max_results=1000)
+    assert sorted(int(r.data.tags["array_index"]) for r in nets) == list(range(n))
