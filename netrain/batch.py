@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netrain.errors import BatchError
+from netrain.spec import NAME_RE
 
 MANIFEST = "batch.yaml"
 SUBDIRS = ("code", "scripts", "weights", "archs", "metrics", "logs", "records")
@@ -123,13 +124,13 @@ class Manifest:
             models = []
             for m in d["models"]:
                 models.append(ModelEntry(
-                    cls=str(m["class"]),
-                    architecture=str(m["architecture"]),
+                    cls=_name(m["class"], "class"),
+                    architecture=_name(m["architecture"], "architecture"),
                     segments=[_typed(Segment, s) for s in m.get("segments") or []],
                     jobs=[_typed(Job, j) for j in m.get("jobs") or []],
                 ))
             return cls(
-                id=str(d["id"]),
+                id=_name(d["id"], "id"),
                 description=str(d.get("description") or ""),
                 created=str(d["created"]),
                 netrain_version=str(d.get("netrain_version", "")),
@@ -150,6 +151,14 @@ class Manifest:
 
 
 _TYPES = {"int": int, "str": str, "bool": bool}
+
+
+def _name(value: Any, what: str) -> str:
+    """A batch id, class or architecture from a manifest: these go into scripts and file
+    names, so a hand-edited manifest must not smuggle in spaces, quotes or newlines."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a name of letters, digits, '_' and '-'")
+    return value
 
 
 def _typed(cls: Any, d: Any) -> Any:
@@ -204,10 +213,13 @@ class Batch:
         except FileNotFoundError:
             raise BatchError(f"{path} is not a batch: it has no {MANIFEST}") from None
         except OSError as exc:
-            raise BatchError(f"cannot read {mpath}: {exc}") from None
+            raise BatchError(f"cannot read {mpath}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise BatchError(f"{mpath} is not UTF-8 text: restore it from a backup or remove "
+                             "the batch") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             raise BatchError(f"{mpath} is not valid YAML: restore it from a backup or remove "
                              "the batch") from None
         return cls(path, Manifest.from_dict(data, str(mpath)))
@@ -279,6 +291,7 @@ def staging_dir(trainings_dir: Path, batch_id: str) -> Iterator[Path]:
     try:
         for sub in SUBDIRS:
             (tmp / sub).mkdir()
+        (tmp / ".lock").touch()  # made now, so that add/note never add a file to a batch
         yield tmp
     finally:
         if tmp.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from netrain.errors import BatchError, ContractError, SpecError
 from netrain.spec import ModelSpec
 
 Say = Callable[[str], None]
+#: No SLURM cluster takes a larger array (MaxArraySize itself is at most 4,000,001).
+MAX_ARRAY = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ def check_options(opts: TrainOptions, description: str = "") -> None:
                         ("--epoch-samples", opts.epoch_samples)):
         if value < 1:
             raise SpecError(f"{name} must be at least 1, got {value}")
-    if opts.array > 10_000_000:
-        raise SpecError(f"--array {opts.array} is larger than any cluster allows")
+    if opts.array > MAX_ARRAY:
+        raise SpecError(f"--array {opts.array} is larger than any cluster allows (at most "
+                        f"{MAX_ARRAY:_}): use fewer array tasks with more networks each")
     if "\0" in description:
         raise SpecError("--desc contains a NUL character: remove it")
 
@@ -145,10 +149,18 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                          "netrain.yaml")
     batch_id = new_batch_id()
     final = cfg.trainings_dir / batch_id
+    if any(c in str(final) for c in "\n\r\"'"):
+        # Checked before anything is written: the #SBATCH --chdir line cannot hold these.
+        raise BatchError(f"trainings_dir {str(cfg.trainings_dir)!r} contains a quote or a "
+                         "line break, which an #SBATCH line cannot hold: rename it or point "
+                         "trainings_dir in netrain.yaml elsewhere")
     networks = sum(s.nnets for s in specs) * opts.array
     check_disk(cfg, cfg.trainings_dir, networks, say)
+    if not dry_run:
+        _check_tracking(cfg)
 
     stage_parent = Path(tempfile.mkdtemp(prefix="netrain-dry-")) if dry_run else cfg.trainings_dir
+    made_trainings_dir = not dry_run and not cfg.trainings_dir.exists()
     experiment_id: str | None = None
     try:
         with staging_dir(stage_parent, batch_id) as tmp:
@@ -184,6 +196,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 write_manifest(tmp, manifest)
                 _describe_dry_run(tmp, final, manifest, say)
                 return final, manifest
+            for model in models:  # a value no script can hold fails here, before MLflow
+                render.render_sbatch(script_spec(final, manifest, model))
             from netrain import tracking
 
             with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
@@ -201,10 +215,24 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             from netrain import tracking
 
             tracking.delete_experiment(cfg.tracking_uri, experiment_id)
+        if made_trainings_dir:  # leave nothing behind, not even an empty trainings_dir
+            with contextlib.suppress(OSError):
+                cfg.trainings_dir.rmdir()
         raise
     finally:
         if dry_run:
             shutil.rmtree(stage_parent, ignore_errors=True)
+
+
+def _check_tracking(cfg: Config) -> None:
+    """Fail on an unreachable tracking backend before anything is written."""
+    from netrain import tracking
+
+    uri = cfg.tracking_uri
+    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == \
+            cfg.trainings_dir and not cfg.trainings_dir.exists():
+        return  # the default database: its directory is made with the first batch
+    tracking.check_reachable(uri)
 
 
 def _describe_dry_run(tmp: Path, final: Path, m: Manifest, say: Say) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -141,6 +144,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a netrain.yaml: fix the file"
+                          ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -229,7 +235,8 @@ def normalise_tracking_uri(uri: str, base: Path, where: str) -> str:
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
-        raise ConfigError(f"{where}: tracking_uri {uri!r} is not a valid URI ({exc})") from None
+        raise ConfigError(f"{where}: tracking_uri {_redact(uri)!r} is not a valid URI ({exc}): "
+                          "fix tracking_uri") from None
     if parts.password or (parts.username and parts.scheme.startswith("http")):
         raise ConfigError(
             f"{where}: tracking_uri contains credentials: remove them and export "
@@ -251,6 +258,11 @@ def normalise_tracking_uri(uri: str, base: Path, where: str) -> str:
             "sqlite:///path/mlflow.db or an http(s):// tracking server"
         )
     return uri
+
+
+def _redact(uri: str) -> str:
+    """``uri`` with any ``user:password@`` part masked, for error messages."""
+    return re.sub(r"//[^/?#]*@", "//***@", uri)
 
 
 def parse_environment(value: Any, base: Path, where: str) -> Environment:
@@ -320,7 +332,13 @@ def _parse_section(cls: Any, raw: Any, where: str) -> Any:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
         elif key == "mb_per_network":
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if isinstance(value, str):
+                # YAML 1.1 reads 1e9 (no dot, no sign) as a string: accept what is a number.
+                with contextlib.suppress(ValueError):
+                    value = float(value.strip())
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+                0 <= value < math.inf
+            ):
                 raise ConfigError(f"{where}.{key} must be a number of megabytes, got {value!r}")
         elif key == "check":
             if value not in ("warn", "refuse", "off"):
@@ -331,7 +349,8 @@ def _parse_section(cls: Any, raw: Any, where: str) -> Any:
             expected is not None and not isinstance(value, expected)
         ):
             raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
-        if isinstance(value, str) and any(c in value for c in "\n\r"):
-            raise ConfigError(f"{where}.{key} must be on one line")
+        if isinstance(value, str) and any(c in value for c in "\n\r\"'"):
+            raise ConfigError(f"{where}.{key} must be on one line and without quotes (it goes "
+                              f"into an #SBATCH line), got {value!r}")
         values[key] = value
     return cls(**values)

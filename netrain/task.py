@@ -218,45 +218,56 @@ class TaskRunner:
                           seed=inputs["seed"], stem=stem, epoch_samples=self.args.epoch_samples,
                           intelligent=self.args.intelligent, init_weights=init)
 
-    def run(self) -> int:
-        from netrain import tracking, training
+    def open_runs(self) -> None:
+        """Connect to the tracking backend and open (or resume) the task's run."""
+        from netrain import tracking
 
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.batch.manifest.tracking["uri"]
+        exp = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
+            self.batch.manifest.tracking["experiment_id"])
+        self.tracker = tracking.Tracker(uri, exp)
+        run_name = f"{self.args.slug}[{self.args.trainingrun}]"
+        if self.args.retrain_of:
+            run_name += f" retrain of {self.args.retrain_of[:8]}"
+        ptags = dict(self.common_tags)
+        if self.args.retrain_of:
+            ptags["retrain_of"] = self.args.retrain_of
+        self.parent = self.tracker.parent_run(run_name, ptags)
+        self.record.parent_run_id = self.parent.run_id
+        self.save_record()
+        self.parent.log_params({
+            "class": self.args.cls, "architecture": self.args.architecture,
+            "nb_epoch": self.args.nb_epoch, "epoch_samples": self.args.epoch_samples,
+            "nnets": self.args.nnets, "intelligent": self.args.intelligent,
+            "trainingrun": self.args.trainingrun,
+        }, skip_existing=True)
+
+    def train_all(self, observer: _TaskObserver) -> int:
+        """Train the task's networks; returns how many failed."""
+        from netrain import training
+
+        if self.args.net_index >= 0:
+            indices = [self.args.net_index]
+        else:
+            indices = list(range(self.args.nnets))
+        self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
+                 f"{len(indices)} network(s), run {self.parent.run_id}")
+        results = training.train_networks(indices, self.make_job, observer)
+        failed = sum(1 for r in results if r is None)
+        self.record.state = "finished" if failed == 0 else "failed"
+        if failed:
+            self.record.error = f"{failed} of {len(indices)} network(s) failed"
+        return failed
+
+    def run(self) -> int:
         self.save_record()
         old = _install_signal_handlers()
         observer = _TaskObserver(self)
         status = "FAILED"
         try:
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or self.batch.manifest.tracking["uri"]
-            exp = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
-                self.batch.manifest.tracking["experiment_id"])
-            self.tracker = tracking.Tracker(uri, exp)
-            run_name = f"{self.args.slug}[{self.args.trainingrun}]"
-            if self.args.retrain_of:
-                run_name += f" retrain of {self.args.retrain_of[:8]}"
-            ptags = dict(self.common_tags)
-            if self.args.retrain_of:
-                ptags["retrain_of"] = self.args.retrain_of
-            self.parent = self.tracker.parent_run(run_name, ptags)
-            self.record.parent_run_id = self.parent.run_id
-            self.save_record()
-            self.parent.log_params({
-                "class": self.args.cls, "architecture": self.args.architecture,
-                "nb_epoch": self.args.nb_epoch, "epoch_samples": self.args.epoch_samples,
-                "nnets": self.args.nnets, "intelligent": self.args.intelligent,
-                "trainingrun": self.args.trainingrun,
-            }, skip_existing=True)
-            if self.args.net_index >= 0:
-                indices = [self.args.net_index]
-            else:
-                indices = list(range(self.args.nnets))
-            self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
-                     f"{len(indices)} network(s), run {self.parent.run_id}")
-            results = training.train_networks(indices, self.make_job, observer)
-            failed = sum(1 for r in results if r is None)
+            self.open_runs()
+            failed = self.train_all(observer)
             status = "FINISHED" if failed == 0 else "FAILED"
-            self.record.state = "finished" if failed == 0 else "failed"
-            if failed:
-                self.record.error = f"{failed} of {len(indices)} network(s) failed"
             return 0 if failed == 0 else 1
         except TaskInterrupted as exc:
             status = "KILLED"
@@ -282,17 +293,22 @@ class TaskRunner:
             traceback.print_exc()
             return 1
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the bookkeeping first
-            self.record.ended = now_iso()
-            self.save_record()
-            if self.parent is not None:
-                with _quiet():
-                    if self.log:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        self.parent.log_artifact(Path(self.log), "logs")
-                    self.parent.end(status)
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the bookkeeping first
+            self.close(status)
             _restore_signal_handlers(old)
+
+    def close(self, status: str) -> None:
+        """Write the final record and end the task's run (with its log as an artifact)."""
+        self.record.ended = now_iso()
+        self.save_record()
+        if self.parent is not None:
+            with _quiet():
+                if self.log:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    self.parent.log_artifact(Path(self.log), "logs")
+                self.parent.end(status)
 
 
 class _quiet:

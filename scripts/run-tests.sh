@@ -8,12 +8,30 @@ bash scripts/setup.sh
 .venv/bin/ruff check netrain mlproject tests bench
 .venv/bin/mypy
 if [ "${NETRAIN_SLURM:-auto}" != "off" ] && [ "$(id -u)" = 0 ] && [ -f scripts/slurm-cluster.sh ]; then
-  if bash scripts/slurm-cluster.sh install >&2 && out=$(bash scripts/slurm-cluster.sh start); then
+  # A small MaxArraySize so the test of split arrays stays small.
+  if bash scripts/slurm-cluster.sh install >&2 &&
+      out=$(NETRAIN_SLURM_MAX_ARRAY_SIZE=${NETRAIN_SLURM_MAX_ARRAY_SIZE:-16} \
+            bash scripts/slurm-cluster.sh start); then
     eval "$out"
     trap 'bash scripts/slurm-cluster.sh stop >&2 || true' EXIT
   elif [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ]; then
     echo "run-tests: the local SLURM cluster did not come up" >&2
     exit 1
   fi
+fi
+if [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  # The unprivileged-user SLURM test runs this checkout's .venv as user netrain-ci. Let
+  # that user traverse (o+x, not list) the folders leading to the interpreter and the repo
+  # (pyenv keeps Python under /root, which is 0700).
+  for target in "$(readlink -f .venv/bin/python)" "$PWD/.venv/bin/python"; do
+    d=$(dirname "$target")
+    while [ "$d" != "/" ]; do
+      if [ -d "$d" ] && ! runuser -u netrain-ci -- test -x "$d" 2>/dev/null; then
+        echo "run-tests: chmod o+x $d (for the unprivileged SLURM test)" >&2
+        chmod o+x "$d"
+      fi
+      d=$(dirname "$d")
+    done
+  done
 fi
 .venv/bin/python -m pytest "$@"

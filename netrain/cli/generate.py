@@ -6,8 +6,7 @@ import click
 
 from netrain.cli.common import say, warn
 
-BOOL = click.Choice(["true", "false", "True", "False", "1", "0", "yes", "no"],
-                    case_sensitive=False)
+BOOL = click.Choice(["true", "false", "1", "0", "yes", "no"], case_sensitive=False)
 
 
 def to_bool(value: str | bool | None) -> bool:
@@ -60,6 +59,8 @@ def command(obj, models, array, nb_epoch, epoch_samples, intelligent, no_check, 
     from netrain.spec import parse_models
 
     specs = parse_models(models)
+    if workers is not None and workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
     cfg = obj.config()
     if max_running is not None:
         if max_running < 1:

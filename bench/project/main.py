@@ -1,0 +1,5 @@
+from bench_models import configure
+
+from netrain import Netrain
+
+Netrain(configure).run()
