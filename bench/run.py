@@ -185,7 +185,8 @@ def bench_per_task(work: Path, reps: int) -> dict[str, Any]:
         batch = new_batch(cfg, [("bench", "tiny", 1)], 1, 1, 64)
         script = batch / "scripts" / "bench-tiny-sbatch.sh"
         env = {"SLURM_ARRAY_TASK_ID": "0", "NETRAIN_EXECUTOR": "local",
-               "NETRAIN_LOG": str(batch / "logs" / "bench.out"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+               "NETRAIN_LOG": str(batch / "logs" / "bench.out"),
+               "PATH": f"{BIN}:{os.environ['PATH']}"}
         times = [first_step(["bash", str(script)], batch, env) for _ in range(reps)]
         out[f"netrain_{launcher}_s"] = statistics.median(times)
     out["plain_keras_first_step_s"] = statistics.median(
@@ -246,13 +247,14 @@ def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
 
 
 def bench_end_to_end(work: Path, total: int, per_task_nets: int, single: int, epochs: int,
-                     reps: int) -> dict[str, Any]:
+                     reps: int, launchers: tuple[str, ...] = ("mlflow", "direct"),
+                     ) -> dict[str, Any]:
     """Whole runs through the local executor vs plain Keras in one process (start-up in)."""
     out: dict[str, Any] = {"networks": total, "epochs": epochs}
     plain_total = median_time(lambda: plain_process(total, epochs), reps)
     plain_single = median_time(lambda: plain_process(single, epochs), reps)
     out["plain_total_s"], out["plain_single_s"] = plain_total, plain_single
-    for launcher in ("mlflow", "direct"):
+    for launcher in launchers:
         cfg = make_project(work / f"e2e-{launcher}", launcher)
         layouts = {"packed": (total // per_task_nets, per_task_nets), "one_per_task": (total, 1)}
         for name, (array, nnets) in layouts.items():
@@ -358,6 +360,8 @@ def to_markdown(res: dict[str, Any]) -> str:
           f"({e['plain_single_s']:.1f} s). Goal <= {e['goal']}.", "",
           "| launcher | layout | seconds | ratio |", "|---|---|---|---|"]
     for launcher in ("mlflow", "direct"):
+        if f"{launcher}_single_task_s" not in e:
+            continue
         for name in ("packed", "one_per_task"):
             key = f"{launcher}_{name}"
             if f"{key}_s" in e:
@@ -399,9 +403,9 @@ def main() -> int:
                 else [(10, 10), (10, 1000), (1000, 1000)], reps)),
             ("show", lambda: bench_show(work, [100, 1000] if a.smoke
                                         else [1000, 10000, 100000], reps)),
-            ("end_to_end", lambda: bench_end_to_end(work, 4 if a.smoke else 40,
-                                                    2 if a.smoke else 20, single,
-                                                    2 if a.smoke else 5, reps)),
+            ("end_to_end", lambda: bench_end_to_end(
+                work, 4 if a.smoke else 40, 2 if a.smoke else 20, single,
+                2 if a.smoke else 5, reps, ("direct",) if a.smoke else ("mlflow", "direct"))),
         ]
         for name, fn in steps:
             if name not in sections:

@@ -88,7 +88,7 @@ def write_scripts(target: Path, final: Path, m: Manifest, models: list[ModelEntr
     for model in models:
         text = render.render_sbatch(script_spec(final, m, model))
         atomic_write(target / "scripts" / f"{model.slug}-sbatch.sh", text, 0o755)
-    names = [f"{mm.slug}-sbatch.sh" for mm in m.models]
+    names = [(mm.key, f"{mm.slug}-sbatch.sh") for mm in m.models]
     atomic_write(target / "runbatch.sh", render.render_runbatch(m.id, names), 0o755)
 
 
@@ -137,7 +137,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
         raise BatchError(f"main_script {cfg.main_script} does not exist: fix main_script in "
                          f"{cfg.path or 'netrain.yaml'} (or run 'netrain init')")
     if not cfg.code_dir.is_dir():
-        raise BatchError(f"code_dir {cfg.code_dir} is not a directory: fix code_dir")
+        raise BatchError(f"code_dir {cfg.code_dir} is not a directory: fix code_dir in "
+                         f"{cfg.path or 'netrain.yaml'}")
     try:
         main_rel = str(cfg.main_script.relative_to(cfg.code_dir))
     except ValueError:

@@ -141,7 +141,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        raise ConfigError(f"cannot read {path}: {exc}: save it as UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except RecursionError:
@@ -186,7 +186,8 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
     )
     exclude = raw.get("code_exclude", [])
     if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise ConfigError(f"{where}: code_exclude must be a list of glob patterns")
+        raise ConfigError(f"{where}: code_exclude must be a list of glob patterns like "
+                          f"['*.npz', 'data'], got {exclude!r}")
 
     tracking_uri = os.environ.get("NETRAIN_TRACKING_URI") or raw.get("tracking_uri")
     if tracking_uri is None:
@@ -282,7 +283,8 @@ def parse_environment(value: Any, base: Path, where: str) -> Environment:
     if value.startswith("conda:"):
         name = value[len("conda:"):]
         if not name or any(c in name for c in " \t\n'\"$`;&|<>"):
-            raise ConfigError(f"{where}: {value!r} is not a valid conda environment name")
+            raise ConfigError(f"{where}: {value!r} is not a valid conda environment name: give "
+                              "the name 'conda env list' shows (no spaces, quotes or $;&|<>)")
         return Environment("conda-name", name)
     if value.endswith((".yaml", ".yml")):
         p = Path(value).expanduser()
@@ -307,7 +309,8 @@ def _parse_section(cls: Any, raw: Any, where: str) -> Any:
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping")
+        raise ConfigError(f"{where} must be a mapping of keys (one per line, e.g. "
+                          f"'key: value' indented under it), got {raw!r}")
     allowed = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():

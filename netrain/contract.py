@@ -280,6 +280,7 @@ def call_config_function(fn: Callable[[dict[str, Any]], Any], inputs: dict[str, 
     except Exception as exc:
         raise ContractError(
             f"{model}: {where} raised {type(exc).__name__}: {first_line(str(exc))}"
+            f"{raised_at(exc)}: fix {where}"
         ) from exc
     return validate_output(out, model, where)
 
@@ -287,3 +288,14 @@ def call_config_function(fn: Callable[[dict[str, Any]], Any], inputs: dict[str, 
 def first_line(text: str) -> str:
     text = text.strip()
     return text.splitlines()[0] if text else "(no message)"
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (at file.py:LINE)``: where the exception was raised, to start looking there."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {Path(last.filename).name}:{last.lineno})"

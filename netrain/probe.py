@@ -18,7 +18,7 @@ from typing import Any
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
     from netrain import app
-    from netrain.contract import build_input, call_config_function, first_line
+    from netrain.contract import build_input, call_config_function, first_line, raised_at
     from netrain.errors import NetrainError
 
     code_dir = Path(request["code_dir"])
@@ -33,8 +33,9 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     except SystemExit:
         pass
     except BaseException as exc:
+        at = "" if isinstance(exc, SyntaxError) else raised_at(exc)
         return {"error": f"main script {request['main_script_label']} failed to import: "
-                         f"{type(exc).__name__}: {first_line(str(exc))} (fix it, or run "
+                         f"{type(exc).__name__}: {first_line(str(exc))}{at} (fix it, or run "
                          "generate with --no-check)"}
     if not app.PROBED:
         return {"error": f"main script {request['main_script_label']} never calls "
@@ -61,12 +62,14 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
                     model = cfg.model_generator()
                     if not hasattr(model, "fit") or not hasattr(model, "compile"):
                         return {"error": f"{key}: model_generator returned "
-                                         f"{type(model).__name__}, not a keras model"}
+                                         f"{type(model).__name__}, not a keras model: return "
+                                         "a keras.Model (e.g. keras.Sequential([...]))"}
         except NetrainError as exc:
             return {"error": str(exc)}
         except Exception as exc:
             return {"error": f"{key}: checking the configuration raised {type(exc).__name__}: "
-                             f"{first_line(str(exc))}"}
+                             f"{first_line(str(exc))}{raised_at(exc)} (fix it, or run generate "
+                             "with --no-check)"}
         if cfg.unknown_keys:
             warnings.append(f"{key}: output keys {', '.join(cfg.unknown_keys)} are not part of "
                             "the contract and will be ignored")

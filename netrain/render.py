@@ -204,17 +204,26 @@ def render_sbatch(spec: ScriptSpec) -> str:
     return "\n".join(lines)
 
 
-def render_runbatch(batch_id: str, script_names: Sequence[str]) -> str:
-    """runbatch.sh: submit every model's array with plain sbatch, as in the seed."""
+def render_runbatch(batch_id: str, scripts: Sequence[tuple[str, str]]) -> str:
+    """runbatch.sh: submit every model's array with plain sbatch, as in the seed.
+
+    ``scripts`` holds (model key, script file name). Each job id is also appended to
+    records/runbatch-jobs.txt so `netrain show` can ask SLURM about these jobs too.
+    """
     lines = [
         "#!/bin/bash",
         f"# Submit every model of netrain batch {batch_id} to SLURM, one array job per model.",
         "# 'netrain submit' does the same, splits arrays over MaxArraySize and records job ids.",
         "set -eu",
         'cd "$(dirname "$0")"',
+        "submit() {",
+        '  job=$(sbatch --parsable "scripts/$2")',
+        '  echo "$1: submitted array job $job"',
+        '  printf \'%s %s\\n\' "$1" "${job%%;*}" >> records/runbatch-jobs.txt',
+        "}",
     ]
-    for name in script_names:
-        lines.append(f"sbatch --parsable {q('scripts/' + name)}")
+    for key, name in scripts:
+        lines.append(f"submit {q(key)} {q(name)}")
     lines.append("")
     return "\n".join(lines)
 

@@ -78,7 +78,8 @@ def _status(b: Batch, view: Any) -> BatchStatus:
 
 
 def _has_slurm_jobs(b: Batch) -> bool:
-    return any(j.executor == "slurm" for m in b.manifest.models for j in m.jobs)
+    return any(j.executor == "slurm" for m in b.manifest.models for j in m.jobs) or (
+        b.path / "records" / "runbatch-jobs.txt").is_file()
 
 
 def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,

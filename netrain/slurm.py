@@ -183,6 +183,22 @@ def job_ids_of(batch: Batch) -> dict[str, tuple[str, int]]:
         for j in m.jobs:
             if j.executor == "slurm":
                 out[j.job_id] = (m.key, j.offset)
+    out.update(parse_runbatch_jobs(batch))
+    return out
+
+
+def parse_runbatch_jobs(batch: Batch) -> dict[str, tuple[str, int]]:
+    """Jobs submitted by hand with runbatch.sh (records/runbatch-jobs.txt: "model job")."""
+    try:
+        text = (batch.path / "records" / "runbatch-jobs.txt").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    keys = {m.key for m in batch.manifest.models}
+    out: dict[str, tuple[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in keys and parts[1].isdigit():
+            out[parts[1]] = (parts[0], 0)
     return out
 
 

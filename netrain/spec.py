@@ -77,7 +77,8 @@ def parse_models(text: str) -> list[ModelSpec]:
         nnets = parse_positive_int(count, f"--models item {item!r}: the number of networks")
         if nnets > MAX_NNETS:
             raise SpecError(
-                f"--models item {item!r}: {nnets} networks per task is more than {MAX_NNETS}"
+                f"--models item {item!r}: {nnets} networks per task is more than {MAX_NNETS}: "
+                "use more array tasks (--array) with fewer networks each"
             )
         spec = ModelSpec(cls, arch, nnets)
         if spec.key in seen:

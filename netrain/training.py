@@ -278,9 +278,10 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
         steps = max(1, math.ceil(epoch_samples / n)) if epoch_samples > 0 else None
         return {"x": d.repeat() if steps else d, "steps_per_epoch": steps}
     if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
-        n = _batch_len(d[0], model_key, "training_generator")  # a keras PyDataset
-        steps = min(len(d), max(1, math.ceil(epoch_samples / n))) if epoch_samples > 0 else None
-        return {"x": d, "steps_per_epoch": steps}
+        # A keras PyDataset defines its own epoch (len(d) batches): keras cannot stop it
+        # early and resume mid-pass, so epoch_samples does not apply to it.
+        _batch_len(d[0], model_key, "training_generator")
+        return {"x": d}
     if hasattr(d, "__iter__") or hasattr(d, "__next__"):
         it = iter(d)
         try:

@@ -30,7 +30,8 @@ def command(directory: str, force: bool) -> None:
             text = (resources.files("netrain") / "templates" / name).read_text(encoding="utf-8")
             (target / name).write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise NetrainError(f"cannot write into {target}: {exc.strerror}") from None
+        raise NetrainError(f"cannot write into {target}: {exc.strerror}: pick another "
+                           "directory") from None
     warn(f"wrote {', '.join(FILES)} in {target.resolve()}")
     warn("next: cd there and run netrain generate --models \"classifier.clu_one=2\" --run")
     say(str(target.resolve()))

@@ -218,3 +218,25 @@ def test_array_over_max_array_size_is_split(proj: Path) -> None:
     exp = c.get_experiment_by_name(batch.name)
     nets = c.search_runs([exp.experiment_id], "tags.net_index = '0'", max_results=1000)
     assert sorted(int(r.data.tags["array_index"]) for r in nets) == list(range(n))
+
+
+def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
+    r = run_cli("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
+                "--nb-epoch", "1", "--epoch-samples", "64", "--no-check", cwd=proj)
+    assert r.code == 0, r.text
+    batch = Path(r.out.strip().splitlines()[-1])
+    p = subprocess.run(["bash", "runbatch.sh"], cwd=batch, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = (batch / "records" / "runbatch-jobs.txt").read_text().split("\n")
+    jobs = [ln.split() for ln in lines if ln]
+    assert [k for k, _ in jobs] == ["regressor.narrow", "regressor.wide"]
+    ids = [j for _, j in jobs]
+    deadline = time.monotonic() + TIMEOUT
+    while subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"],
+                         capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "runbatch.sh jobs did not finish"
+        time.sleep(1)
+    time.sleep(1.5)
+    data = show_json(proj, batch)
+    assert states(data) == [["finished", "finished"]] * 2
+    assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}

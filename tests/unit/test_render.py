@@ -130,8 +130,9 @@ def test_golden_sbatch_gpu_direct(golden: Golden) -> None:
 
 def test_golden_runbatch(golden: Golden) -> None:
     text = render.render_runbatch("20240102-030405-abcd", [
-        "classifier-clu_one-sbatch.sh", "classifier-chransynth-sbatch.sh",
-        "autoencoder-classical-sbatch.sh"])
+        ("classifier.clu_one", "classifier-clu_one-sbatch.sh"),
+        ("classifier.chransynth", "classifier-chransynth-sbatch.sh"),
+        ("autoencoder.classical", "autoencoder-classical-sbatch.sh")])
     golden("runbatch.sh", text)
     bash_syntax_ok(text)
 
@@ -320,7 +321,7 @@ def test_hostile_batch_dir_in_the_chdir_directive() -> None:
 
 
 def test_runbatch_quotes_script_names() -> None:
-    text = render.render_runbatch("b", ["a b-sbatch.sh", f"{PWN}.sh"])
+    text = render.render_runbatch("b", [("a.b", "a b-sbatch.sh"), ("c.d", f"{PWN}.sh")])
     bash_syntax_ok(text)
     assert only_single_quoted(text, PWN) == 1
-    assert "sbatch --parsable 'scripts/a b-sbatch.sh'" in text
+    assert "submit a.b 'a b-sbatch.sh'" in text
