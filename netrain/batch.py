@@ -311,13 +311,18 @@ def find_batch(ref: str, trainings_dir: Path | None) -> Path:
     """Resolve a batch id, a unique prefix of one, or a batch directory's path."""
     if not ref or not ref.strip():
         raise BatchError("no batch given: pass a batch id, a unique prefix, or a path")
-    p = Path(ref).expanduser()
-    if (p / MANIFEST).is_file():
-        return p.resolve()
+    shown = repr(ref) if len(ref) <= 80 else repr(ref[:60]) + f"... ({len(ref)} characters)"
+    try:
+        p = Path(ref).expanduser()
+        if (p / MANIFEST).is_file():
+            return p.resolve()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, ...
+        raise BatchError(f"{shown} is not a batch id or path "
+                         f"({getattr(exc, 'strerror', None) or exc}): check it") from None
     if "/" in ref or ref in (".", ".."):
-        raise BatchError(f"{ref} is not a batch directory (no {MANIFEST}): check the path")
+        raise BatchError(f"{shown} is not a batch directory (no {MANIFEST}): check the path")
     if trainings_dir is None:
-        raise BatchError(f"batch {ref!r} not found: pass its path, or run where netrain.yaml "
+        raise BatchError(f"batch {shown} not found: pass its path, or run where netrain.yaml "
                          "names the trainings_dir")
     batches = list_batches(trainings_dir)
     exact = [b for b in batches if b.name == ref]
@@ -325,10 +330,11 @@ def find_batch(ref: str, trainings_dir: Path | None) -> Path:
         return exact[0]
     matches = [b for b in batches if b.name.startswith(ref)]
     if not matches:
-        raise BatchError(f"no batch {ref!r} in {trainings_dir}: 'netrain show' lists the batches")
+        raise BatchError(f"no batch {shown} in {trainings_dir}: 'netrain show' lists the "
+                         "batches")
     if len(matches) > 1:
         names = ", ".join(b.name for b in matches[:5])
         more = ", ..." if len(matches) > 5 else ""
-        raise BatchError(f"batch prefix {ref!r} is ambiguous ({names}{more}): "
+        raise BatchError(f"batch prefix {shown} is ambiguous ({names}{more}): "
                          "give more of the id")
     return matches[0]

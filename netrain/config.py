@@ -189,12 +189,14 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
         raise ConfigError(f"{where}: code_exclude must be a list of glob patterns like "
                           f"['*.npz', 'data'], got {exclude!r}")
 
-    tracking_uri = os.environ.get("NETRAIN_TRACKING_URI") or raw.get("tracking_uri")
+    env_uri = os.environ.get("NETRAIN_TRACKING_URI")
+    tracking_uri = env_uri or raw.get("tracking_uri")
     if tracking_uri is None:
         tracking_uri = "sqlite:///" + str(trainings_dir / "mlflow.db")
     if not isinstance(tracking_uri, str) or not tracking_uri.strip():
         raise ConfigError(f"{where}: tracking_uri must be an MLflow tracking URI")
-    tracking_uri = normalise_tracking_uri(tracking_uri, base, where)
+    tracking_uri = normalise_tracking_uri(
+        tracking_uri, base, "$NETRAIN_TRACKING_URI (overrides tracking_uri)" if env_uri else where)
 
     envs = raw.get("environments") or {}
     if not isinstance(envs, dict) or set(envs) - {"cpu", "gpu"}:
@@ -253,7 +255,7 @@ def normalise_tracking_uri(uri: str, base: Path, where: str) -> str:
         if not rest.startswith("/"):
             rest = str((base / rest).resolve())
         return "sqlite:///" + rest
-    if parts.scheme in ("", "file"):
+    if parts.scheme in ("", "file") and uri != "databricks":  # MLflow's name for Databricks
         raise ConfigError(
             f"{where}: tracking_uri {uri!r} is MLflow's deprecated file store: use "
             "sqlite:///path/mlflow.db or an http(s):// tracking server"

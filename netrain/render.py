@@ -111,8 +111,8 @@ def _segment_case(spec: ScriptSpec) -> list[str]:
             f"intelligent={'true' if seg.intelligent else 'false'}"
         )
     out.append("else")
-    out.append(f'  echo "netrain: array index $index is not a task of {spec.cls}.'
-               f'{spec.architecture}" >&2; exit 2')
+    model = q(f"{spec.cls}.{spec.architecture}")
+    out.append(f'  echo "netrain: array index $index is not a task of "{model} >&2; exit 2')
     out.append("fi")
     return out
 

@@ -212,13 +212,15 @@ def get_run(uri: str, run_id: str) -> Any:
 
 def find_run(uris: list[str], run_id: str) -> tuple[str, Any]:
     """Look a run id up in several tracking backends; return (uri, run)."""
-    last: Exception | None = None
+    errors: list[TrackingError] = []
     for uri in dict.fromkeys(uris):
         try:
             return uri, get_run(uri, run_id)
         except TrackingError as exc:
-            last = exc
-    raise TrackingError(str(last) if last else f"no MLflow run {run_id!r}")
+            errors.append(exc)
+    # An unreachable backend matters more than "not found" in the others: it may hold the run.
+    down = [e for e in errors if "unreachable" in str(e) or "cannot read" in str(e)]
+    raise (down or errors or [TrackingError(f"no MLflow run {run_id!r}")])[0]
 
 
 def set_run_note(uri: str, run_id: str, text: str) -> None:

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from netrain.contract import NetworkConfig
 from netrain.errors import ContractError
 
+GC_EVERY = 16
+
 
 @dataclass
 class NetworkJob:
@@ -81,7 +83,7 @@ def train_networks(
     import keras
 
     results: list[NetworkResult | None] = []
-    for index in indices:
+    for count, index in enumerate(indices, start=1):
         job: NetworkJob | None = None
         try:
             job = make_job(index)
@@ -93,7 +95,10 @@ def train_networks(
             observer.network_failed(index, job, exc)
             results.append(None)
         finally:
-            keras.backend.clear_session()
+            # Reset keras' global state between networks so a task of many networks does
+            # not grow; the garbage collection it would also run costs ~0.4 s, so it runs
+            # only every GC_EVERY networks (measured in BENCHMARKS.md).
+            keras.backend.clear_session(free_memory=count % GC_EVERY == 0)
     return results
 
 
@@ -287,7 +292,8 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
         try:
             first = next(it)
         except StopIteration:
-            raise ContractError(f"{model_key}: training_generator yielded nothing") from None
+            raise ContractError(f"{model_key}: training_generator yielded nothing: it must "
+                                "yield (x, y) batches") from None
         n = _batch_len(first, model_key, "training_generator")
         steps = max(1, math.ceil((epoch_samples or n) / n))
         return {"x": _generator(first, it), "steps_per_epoch": steps}
@@ -366,5 +372,6 @@ def peek_data(data: Any, model_key: str, what: str) -> int:
         try:
             return _batch_len(next(iter(d)), model_key, what)
         except StopIteration:
-            raise ContractError(f"{model_key}: {what} yielded nothing") from None
+            raise ContractError(f"{model_key}: {what} yielded nothing: it must yield (x, y) "
+                                "batches") from None
     raise ContractError(f"{model_key}: {what} of type {type(d).__name__} is not usable")

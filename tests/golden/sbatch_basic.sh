@@ -20,7 +20,7 @@ index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
 export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
 if [ "$index" -ge 0 ] && [ "$index" -lt 200 ]; then nnets=10; nb_epoch=5; epoch_samples=1000; intelligent=false
 else
-  echo "netrain: array index $index is not a task of classifier.clu_one" >&2; exit 2
+  echo "netrain: array index $index is not a task of "classifier.clu_one >&2; exit 2
 fi
 export PATH=/opt/venv/bin:"$PATH"
 # Run the task in its own process group so a signal reaches all of it: SLURM's

@@ -29,7 +29,7 @@ export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SL
 if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true
 elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false
 else
-  echo "netrain: array index $index is not a task of autoencoder.classical" >&2; exit 2
+  echo "netrain: array index $index is not a task of "autoencoder.classical >&2; exit 2
 fi
 eval "$(conda shell.bash hook)"
 conda activate netrain-gpu
