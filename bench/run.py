@@ -98,19 +98,19 @@ def bench_per_network(work: Path, n: int, epochs: int, reps: int) -> dict[str, A
     from netrain.task import TaskArgs, TaskRunner, _TaskObserver
 
     cfg = make_project(work / "pernet", "direct")
-    batch = new_batch(cfg, [("bench", "tiny", n)], reps + 1, epochs, bench_models.SAMPLES)
+    batch = new_batch(cfg, [("bench", "tiny", n)], 2 * reps + 2, epochs, bench_models.SAMPLES)
     from netrain.batch import Batch
 
     uri = Batch.load(batch).manifest.tracking["uri"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_ID"] = str(Batch.load(batch).manifest.tracking["experiment_id"])
+    from netrain import training
+
     bench_models.plain_loop(1, epochs)  # warm-up: imports, first trace
-    plain, harness = [], []
-    for r in range(reps + 1):
-        t = time.perf_counter()
-        bench_models.plain_loop(n, epochs, seed0=100 * r)
-        p = time.perf_counter() - t
-        args = TaskArgs("bench", "tiny", epochs, bench_models.SAMPLES, n, False, r)
+    plain, harness, before = [], [], []
+
+    def through_netrain(index: int) -> float:
+        args = TaskArgs("bench", "tiny", epochs, bench_models.SAMPLES, n, False, index)
         runner = TaskRunner(bench_models.configure, args, batch)
         runner.open_runs()
         t = time.perf_counter()
@@ -118,15 +118,27 @@ def bench_per_network(work: Path, n: int, epochs: int, reps: int) -> dict[str, A
         h = time.perf_counter() - t
         runner.close("FINISHED")
         assert failed == 0
+        return h
+
+    gc_every = training.GC_EVERY
+    for r in range(reps + 1):
+        t = time.perf_counter()
+        bench_models.plain_loop(n, epochs, seed0=100 * r)
+        p = time.perf_counter() - t
+        h = through_netrain(2 * r)
+        training.GC_EVERY = 1  # before: a full garbage collection after every network
+        b = through_netrain(2 * r + 1)
+        training.GC_EVERY = gc_every
         if r > 0:  # the first round warms up netrain's path too
             plain.append(p)
             harness.append(h)
+            before.append(b)
     os.environ.pop("MLFLOW_TRACKING_URI")
     os.environ.pop("MLFLOW_EXPERIMENT_ID")
-    mp, mh = statistics.median(plain), statistics.median(harness)
+    mp, mh, mb = statistics.median(plain), statistics.median(harness), statistics.median(before)
     return {"networks": n, "epochs": epochs, "plain_s": mp, "netrain_s": mh,
             "ratio": mh / mp, "overhead_ms_per_network": 1000 * (mh - mp) / n,
-            "goal": 1.05}
+            "before_gc_every_network_s": mb, "before_ratio": mb / mp, "goal": 1.05}
 
 
 def bench_tracking(work: Path, epochs: int, reps: int) -> dict[str, Any]:
@@ -144,28 +156,36 @@ def bench_tracking(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     x, y = bench_models.data(0)
 
     class Log(keras.callbacks.Callback):
-        def __init__(self, handle: Any) -> None:
+        def __init__(self, handle: Any, flush_every: float) -> None:
             super().__init__()
             self.handle = handle
+            self.flush_every = flush_every
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if self.handle is not None:
-                self.handle.log_epoch(epoch, logs or {})
+                self.handle.log_epoch(epoch, logs or {}, flush_every=self.flush_every)
 
-    def fit(track: bool) -> None:
+    def fit(track: bool, flush_every: float = 5.0) -> None:
         handle = t.parent_run("bench", {}) if track else None
         m = bench_models.build()
         m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-        m.fit(x[:64], y[:64], batch_size=64, epochs=epochs, verbose=0, callbacks=[Log(handle)])
+        m.fit(x[:64], y[:64], batch_size=64, epochs=epochs, verbose=0,
+              callbacks=[Log(handle, flush_every)])
         if handle is not None:
             handle.end("FINISHED")
 
     fit(False)
     fit(True)
-    off = median_time(lambda: fit(False), reps)
-    on = median_time(lambda: fit(True), reps)
-    return {"epochs": epochs, "untracked_s": off, "tracked_s": on, "ratio": on / off,
-            "ms_per_epoch": 1000 * (on - off) / epochs}
+    off, on, each = [], [], []
+    for _ in range(reps):  # interleaved, so drift hits all three alike
+        off.append(median_time(lambda: fit(False), 1))
+        on.append(median_time(lambda: fit(True), 1))
+        each.append(median_time(lambda: fit(True, 0.0), 1))
+    moff, mon, meach = (statistics.median(v) for v in (off, on, each))
+    return {"epochs": epochs, "untracked_s": moff, "tracked_s": mon, "ratio": mon / moff,
+            "ms_per_epoch": 1000 * (mon - moff) / epochs,
+            "before_unbatched_s": meach, "before_ratio": meach / moff,
+            "before_ms_per_epoch": 1000 * (meach - moff) / epochs}
 
 
 def bench_per_task(work: Path, reps: int) -> dict[str, Any]:
@@ -321,11 +341,22 @@ def to_markdown(res: dict[str, Any]) -> str:
           "| plain | netrain | ratio | overhead per network | goal |", "|---|---|---|---|---|",
           f"| {pn['plain_s']:.2f} s | {pn['netrain_s']:.2f} s | **{pn['ratio']:.3f}** | "
           f"{pn['overhead_ms_per_network']:.0f} ms | <= {pn['goal']} |", ""]
+    changes = [
+        ("keras state reset between networks without a full garbage collection each time "
+         "(`clear_session(free_memory=False)`, a collection every 16 networks)",
+         f"{pn['before_ratio']:.3f}", f"{pn['ratio']:.3f}", "per network"),
+    ]
     tr = res["tracking"]
     L += ["## Tracking: metric logging per epoch", "",
           "| epochs | untracked | tracked | ratio | cost per epoch |", "|---|---|---|---|---|",
           f"| {tr['epochs']} | {tr['untracked_s']:.2f} s | {tr['tracked_s']:.2f} s | "
-          f"**{tr['ratio']:.3f}** | {tr['ms_per_epoch']:.2f} ms |", ""]
+          f"**{tr['ratio']:.3f}** | {tr['ms_per_epoch']:.2f} ms |",
+          f"| {tr['epochs']} (before: one MLflow call per epoch) | | "
+          f"{tr['before_unbatched_s']:.2f} s | {tr['before_ratio']:.3f} | "
+          f"{tr['before_ms_per_epoch']:.2f} ms |", ""]
+    changes.append(("metrics buffered and sent with one log_batch call every 5 s (and at the "
+                    "end) instead of one call per epoch", f"{tr['before_ratio']:.3f}",
+                    f"{tr['ratio']:.3f}", "tracking, 1-step epochs"))
     pt = res["per_task"]
     L += ["## Per task: process start to the first training step", "",
           "| path | seconds | vs plain Keras |", "|---|---|---|",
@@ -371,9 +402,23 @@ def to_markdown(res: dict[str, Any]) -> str:
                  f"{e[launcher + '_single_task_s']:.1f} | "
                  f"**{e[launcher + '_single_task_ratio']:.2f}** |")
     L.append("")
-    changes = HERE / "CHANGES.md"
-    if changes.is_file():
-        L += [changes.read_text().strip(), ""]
+    changes.append(("`launcher: direct` (run the entry point without the `mlflow run` wrapper "
+                    "process; same runs, tags and params)", f"{pt['ratio_mlflow']:.2f}",
+                    f"{pt['ratio_direct']:.2f}", "per task, start to first step"))
+    for launcher in ("mlflow", "direct"):
+        one, packed = f"{launcher}_one_per_task", f"{launcher}_packed"
+        if f"{one}_s" in e and f"{packed}_s" in e:
+            changes.append((f"pack networks into tasks (`nnets`) instead of one network per task "
+                            f"({launcher} launcher: {e[one + '_layout']} -> "
+                            f"{e[packed + '_layout']})", f"{e[one + '_ratio']:.2f}",
+                            f"{e[packed + '_ratio']:.2f}", "end to end"))
+    L += ["## Changes made from these numbers (before -> after, measured in this run)", "",
+          "| change | before | after | measured as |", "|---|---|---|---|"]
+    L += [f"| {c} | {b} | **{a}** | {m} |" for c, b, a, m in changes]
+    notes = HERE / "NOTES.md"
+    if notes.is_file():
+        L += ["", notes.read_text().strip()]
+    L.append("")
     return "\n".join(L)
 
 

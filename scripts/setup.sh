@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c "import netrain, keras, mlflow" # fail here, not later, if the install broke
+TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -c "import netrain, keras, mlflow" # fail here, not later, if the install broke
