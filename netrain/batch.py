@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netrain.errors import BatchError
-from netrain.spec import NAME_RE
+from netrain.spec import NAME_RE, ModelName
 
 MANIFEST = "batch.yaml"
 SUBDIRS = ("code", "scripts", "weights", "archs", "metrics", "logs", "records")
@@ -51,19 +51,11 @@ class Job:
 
 
 @dataclass
-class ModelEntry:
+class ModelEntry(ModelName):
     cls: str
     architecture: str
     segments: list[Segment] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return f"{self.cls}.{self.architecture}"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.cls}-{self.architecture}"
 
     @property
     def array(self) -> int:

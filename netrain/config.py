@@ -95,7 +95,7 @@ _TOP_KEYS = {
     "tracking_uri": "an MLflow tracking URI",
     "environments": "a mapping with cpu and gpu",
     "executor": "local or slurm",
-    "launcher": "mlflow or direct",
+    "launcher": "mlflow, mlflow-cli or direct",
     "workers": "a positive integer",
     "slurm": "a mapping",
     "disk": "a mapping",
@@ -209,8 +209,9 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
     if executor not in ("local", "slurm"):
         raise ConfigError(f"{where}: executor must be 'local' or 'slurm', got {executor!r}")
     launcher = raw.get("launcher", "mlflow")
-    if launcher not in ("mlflow", "direct"):
-        raise ConfigError(f"{where}: launcher must be 'mlflow' or 'direct', got {launcher!r}")
+    if launcher not in ("mlflow", "mlflow-cli", "direct"):
+        raise ConfigError(f"{where}: launcher must be 'mlflow', 'mlflow-cli' or 'direct', got "
+                          f"{launcher!r}")
     workers = raw.get("workers", 2)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"{where}: workers must be a positive integer, got {workers!r}")

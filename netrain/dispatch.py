@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,19 +61,51 @@ def run_local(batch: Batch, models: list[ModelEntry], tasks: list[int] | None, w
         f"{workers} at a time; logs in {batch.path / 'logs'}")
     failures = 0
     start = time.monotonic()
+    bar = ProgressBar(len(todo)) if sys.stderr.isatty() else None
 
     def progress(o: TaskOutcome, done: int, total: int) -> None:
         nonlocal failures
         ok = o.returncode == 0
         failures += 0 if ok else 1
         status = "ok" if ok else f"FAILED (exit {o.returncode}), log: {o.task.log}"
-        say(f"[{done}/{total}] {o.task.model_key} task {o.task.index}: {status} "
-            f"({o.seconds:.1f} s)")
+        line = (f"[{done}/{total}] {o.task.model_key} task {o.task.index}: {status} "
+                f"({o.seconds:.1f} s)")
+        if bar is None:
+            say(line)
+        else:
+            bar.update(done, failures, None if ok else line)
 
-    run_tasks(todo, workers, progress, cwd=batch.path)
+    if bar is not None:
+        bar.update(0, 0, None)
+    try:
+        run_tasks(todo, workers, progress, cwd=batch.path)
+    finally:
+        if bar is not None:
+            bar.close()
     say(f"done in {time.monotonic() - start:.1f} s: {len(todo) - failures} ok, "
         f"{failures} failed")
     return failures
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (plain lines are printed elsewhere)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total, self.width, self.start = total, width, time.monotonic()
+
+    def update(self, done: int, failed: int, message: str | None) -> None:
+        if message:
+            sys.stderr.write("\r\033[K" + message + "\n")
+        filled = int(self.width * done / max(1, self.total))
+        elapsed = int(time.monotonic() - self.start)
+        sys.stderr.write(f"\r\033[K[{'#' * filled}{'.' * (self.width - filled)}] "
+                         f"{done}/{self.total} tasks, {failed} failed, "
+                         f"{elapsed // 60}:{elapsed % 60:02d}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def run_script_local(batch: Batch, script: Path, index: int, model_key: str, log: Path,

@@ -63,7 +63,7 @@ class ScriptSpec:
     experiment_id: str
     env_kind: str  # python | conda-name | conda-yaml
     env_value: str
-    launcher: str = "mlflow"  # mlflow | direct
+    launcher: str = "mlflow"  # mlflow | mlflow-cli | direct
     gpu: bool = False
     slurm: Mapping[str, object] = field(default_factory=dict)
     extra_params: tuple[tuple[str, str], ...] = ()
@@ -153,10 +153,16 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
                 cmd += [f"--{key.replace('_', '-')}", values[key]]
         return cmd
     env_manager = "conda" if spec.env_kind == "conda-yaml" else "local"
-    cmd = [python if spec.env_kind != "conda-yaml" else "mlflow"]
-    if spec.env_kind != "conda-yaml":
-        cmd += ["-m", "mlflow"]
-    cmd += ["run", '"$batch_dir"', "-e", "train", "--env-manager", env_manager,
+    if spec.launcher == "mlflow-cli" or spec.env_kind == "conda-yaml":
+        # the literal `mlflow run` command
+        cmd = [python if spec.env_kind != "conda-yaml" else "mlflow"]
+        if spec.env_kind != "conda-yaml":
+            cmd += ["-m", "mlflow"]
+        cmd += ["run"]
+    else:
+        # the same MLflow project run through the Projects API, without the CLI's start-up
+        cmd = [python, "-m", "netrain.launch"]
+    cmd += ['"$batch_dir"', "-e", "train", "--env-manager", env_manager,
             "--experiment-id", '"$MLFLOW_EXPERIMENT_ID"']
     for key in TASK_PARAMS:
         if key in values:

@@ -11,13 +11,12 @@ NAME_RE = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 MAX_NNETS = 100_000
 
 
-@dataclass(frozen=True, order=True)
-class ModelSpec:
-    """One ``class.architecture=nnets`` item of --models."""
+class ModelName:
+    """The two spellings of a model: ``class.architecture`` and the file-name form
+    ``class-architecture`` (as in the seed's ``scripts/<class>-<architecture>-sbatch.sh``)."""
 
     cls: str
     architecture: str
-    nnets: int
 
     @property
     def key(self) -> str:
@@ -25,8 +24,16 @@ class ModelSpec:
 
     @property
     def slug(self) -> str:
-        """File-name form, as in the seed: ``scripts/<class>-<architecture>-sbatch.sh``."""
         return f"{self.cls}-{self.architecture}"
+
+
+@dataclass(frozen=True, order=True)
+class ModelSpec(ModelName):
+    """One ``class.architecture=nnets`` item of --models."""
+
+    cls: str
+    architecture: str
+    nnets: int
 
 
 def check_name(value: str, what: str) -> str:

@@ -27,10 +27,11 @@ from netrain.records import (
     record_path,
     write_record,
 )
+from netrain.spec import ModelName
 
 
 @dataclass(frozen=True)
-class TaskArgs:
+class TaskArgs(ModelName):
     cls: str
     architecture: str
     nb_epoch: int
@@ -44,11 +45,7 @@ class TaskArgs:
 
     @property
     def model_key(self) -> str:
-        return f"{self.cls}.{self.architecture}"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.cls}-{self.architecture}"
+        return self.key
 
 
 def _bool(text: str) -> bool:
@@ -126,12 +123,11 @@ class _TaskObserver:
     def network_finished(self, job: Any, result: Any) -> None:
         t = self.t
         child = self.child
-        child.flush()
-        child.log_artifact(result.files["weights"], "weights")
-        child.log_artifact(result.files["arch"], "archs")
-        child.log_artifact(result.files["metrics"], "metrics")
-        child.set_tags({"epochs": result.epochs, "stopped_early": result.stopped_early})
-        child.end("FINISHED")
+        child.finish(
+            tags={"epochs": result.epochs, "stopped_early": result.stopped_early},
+            artifacts={"weights": result.files["weights"], "archs": result.files["arch"],
+                       "metrics": result.files["metrics"]},
+            status="FINISHED")
         rec = t.record.nets[str(job.net_index)]
         rec.state, rec.epochs, rec.final = "finished", result.epochs, result.final
         t.save_record()

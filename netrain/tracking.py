@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -110,6 +112,22 @@ def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _common_parent(paths: Any) -> str | None:
+    """A folder on the same filesystem as the files (so hard links work), if writable."""
+    for p in paths:
+        parent = Path(p).parent.parent
+        if os.access(parent, os.W_OK):
+            return str(parent)
+    return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 @dataclass
 class RunHandle:
     """One MLflow run: a task's parent run or a network's child run."""
@@ -160,6 +178,24 @@ class RunHandle:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if path.is_file():
             self.tracker.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, tags: Mapping[str, Any], artifacts: Mapping[str, Path], status: str) -> None:
+        """End a network's run in three calls: the last metrics with the final tags, the
+        artifacts (hard-linked into one folder, sent at once), the status."""
+        from mlflow.entities import RunTag
+
+        tag_items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
+        chunk, self._pending[:] = self._pending[:_BATCH_MAX], self._pending[_BATCH_MAX:]
+        self.tracker.client.log_batch(self.run_id, metrics=chunk, tags=tag_items)
+        self.flush()
+        with tempfile.TemporaryDirectory(prefix=".netrain-art-",
+                                         dir=_common_parent(artifacts.values())) as d:
+            for sub, path in artifacts.items():
+                if path.is_file():
+                    (Path(d) / sub).mkdir()
+                    _link_or_copy(path, Path(d) / sub / path.name)
+            self.tracker.client.log_artifacts(self.run_id, d)
+        self.tracker.client.set_terminated(self.run_id, status)
 
     def end(self, status: str) -> None:
         with contextlib.suppress(Exception):

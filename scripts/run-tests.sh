@@ -34,4 +34,4 @@ if [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
     done
   done
 fi
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=15 "$@"

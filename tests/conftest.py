@@ -74,6 +74,20 @@ def mlflow_client(uri: str):  # type: ignore[no-untyped-def]
     return MlflowClient(tracking_uri=uri)
 
 
+def wait_until_training(record: Path, timeout: float) -> bool:
+    """Wait until the task's record says its first network is training."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if record.exists() and json.loads(record.read_text())["nets"].get("0", {}).get(
+                "state") == "running":
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def snapshot_tree(path: Path) -> dict[str, tuple[int, float]]:
     """Every file under ``path`` with its size and mtime (to prove nothing changed)."""
     if not path.exists():

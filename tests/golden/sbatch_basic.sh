@@ -26,7 +26,7 @@ export PATH=/opt/venv/bin:"$PATH"
 # Run the task in its own process group so a signal reaches all of it: SLURM's
 # time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.
 set -m
-/opt/venv/bin/python -m mlflow run "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" &
+/opt/venv/bin/python -m netrain.launch "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" &
 child=$!
 trap 'kill -TERM -- -"$child" 2>/dev/null' USR1 TERM INT
 while :; do

@@ -261,7 +261,8 @@ CONFIG_CASES = [
     Case("config-executor", (*GEN, OK_MODELS), ("executor must be 'local' or 'slurm'",
                                                 "'cloud'"),
          code=1, setup=conf("executor: cloud")),
-    Case("config-launcher", (*GEN, OK_MODELS), ("launcher must be 'mlflow' or 'direct'",), code=1,
+    Case("config-launcher", (*GEN, OK_MODELS),
+         ("launcher must be 'mlflow', 'mlflow-cli' or 'direct'",), code=1,
          setup=conf("launcher: docker")),
     Case("config-trainings-dir-number", (*GEN, OK_MODELS), ("trainings_dir must be a directory "
                                                             "path, got 5",),

@@ -137,8 +137,8 @@ def test_sbatch_script_passes_hostile_values_intact(rec: Recorder, tmp_path: Pat
     elif env_kind == "conda-yaml":
         assert t["prog"] == "mlflow" and t["argv"] == mlflow_args(batch_dir, "conda")
     else:
-        assert t["prog"] == "python" and t["argv"] == ["-m", "mlflow",
-                                                       *mlflow_args(batch_dir, "local")]
+        assert t["prog"] == "python" and t["argv"] == [
+            "-m", "netrain.launch", *mlflow_args(batch_dir, "local")[1:]]
         if env_kind == "python":
             assert t["argv0"] == rec.python
     assert t["cwd"] == str(batch_dir)
@@ -237,7 +237,7 @@ def test_generated_batch_scripts_under_a_hostile_path(hostile_batch: tuple[Path,
         for k, v in params:
             expected += [f"--{k.replace('_', '-')}", v]
     else:
-        expected = ["-m", "mlflow", "run", str(batch), "-e", "train", "--env-manager", "local",
+        expected = ["-m", "netrain.launch", str(batch), "-e", "train", "--env-manager", "local",
                     "--experiment-id", str(m["tracking"]["experiment_id"])]
         for k, v in params:
             expected += ["-P", f"{k}={v}"]

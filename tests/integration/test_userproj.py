@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mlflow_client, run_cli
+from tests.conftest import mlflow_client, run_cli, wait_until_training
 
 pytestmark = pytest.mark.slow
 
@@ -71,13 +71,7 @@ def test_sigterm_closes_runs_as_killed(userproj: Path) -> None:
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     record = batch / "records" / "regressor-wide" / "0.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if record.exists() and json.loads(record.read_text())["nets"].get("0", {}).get(
-                "state") == "running":
-            break
-        time.sleep(0.5)
-    else:
+    if not wait_until_training(record, 120):
         proc.kill()
         pytest.fail("the task never started training")
     time.sleep(2)

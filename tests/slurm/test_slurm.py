@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_userproj, mlflow_client, run_cli
+from tests.conftest import make_userproj, mlflow_client, run_cli, wait_until_training
 
 TIMEOUT = 420
 
@@ -138,13 +138,7 @@ def test_scancel_is_shown_and_resubmit_completes(proj: Path) -> None:
     batch = generate(proj, "--models", "regressor.wide=1", "--array", "2", "--nb-epoch", "200",
                      "--epoch-samples", "64", "--no-check", env={"USERPROJ_SLEEP": "0.2"})
     record = batch / "records" / "regressor-wide" / "0.json"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if record.exists() and json.loads(record.read_text())["nets"].get("0", {}).get(
-                "state") == "running":
-            break
-        time.sleep(0.5)
-    else:
+    if not wait_until_training(record, 180):
         pytest.fail("task 0 never started training")
     job = _jobs(batch)[0]["job_id"]
     subprocess.run(["scancel", f"{job}_0", f"{job}_1"], check=True)

@@ -181,9 +181,9 @@ def test_basic_script_structure() -> None:
 
 def test_mlflow_launcher_command() -> None:
     text = render_sbatch(basic_spec())
-    cmd = next(ln for ln in text.splitlines() if "mlflow run" in ln)
+    cmd = next(ln for ln in text.splitlines() if "netrain.launch" in ln)
     words = shlex.split(cmd.rstrip(" &"))
-    assert words[:4] == ["/opt/venv/bin/python", "-m", "mlflow", "run"]
+    assert words[:3] == ["/opt/venv/bin/python", "-m", "netrain.launch"]
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
@@ -311,7 +311,7 @@ def test_hostile_values_round_trip_through_the_shell_words() -> None:
     assert value_of("batch_dir=") == spec.batch_dir
     assert value_of("export MLFLOW_TRACKING_URI=") == spec.tracking_uri
     assert value_of("export MLFLOW_EXPERIMENT_ID=") == spec.experiment_id
-    cmd = next(ln for ln in lines if "mlflow run" in ln)
+    cmd = next(ln for ln in lines if "netrain.launch" in ln)
     assert shlex.split(cmd.rstrip(" &"))[0] == spec.env_value
 
 
@@ -325,3 +325,12 @@ def test_runbatch_quotes_script_names() -> None:
     bash_syntax_ok(text)
     assert only_single_quoted(text, PWN) == 1
     assert "submit a.b 'a b-sbatch.sh'" in text
+
+
+def test_mlflow_cli_launcher_is_the_literal_mlflow_run() -> None:
+    import dataclasses
+
+    text = render_sbatch(dataclasses.replace(basic_spec(), launcher="mlflow-cli"))
+    cmd = next(ln for ln in text.splitlines() if "mlflow run" in ln)
+    words = shlex.split(cmd.rstrip(" &"))
+    assert words[:5] == ["/opt/venv/bin/python", "-m", "mlflow", "run", "$batch_dir"]
