@@ -76,11 +76,34 @@ def check_reachable(uri: str) -> None:
                                 ) from None
 
 
+def initialise_sqlite(uri: str) -> None:
+    """Build a new SQLite database's tables in a temporary file, then rename it into place:
+    an interrupted first use never leaves a half-built database behind."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    if db.exists():
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{db.name}.", suffix=".init", dir=db.parent)
+    os.close(fd)
+    os.unlink(tmp)  # let SQLite create it
+    try:
+        c = client("sqlite:///" + tmp)
+        c.search_experiments(max_results=1)  # creates the tables
+        del c
+        if not db.exists():
+            os.replace(tmp, db)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def create_batch_experiment(uri: str, name: str, description: str,
                             artifact_location: str | None, tags: Mapping[str, str]) -> str:
     """Create the batch's experiment up front (one process, so no race creates it twice)."""
     check_reachable(uri)
     try:
+        initialise_sqlite(uri)
         c = client(uri)
         if c.get_experiment_by_name(name) is not None:
             raise TrackingError(f"an MLflow experiment named {name} already exists in "
