@@ -55,8 +55,7 @@ def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool =
     for s in statuses:
         c = _counts(s)
         desc = " ".join(s.description.split())
-        rows.append([s.id, s.created[:16].replace("T", " "),
-                     ",".join(m.key for m in s.models)[:40], str(c["planned"]),
+        rows.append([s.id, s.created[:16].replace("T", " "), _models_cell(s), str(c["planned"]),
                      str(c["finished"]), str(c["failed"]), str(c["running"]),
                      desc[:50] + ("..." if len(desc) > 50 else "")])
     out = _table(rows, ["BATCH", "CREATED", "MODELS", "NETS", "FINISHED", "FAILED", "RUNNING",
@@ -65,6 +64,19 @@ def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool =
     if note:
         extra.append(note)
     return "\n".join([out, *extra])
+
+
+def _models_cell(s: BatchStatus, width: int = 50) -> str:
+    """``classifier.clu_one,classifier.chransynth (+1)``: as many names as fit, then a count."""
+    names = [m.key for m in s.models]
+    shown: list[str] = []
+    for i, name in enumerate(names):
+        rest = len(names) - i - 1
+        suffix = f" (+{rest})" if rest else ""
+        if shown and len(",".join([*shown, name])) + len(suffix) > width:
+            return ",".join(shown) + f" (+{len(names) - len(shown)})"
+        shown.append(name)
+    return ",".join(shown)
 
 
 def _status(b: Batch, view: Any) -> BatchStatus:

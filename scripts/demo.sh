@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$PWD/.venv/bin:$PATH"
+export PATH="$PWD/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
 DEMO=${NETRAIN_DEMO_DIR:-demo}
 if [ ! -f "$DEMO/netrain.yaml" ]; then
   netrain init "$DEMO" >/dev/null
