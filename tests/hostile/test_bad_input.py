@@ -560,22 +560,6 @@ def test_failed_generate_in_a_fresh_project_leaves_no_trainings_dir(template: Te
         assert not (fresh / "runs").exists()
 
 
-def test_read_only_trainings_dir(proj: Path) -> None:
-    """A trainings_dir we may not write to (this needs a non-root user: root writes anyway)."""
-    runs = proj / "runs"
-    runs.chmod(0o555)
-    try:
-        if os.access(runs, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced (see the "
-                        "trainings-dir-under-a-file case for an unwritable trainings_dir)")
-        before = picture(proj)
-        message = assert_one_line_error(nr(*GEN, OK_MODELS, cwd=proj), 1)
-        assert "is not writable" in message and "fix its permissions" in message
-        assert_unchanged(before, picture(proj))
-    finally:
-        runs.chmod(0o755)
-
-
 def test_two_adds_at_once_both_take_effect(proj: Path, template: Template) -> None:
     """Four `add`s race on one batch: every one lands, indices never overlap."""
     adds = [("regressor.narrow=2", "2"), ("regressor.narrow=3", "3"),
