@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             code["source"] = str(cfg.code_dir)
             code["git_commit"] = git_commit(cfg.code_dir)
             if check:
-                python = env.value if env.kind == "python" else os.sys.executable  # type: ignore[attr-defined]
+                python = env.value if env.kind == "python" else sys.executable
                 for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):
                     say("warning: " + w)
             (tmp / "mlproject").mkdir()

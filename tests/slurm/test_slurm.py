@@ -11,6 +11,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def test_unprivileged_user_submits(tmp_path: Path) -> None:
         user = pwd.getpwnam("netrain-ci")
     except KeyError:
         pytest.fail("user netrain-ci is missing: scripts/slurm-cluster.sh install creates it")
-    python = Path(os.sys.executable)  # type: ignore[attr-defined]
+    python = Path(sys.executable)
     probe = subprocess.run(["runuser", "-u", "netrain-ci", "--", str(python), "-c",
                             "import netrain"], capture_output=True, text=True)
     if probe.returncode != 0:
