@@ -39,6 +39,24 @@ class SchedulerError(NetrainError):
     """SLURM (or the local executor) could not run or report on a job."""
 
 
+_INTERRUPT: dict[str, int | None] = {"signum": None}
+
+
+def note_interrupt(signum: int | None) -> None:
+    """Remember that the task was signalled (the handler's exception may be wrapped)."""
+    _INTERRUPT["signum"] = signum
+
+
+def pending_interrupt() -> int | None:
+    """The signal the task received, if any.
+
+    A signal can land while TensorFlow runs Python code for it (a generator behind
+    tf.data, a PyDataset); TF then turns our exception into one of its own errors. The
+    training loop asks this to tell such an error from a real failure of the network.
+    """
+    return _INTERRUPT["signum"]
+
+
 class TaskInterrupted(BaseException):
     """Raised inside a task when SIGTERM/SIGINT arrives, so runs are closed as KILLED.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from netrain.batch import Batch, now_iso
 from netrain.contract import build_input, call_config_function, first_line
-from netrain.errors import NetrainError, TaskInterrupted
+from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
 from netrain.records import (
     NetRecord,
     TaskRecord,
@@ -267,23 +267,17 @@ class TaskRunner:
             return 0 if failed == 0 else 1
         except TaskInterrupted as exc:
             status = "KILLED"
-            self.record.state = "killed"
-            self.record.error = f"stopped by signal {signal.Signals(exc.signum).name}"
-            if observer.child is not None:
-                job = observer.current
-                with _quiet():
-                    observer.child.end("KILLED")
-                rec = self.record.nets.get(str(job.net_index)) if job else None
-                if rec is not None:
-                    rec.state = "killed"
-            self.say(f"task stopped by signal {exc.signum}: runs closed as KILLED")
-            return 128 + exc.signum
+            return self._interrupted(observer, exc.signum)
         except NetrainError as exc:
             self.record.state = "failed"
             self.record.error = str(exc)
             self.say(f"task FAILED: {exc}")
             return 1
         except Exception as exc:
+            signum = pending_interrupt()
+            if signum is not None:  # a TaskInterrupted that TensorFlow wrapped
+                status = "KILLED"
+                return self._interrupted(observer, signum)
             self.record.state = "failed"
             self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
             traceback.print_exc()
@@ -293,6 +287,20 @@ class TaskRunner:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the bookkeeping first
             self.close(status)
             _restore_signal_handlers(old)
+
+    def _interrupted(self, observer: _TaskObserver, signum: int) -> int:
+        """SIGTERM/SIGINT/USR1: the current network's run and the record end as killed."""
+        self.record.state = "killed"
+        self.record.error = f"stopped by signal {signal.Signals(signum).name}"
+        if observer.child is not None:
+            job = observer.current
+            with _quiet():
+                observer.child.end("KILLED")
+            rec = self.record.nets.get(str(job.net_index)) if job else None
+            if rec is not None:
+                rec.state = "killed"
+        self.say(f"task stopped by signal {signum}: runs closed as KILLED")
+        return 128 + signum
 
     def close(self, status: str) -> None:
         """Write the final record and end the task's run (with its log as an artifact)."""
@@ -316,6 +324,9 @@ class _quiet:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    if pending_interrupt() is not None:
+        return  # already stopping (scancel signals every process; the script forwards too)
+    note_interrupt(signum)
     raise TaskInterrupted(signum)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netrain.contract import NetworkConfig
-from netrain.errors import ContractError
+from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 
 GC_EVERY = 16
 
@@ -92,6 +92,9 @@ def train_networks(
             observer.network_finished(job, result)
             results.append(result)
         except Exception as exc:
+            signum = pending_interrupt()
+            if signum is not None:  # the task was signalled; TF wrapped our exception
+                raise TaskInterrupted(signum) from exc
             observer.network_failed(index, job, exc)
             results.append(None)
         finally:
