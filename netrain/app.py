@@ -8,19 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Set by the batch entry point (task.run_entry) before it runs the user's main script.
-PENDING_TASK: Any = None
-#: The exit status of the last task run through the entry point.
-LAST_EXIT = 0
-#: Apps created while generate checks the configuration (NETRAIN_PROBE=1).
-PROBED: list[Netrain] = []
+from netrain import loader
 
 
 class Netrain:
     """A netrain application around one model configuration function.
 
-    ``run()`` trains the networks of the array task described by the command line (or by
-    the batch entry point); under ``netrain generate``'s check it only registers itself.
+    When netrain loads the main script (a task, or generate's check), ``run()`` only hands
+    the function to netrain's loader. Run by hand inside a batch (``NETRAIN_BATCH_DIR``
+    set), it trains the array task its command line names.
     """
 
     def __init__(self, model_configuration_function: Callable[[dict[str, Any]], Any]) -> None:
@@ -30,23 +26,16 @@ class Netrain:
         self.config_fn = model_configuration_function
 
     def run(self, argv: list[str] | None = None) -> None:
-        global PENDING_TASK, LAST_EXIT
-        if os.environ.get("NETRAIN_PROBE") == "1":
-            PROBED.append(self)
+        if loader.loading():
+            loader.register(self.config_fn)
             return
         from netrain.task import TaskRunner, parse_task_args
 
-        if PENDING_TASK is not None:
-            args, batch_dir = PENDING_TASK
-            PENDING_TASK = None
-        else:
-            args = parse_task_args(sys.argv[1:] if argv is None else argv)
-            env_dir = os.environ.get("NETRAIN_BATCH_DIR")
-            if not env_dir:
-                raise SystemExit("netrain: NETRAIN_BATCH_DIR is not set: run tasks through the "
-                                 "batch's scripts (netrain run / sbatch), not by hand")
-            batch_dir = Path(env_dir)
-        code = TaskRunner(self.config_fn, args, batch_dir).run()
-        LAST_EXIT = code
+        args = parse_task_args(sys.argv[1:] if argv is None else argv)
+        env_dir = os.environ.get("NETRAIN_BATCH_DIR")
+        if not env_dir:
+            raise SystemExit("netrain: NETRAIN_BATCH_DIR is not set: run tasks through the "
+                             "batch's scripts (netrain run / sbatch), not by hand")
+        code = TaskRunner(self.config_fn, args, Path(env_dir)).run()
         if code:
             raise SystemExit(code)

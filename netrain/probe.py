@@ -10,37 +10,31 @@ import contextlib
 import io
 import json
 import os
-import runpy
 import sys
 from pathlib import Path
 from typing import Any
 
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
-    from netrain import app
     from netrain.contract import build_input, call_config_function, first_line, raised_at
     from netrain.errors import NetrainError
+    from netrain.loader import ScriptError, load_config_function
 
     code_dir = Path(request["code_dir"])
     main = code_dir / request["main_script"]
-    os.environ["NETRAIN_PROBE"] = "1"
-    sys.path.insert(0, str(code_dir))
-    sys.argv = [str(main)]
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
-            runpy.run_path(str(main), run_name="__main__")
-    except SystemExit:
-        pass
+            fn = load_config_function(main)
+    except ScriptError as exc:
+        text = str(exc).replace(f"main script {main.name}",
+                                f"main script {request['main_script_label']}")
+        return {"error": text}
     except BaseException as exc:
         at = "" if isinstance(exc, SyntaxError) else raised_at(exc)
         return {"error": f"main script {request['main_script_label']} failed to import: "
                          f"{type(exc).__name__}: {first_line(str(exc))}{at} (fix it, or run "
                          "generate with --no-check)"}
-    if not app.PROBED:
-        return {"error": f"main script {request['main_script_label']} never calls "
-                         "Netrain(model_configuration_function).run(): add those lines"}
-    fn = app.PROBED[-1].config_fn
     warnings: list[str] = []
     for m in request["models"]:
         key = f"{m['cls']}.{m['architecture']}"

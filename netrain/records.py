@@ -20,8 +20,11 @@ from netrain.batch import now_iso
 
 @dataclass
 class NetRecord:
-    state: str = "pending"  # pending | running | finished | failed | killed
+    # pending | running | finished | failed | interrupted (resumable from its checkpoint)
+    state: str = "pending"
     run_id: str = ""
+    key: str = ""  # the network's tracking key: the same key is always the same MLflow run
+    checkpoint_epoch: int = 0  # epochs saved in its checkpoint (0: none)
     name: str = ""
     stem: str = ""
     epochs: int = 0
@@ -46,21 +49,33 @@ class TaskRecord:
     error: str = ""
     nets: dict[str, NetRecord] = field(default_factory=dict)
     retrain_of: str = ""
+    key: str = ""  # the task's tracking key
+    journal: str = ""  # the task's tracking journal, relative to the batch
+    extra: dict[str, Any] = field(default_factory=dict)  # keys written by a newer netrain
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskRecord:
-        nets = {str(k): NetRecord(**v) for k, v in (d.get("nets") or {}).items()}
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "nets"}
-        return cls(nets=nets, **known)
+        nets = {str(k): _net_record(v) for k, v in (d.get("nets") or {}).items()}
+        fields = cls.__dataclass_fields__
+        known = {k: v for k, v in d.items() if k in fields and k not in ("nets", "extra")}
+        extra = {k: v for k, v in d.items() if k not in fields}
+        return cls(nets=nets, extra={**(d.get("extra") or {}), **extra}, **known)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for n in self.nets.values():
             out[n.state] = out.get(n.state, 0) + 1
         return out
+
+
+def _net_record(d: Any) -> NetRecord:
+    """A network's record; keys written by a newer netrain are ignored, not fatal."""
+    if not isinstance(d, dict):
+        raise TypeError("a network record is not a mapping")
+    return NetRecord(**{k: v for k, v in d.items() if k in NetRecord.__dataclass_fields__})
 
 
 def record_path(batch_dir: Path, slug: str, index: int, retrain_key: str = "") -> Path:

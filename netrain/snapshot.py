@@ -52,6 +52,27 @@ def snapshot_code(src: Path, dest: Path, exclude: tuple[str, ...],
     return {"digest": "sha256:" + h.hexdigest(), "files": len(files), "bytes": total}
 
 
+def digest_dir(root: Path) -> str:
+    """The digest of a snapshot as it is now (``snapshot_code``'s, less Python's caches that
+    running the code writes), to tell whether a batch's code was edited since generate."""
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            if name.endswith((".pyc", ".pyo")) or not p.is_file():
+                continue
+            files.append((str(p.relative_to(root)), p))
+    h = hashlib.sha256()
+    for rel, p in files:  # the order snapshot_code hashes in
+        h.update(rel.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return "sha256:" + h.hexdigest()
+
+
 def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, pat) for pat in patterns)
 

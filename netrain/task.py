@@ -1,13 +1,17 @@
-"""One array task: train its networks, record every one as an MLflow child run of the
-task's run, keep the files in the batch, and write the task's record for `show`."""
+"""One array task: train its networks (resuming unfinished ones from their checkpoints),
+write every tracking event to the task's journal (never to MLflow itself), keep the files in
+the batch, and write the task's record for `show`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -16,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netrain import checkpoint
 from netrain.batch import Batch, now_iso
 from netrain.contract import build_input, call_config_function, first_line
 from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
+from netrain.journal import JournalWriter, journal_path, logged_steps
 from netrain.records import (
     NetRecord,
     TaskRecord,
@@ -89,52 +95,82 @@ def slurm_job_id() -> str:
     return os.environ.get("SLURM_JOB_ID", "")
 
 
+def retrain_key(retrain_of: str) -> str:
+    """The key of one retrain task (its journal and record name); the launcher may pick it."""
+    journal = os.environ.get("NETRAIN_JOURNAL", "")
+    if journal and Path(journal).parent.name == "retrain":
+        return Path(journal).name.removesuffix(".jsonl")
+    return f"{retrain_of[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+
+
+def gpu_model() -> str:
+    """The GPU's model name when the NVIDIA driver shows one (read from /proc, no import)."""
+    base = Path("/proc/driver/nvidia/gpus")
+    with contextlib.suppress(OSError):
+        for info in sorted(base.iterdir()):
+            for line in (info / "information").read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    return ""
+
+
 class _TaskObserver:
-    """Turns training events into MLflow runs, files and the task record."""
+    """Turns training events into journal events, files and the task record."""
 
     def __init__(self, task: TaskRunner) -> None:
         self.t = task
-        self.child: Any = None
         self.current: Any = None
 
     def network_started(self, job: Any) -> None:
         t = self.t
-        tags = {**t.common_tags, "net_index": job.net_index, "name": job.config.name,
-                **job.config.tags}
+        tags = {**t.common_tags, **t.source_tags, "net_index": job.net_index,
+                "name": job.config.name, **job.config.tags}
         if t.args.retrain_of:
             tags["retrain_of"] = t.args.retrain_of
-        self.child = t.tracker.child_run(t.parent, job.config.name, tags)
+        t.journal.open_run(job.key, parent=t.key, name=job.stem,
+                           experiment_id=t.experiment_id, tags=tags)
         self.current = job
-        inputs = {k: v for k, v in job_inputs(t, job.net_index).items()
-                  if isinstance(v, (str, int, float, bool))}
-        self.child.log_params({**inputs, **job.config.scalar_params(),
-                               "epoch_samples": job.epoch_samples})
-        t.record.nets[str(job.net_index)] = NetRecord(state="running", run_id=self.child.run_id,
-                                                      name=job.config.name, stem=job.stem)
+        if job.resume is None:
+            inputs = {k: v for k, v in job_inputs(t, job.net_index).items()
+                      if isinstance(v, (str, int, float, bool))}
+            t.journal.log_params(job.key, {**inputs, **job.config.scalar_params(),
+                                           "epoch_samples": job.epoch_samples})
+        else:
+            t.journal.set_tags(job.key, {"netrain.resumed_from_epoch": job.resume.epoch,
+                                         "netrain.state": "running"})
+            t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index}: resuming "
+                  f"from its checkpoint at epoch {job.resume.epoch}")
+        t.record.nets[str(job.net_index)] = NetRecord(
+            state="running", key=job.key, name=job.config.name, stem=job.stem,
+            checkpoint_epoch=job.resume.epoch if job.resume else 0)
         t.save_record()
         if job.config.unknown_keys:
             t.say(f"warning: {job.model_key}: output keys {', '.join(job.config.unknown_keys)} "
                   "are not part of the contract and were ignored")
 
     def epoch_end(self, job: Any, epoch: int, logs: dict[str, float]) -> None:
-        if self.child is not None:
-            self.child.log_epoch(epoch, logs)
+        # a resumed network re-trains at most the epochs after its checkpoint: a step the
+        # journal already holds is not logged twice
+        if epoch > self.t.logged.get(job.key, -1):
+            self.t.journal.log_metrics(job.key, epoch, logs)
 
     def network_finished(self, job: Any, result: Any) -> None:
         t = self.t
-        child = self.child
-        child.finish(
-            tags={"epochs": result.epochs, "stopped_early": result.stopped_early},
-            artifacts={"weights": result.files["weights"], "archs": result.files["arch"],
-                       "metrics": result.files["metrics"]},
-            status="FINISHED")
+        t.journal.set_tags(job.key, {"epochs": result.epochs,
+                                     "stopped_early": result.stopped_early,
+                                     "netrain.state": "finished"})
+        t.journal.log_artifacts(job.key, {"weights": result.files["weights"],
+                                          "archs": result.files["arch"],
+                                          "metrics": result.files["metrics"]})
+        t.journal.end_run(job.key, "FINISHED")
         rec = t.record.nets[str(job.net_index)]
         rec.state, rec.epochs, rec.final = "finished", result.epochs, result.final
+        rec.checkpoint_epoch = 0
         t.save_record()
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.final.items())
         t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index} "
               f"'{job.config.name}': {result.epochs} epochs, {metrics} ({result.seconds:.1f} s)")
-        self.child = None
+        self.current = None
 
     def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
         t = self.t
@@ -143,25 +179,36 @@ class _TaskObserver:
         t.say(f"{t.args.model_key} task {t.args.trainingrun} net {index} FAILED: {msg}")
         if not isinstance(exc, NetrainError) or exc.__cause__ is not None:
             traceback.print_exception(exc, file=sys.stderr)
-        if self.child is not None:
-            with contextlib.suppress(Exception):
-                self.child.set_tags({"error": msg[:500]})
-                self.child.end("FAILED")
         rec = t.record.nets.get(str(index)) or NetRecord(
             name=job.config.name if job else "", stem=job.stem if job else "")
+        if self.current is not None and job is not None:
+            t.journal.set_tags(job.key, {"error": msg[:500], "netrain.state": "failed"})
+            t.journal.end_run(job.key, "FAILED")
+            rec.key = job.key
         rec.state, rec.error = "failed", msg[:1000]
-        if self.child is not None:
-            rec.run_id = self.child.run_id
         t.record.nets[str(index)] = rec
         t.save_record()
-        self.child = None
+        self.current = None
+
+    def interrupted(self) -> None:
+        """The network in training saved its checkpoint: its run waits, resumable."""
+        job = self.current
+        if job is None:
+            return
+        t = self.t
+        t.journal.set_tags(job.key, {"netrain.state": "resumable",
+                                     "netrain.resume_epoch": job.checkpoint_epoch})
+        t.journal.end_run(job.key, "KILLED")
+        rec = t.record.nets.get(str(job.net_index))
+        if rec is not None:
+            rec.state, rec.checkpoint_epoch = "interrupted", job.checkpoint_epoch
+        self.current = None
 
 
 def job_inputs(t: TaskRunner, net_index: int) -> dict[str, Any]:
-    seg_nnets = t.args.nnets
     return build_input(
         cls=t.args.cls, architecture=t.args.architecture, nb_epoch=t.args.nb_epoch,
-        epoch_samples=t.args.epoch_samples, nnets=seg_nnets, intelligent=t.args.intelligent,
+        epoch_samples=t.args.epoch_samples, nnets=t.args.nnets, intelligent=t.args.intelligent,
         batch_dir=t.batch.path, batch=t.batch.id, trainingrun=t.args.trainingrun,
         net_index=net_index, retrain_of=t.args.retrain_of or None,
     )
@@ -177,21 +224,53 @@ class TaskRunner:
         self.executor = os.environ.get("NETRAIN_EXECUTOR") or (
             "slurm" if os.environ.get("SLURM_JOB_ID") else "local")
         self.slurm_job_id = slurm_job_id() if self.executor == "slurm" else ""
-        retrain_key = ""
-        if args.retrain_of:
-            retrain_key = f"{args.retrain_of[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
-        self.rpath = record_path(self.batch.path, args.slug, args.trainingrun, retrain_key)
-        previous = read_record(self.rpath)
-        self.record: TaskRecord = new_record(args.model_key, args.trainingrun, previous, self.log,
-                                             self.executor, self.slurm_job_id, args.retrain_of)
-        self.common_tags = {
+        self.retrain_key = retrain_key(args.retrain_of) if args.retrain_of else ""
+        self.rpath = record_path(self.batch.path, args.slug, args.trainingrun, self.retrain_key)
+        self.previous = read_record(self.rpath)
+        self.record: TaskRecord = new_record(args.model_key, args.trainingrun, self.previous,
+                                             self.log, self.executor, self.slurm_job_id,
+                                             args.retrain_of)
+        self.key = self._task_key()
+        self.record.key = self.key
+        jpath = os.environ.get("NETRAIN_JOURNAL")
+        self.jpath = Path(jpath) if jpath else journal_path(
+            self.batch.path, args.slug, args.trainingrun, self.retrain_key)
+        with contextlib.suppress(ValueError):
+            self.record.journal = str(self.jpath.relative_to(self.batch.path))
+        self.logged = logged_steps(self.jpath) if self.jpath.is_file() else {}
+        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
+            self.batch.manifest.tracking.get("experiment_id", ""))
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or str(
+            self.batch.manifest.tracking.get("uri", ""))
+        self.common_tags: dict[str, Any] = {
             "batch": self.batch.id, "class": args.cls, "architecture": args.architecture,
             "array_index": args.trainingrun,
             "slurm_job_id": self.slurm_job_id or None,
             "executor": self.executor,
         }
-        self.tracker: Any = None
-        self.parent: Any = None
+        self.source_tags = {
+            "mlflow.user": _user(),
+            "mlflow.source.type": "PROJECT",
+            "mlflow.source.name": str(self.batch.path),
+            "mlflow.project.entryPoint": "train",
+            "host": socket.gethostname(),
+            "code_edited": _code_edited(self.batch),
+        }
+        self.journal: Any = None
+        self.signum: int | None = None
+        self._shipper: subprocess.Popen[bytes] | None = None
+
+    def _task_key(self) -> str:
+        """The same key (so the same MLflow run) for every attempt of this task, unless it
+        is explicitly trained again from scratch (NETRAIN_RERUN=1)."""
+        base = (f"retrain/{self.retrain_key}" if self.retrain_key
+                else f"{self.args.slug}/{self.args.trainingrun}")
+        prev = self.previous
+        if os.environ.get("NETRAIN_RERUN") == "1" and prev is not None:
+            return f"{base}~{self.record.attempt}"
+        if prev is not None and prev.key:
+            return prev.key
+        return base
 
     def say(self, text: str) -> None:
         print(f"netrain: {text}", flush=True)
@@ -205,49 +284,79 @@ class TaskRunner:
         inputs = job_inputs(self, net_index)
         cfg = call_config_function(self.fn, inputs, self.args.model_key)
         stem = f"{safe_stem(cfg.name)}_t{self.args.trainingrun}_n{net_index}"
-        if self.args.retrain_of:
-            stem += f"_retrain-{self.parent.run_id[:8]}"
+        if self.retrain_key:
+            stem += f"_retrain-{self.retrain_key.split('-')[1] if '-' in self.retrain_key else ''}"
         init = Path(self.args.from_weights) if self.args.from_weights else None
         if init is not None and not init.is_file():
             raise NetrainError(f"--from-weights file {init} does not exist")
+        key = f"{self.key}/n{net_index}"
+        policy = checkpoint.Policy.from_mapping(
+            getattr(cfg, "checkpoint", None) or None, self.policy())
+        resume = checkpoint.read(self.batch.path, stem, key) if policy.enabled else None
         return NetworkJob(net_index=net_index, model_key=self.args.model_key, config=cfg,
                           seed=inputs["seed"], stem=stem, epoch_samples=self.args.epoch_samples,
-                          intelligent=self.args.intelligent, init_weights=init)
+                          intelligent=self.args.intelligent, init_weights=init, key=key,
+                          batch_dir=self.batch.path, policy=policy, resume=resume)
+
+    def policy(self) -> checkpoint.Policy:
+        options = getattr(self.batch.manifest, "options", None)
+        settings = options.get("checkpoint") if isinstance(options, dict) else None
+        try:
+            return checkpoint.Policy.from_mapping(settings)
+        except ValueError:
+            return checkpoint.Policy()
 
     def open_runs(self) -> None:
-        """Connect to the tracking backend and open (or resume) the task's run."""
-        from netrain import tracking
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.batch.manifest.tracking["uri"]
-        exp = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
-            self.batch.manifest.tracking["experiment_id"])
-        self.tracker = tracking.Tracker(uri, exp)
+        """Open (or reopen: the same key is the same MLflow run) the task's run."""
         run_name = f"{self.args.slug}[{self.args.trainingrun}]"
         if self.args.retrain_of:
             run_name += f" retrain of {self.args.retrain_of[:8]}"
-        ptags = dict(self.common_tags)
+        ptags = {**self.common_tags, **self.source_tags, "netrain.attempt": self.record.attempt}
+        gpu = gpu_model()
+        if gpu:
+            ptags["gpu"] = gpu
+        if os.environ.get("SLURM_RESTART_COUNT"):
+            ptags["slurm_restart_count"] = os.environ["SLURM_RESTART_COUNT"]
         if self.args.retrain_of:
             ptags["retrain_of"] = self.args.retrain_of
-        self.parent = self.tracker.parent_run(run_name, ptags)
-        self.record.parent_run_id = self.parent.run_id
-        self.save_record()
-        self.parent.log_params({
+        if "~" in self.key:
+            ptags["rerun"] = self.record.attempt
+        self.journal.open_run(self.key, parent=None, name=run_name,
+                              experiment_id=self.experiment_id, tags=ptags,
+                              adopt=os.environ.get("MLFLOW_RUN_ID") or None)
+        self.journal.log_params(self.key, {
             "class": self.args.cls, "architecture": self.args.architecture,
             "nb_epoch": self.args.nb_epoch, "epoch_samples": self.args.epoch_samples,
             "nnets": self.args.nnets, "intelligent": self.args.intelligent,
             "trainingrun": self.args.trainingrun,
-        }, skip_existing=True)
+        })
+        self.save_record()
+
+    def todo(self) -> list[int]:
+        """The task's networks, less those a previous attempt of it finished."""
+        indices = [self.args.net_index] if self.args.net_index >= 0 else \
+            list(range(self.args.nnets))
+        prev = self.previous
+        if prev is None or prev.key != self.key:
+            return indices
+        done = []
+        for i in indices:
+            n = prev.nets.get(str(i))
+            if n is not None and n.state == "finished":
+                self.record.nets[str(i)] = n
+                done.append(i)
+        if done:
+            self.say(f"{self.args.model_key} task {self.args.trainingrun}: {len(done)} "
+                     "network(s) finished in an earlier attempt are kept")
+        return [i for i in indices if i not in done]
 
     def train_all(self, observer: _TaskObserver) -> int:
         """Train the task's networks; returns how many failed."""
         from netrain import training
 
-        if self.args.net_index >= 0:
-            indices = [self.args.net_index]
-        else:
-            indices = list(range(self.args.nnets))
+        indices = self.todo()
         self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
-                 f"{len(indices)} network(s), run {self.parent.run_id}")
+                 f"{len(indices)} network(s), attempt {self.record.attempt}")
         results = training.train_networks(indices, self.make_job, observer)
         failed = sum(1 for r in results if r is None)
         self.record.state = "finished" if failed == 0 else "failed"
@@ -261,6 +370,8 @@ class TaskRunner:
         observer = _TaskObserver(self)
         status = "FAILED"
         try:
+            self.journal = JournalWriter(self.jpath, self.batch.path)
+            self._start_shipper()
             self.open_runs()
             failed = self.train_all(observer)
             status = "FINISHED" if failed == 0 else "FAILED"
@@ -275,7 +386,7 @@ class TaskRunner:
             return 1
         except Exception as exc:
             signum = pending_interrupt()
-            if signum is not None:  # a TaskInterrupted that TensorFlow wrapped
+            if signum is not None:  # a stop that TensorFlow wrapped in its own error
                 status = "KILLED"
                 return self._interrupted(observer, signum)
             self.record.state = "failed"
@@ -283,58 +394,117 @@ class TaskRunner:
             traceback.print_exc()
             return 1
         finally:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the bookkeeping first
             self.close(status)
             _restore_signal_handlers(old)
+            if status == "KILLED":
+                self._requeue()
 
     def _interrupted(self, observer: _TaskObserver, signum: int) -> int:
-        """SIGTERM/SIGINT/USR1: the current network's run and the record end as killed."""
+        """A signal: the network in training kept its checkpoint; the task is resumable."""
+        self.signum = signum
+        observer.interrupted()
         self.record.state = "killed"
         self.record.error = f"stopped by signal {signal.Signals(signum).name}"
-        if observer.child is not None:
-            job = observer.current
-            with _quiet():
-                observer.child.end("KILLED")
-            rec = self.record.nets.get(str(job.net_index)) if job else None
-            if rec is not None:
-                rec.state = "killed"
-        self.say(f"task stopped by signal {signum}: runs closed as KILLED")
+        reached = [n for n in self.record.nets.values() if n.state == "interrupted"]
+        where = (f"; net {reached[0].stem} resumes at epoch {reached[0].checkpoint_epoch}"
+                 if reached else "")
+        self.say(f"task stopped by signal {signal.Signals(signum).name}: checkpoint kept, "
+                 f"runs left resumable{where}")
         return 128 + signum
 
     def close(self, status: str) -> None:
         """Write the final record and end the task's run (with its log as an artifact)."""
         self.record.ended = now_iso()
         self.save_record()
-        if self.parent is not None:
-            with _quiet():
-                if self.log:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    self.parent.log_artifact(Path(self.log), "logs")
-                self.parent.end(status)
+        if self.journal is None:
+            return
+        with contextlib.suppress(Exception):
+            self.journal.log_metrics(self.key, self.record.attempt - 1, summary(self.record))
+            if status == "KILLED":
+                self.journal.set_tags(self.key, {"netrain.state": "resumable"})
+            if self.log and Path(self.log).is_file():
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self.journal.log_artifacts(self.key, {"logs": Path(self.log)})
+            self.journal.end_run(self.key, status)
+        with contextlib.suppress(Exception):
+            self.journal.close()
+
+    def _start_shipper(self) -> None:
+        """Without the launcher (which ships), a separate process ships the journal."""
+        if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
+            return
+        cmd = [sys.executable, "-m", "netrain.shipper", "follow", str(self.jpath),
+               "--batch-dir", str(self.batch.path), "--uri", self.tracking_uri,
+               "--pid", str(os.getpid())]
+        with contextlib.suppress(OSError):
+            self._shipper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL,
+                                             start_new_session=True)
+
+    def _requeue(self) -> None:
+        """SLURM's time-limit warning (USR1): put this array task back in the queue, to
+        resume from its checkpoints (slurm.requeue in netrain.yaml; scancel's TERM never
+        requeues)."""
+        if (self.signum != signal.SIGUSR1 or self.executor != "slurm"
+                or os.environ.get("NETRAIN_REQUEUE", "1") != "1" or not self.slurm_job_id):
+            return
+        self.say(f"requeueing SLURM job {self.slurm_job_id} to resume")
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scontrol", "requeue", self.slurm_job_id], timeout=30,
+                           stdin=subprocess.DEVNULL, check=False)
+            # SLURM delays a requeued job by about two minutes unless told otherwise
+            subprocess.Popen(["sh", "-c", f"sleep 2; scontrol update JobId={self.slurm_job_id}"
+                              " StartTime=now"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
 
 
-class _quiet:
-    def __enter__(self) -> None:
-        return None
+def summary(record: TaskRecord) -> dict[str, float]:
+    """The task run's summary metrics: networks finished, best and median final loss."""
+    finals = [n.final for n in record.nets.values() if n.state == "finished"]
+    out: dict[str, float] = {"networks_finished": float(len(finals))}
+    for name in ("val_loss", "loss"):
+        values = sorted(f[name] for f in finals if name in f)
+        if values:
+            out[f"best_{name}"] = values[0]
+            mid = len(values) // 2
+            out[f"median_{name}"] = values[mid] if len(values) % 2 else \
+                (values[mid - 1] + values[mid]) / 2
+    return out
 
-    def __exit__(self, *exc: object) -> bool:
-        return True
+
+def _user() -> str:
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return os.environ.get("USER", "")
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    if pending_interrupt() is not None:
-        return  # already stopping (scancel signals every process; the script forwards too)
-    note_interrupt(signum)
-    raise TaskInterrupted(signum)
+def _code_edited(batch: Batch) -> str:
+    """Whether the batch's code snapshot changed since generate (digest comparison)."""
+    from netrain.snapshot import digest_dir
+
+    want = (batch.manifest.code or {}).get("digest") if isinstance(batch.manifest.code, dict) \
+        else None
+    if not want:
+        return "unknown"
+    with contextlib.suppress(OSError):
+        return "true" if digest_dir(batch.path / "code") != want else "false"
+    return "unknown"
+
+
+def _note_signal(signum: int, frame: Any) -> None:
+    """Only remember the signal: training stops at the next batch boundary."""
+    if pending_interrupt() is None:
+        note_interrupt(signum)
 
 
 def _install_signal_handlers() -> dict[int, Any]:
     old: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         with contextlib.suppress(ValueError):  # not the main thread
-            old[sig] = signal.signal(sig, _raise_interrupt)
+            old[sig] = signal.signal(sig, _note_signal)
     return old
 
 
@@ -345,11 +515,9 @@ def _restore_signal_handlers(old: dict[int, Any]) -> None:
 
 
 def run_entry(batch_dir: Path, argv: list[str]) -> int:
-    """The batch's MLflow entry point: run the user's main script from the code snapshot,
-    with this task's arguments waiting for its ``Netrain(...).run()``."""
-    import runpy
-
-    from netrain import app
+    """The batch's MLflow entry point: load the user's main script from the code snapshot
+    and train the array task its arguments name."""
+    from netrain.loader import ScriptError, batch_environment, load_config_function
 
     args = parse_task_args(argv)
     batch = Batch.load(batch_dir)
@@ -358,20 +526,10 @@ def run_entry(batch_dir: Path, argv: list[str]) -> int:
         print(f"netrain: main script {main} is missing from the batch's code snapshot",
               file=sys.stderr)
         return 2
-    os.environ["NETRAIN_BATCH_DIR"] = str(batch.path)
-    app.PENDING_TASK = (args, batch.path)
-    sys.path.insert(0, str(main.parent))
-    sys.argv = [str(main), *argv]
+    batch_environment(batch.path)
     try:
-        runpy.run_path(str(main), run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        pending = app.PENDING_TASK
-        app.PENDING_TASK = None
-    if pending is not None:
-        print(f"netrain: {main.name} never called Netrain(model_configuration_function).run(): "
-              "add app.run() at the end of it", file=sys.stderr)
+        fn = load_config_function(main, argv)
+    except ScriptError as exc:
+        print(f"netrain: {exc}", file=sys.stderr)
         return 2
-    return app.LAST_EXIT
+    return TaskRunner(fn, args, batch.path).run()

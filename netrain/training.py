@@ -1,4 +1,5 @@
-"""The only module that imports keras: train the N networks of one array task.
+"""The only module that imports keras: train the N networks of one array task, with
+checkpoints, resume and stopping at a batch boundary on a signal.
 
 The interface is "train these networks of this model" (:func:`train_networks`), not one
 network at a time, so a packed trainer can replace the sequential loop without touching
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from netrain import checkpoint
 from netrain.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 
@@ -34,6 +36,13 @@ class NetworkJob:
     epoch_samples: int
     intelligent: bool
     init_weights: Path | None = None
+    key: str = ""  # tracking key: the same key is always the same MLflow run
+    batch_dir: Path | None = None  # where checkpoints go (None: no checkpoints)
+    policy: checkpoint.Policy = field(default_factory=checkpoint.Policy)
+    resume: checkpoint.Meta | None = None  # resume from this checkpoint
+    #: set while training: epochs saved in the network's latest checkpoint
+    checkpoint_epoch: int = 0
+    checkpoint_seconds: list[float] = field(default_factory=list)
 
     @property
     def weights_path(self) -> Path:
@@ -78,13 +87,17 @@ def train_networks(
 ) -> list[NetworkResult | None]:
     """Train each network in turn; a failing network is reported and the next one goes on.
 
-    ``TaskInterrupted`` (SIGTERM/SIGINT) is not caught: the task closes its runs as KILLED.
+    ``TaskInterrupted`` (a signal) is not caught: the network in training has written its
+    checkpoint, and the task leaves its runs resumable.
     """
     import keras
 
     results: list[NetworkResult | None] = []
     for count, index in enumerate(indices, start=1):
         job: NetworkJob | None = None
+        signum = pending_interrupt()
+        if signum is not None:  # signalled between networks: stop before the next one
+            raise TaskInterrupted(signum)
         try:
             job = make_job(index)
             observer.network_started(job)
@@ -138,19 +151,145 @@ def _threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -
     return Threshold()
 
 
+class _StopNow(Exception):
+    """Raised from a callback at a batch boundary once the task was signalled."""
+
+
+def _interrupt_check() -> None:
+    if pending_interrupt() is not None:
+        raise _StopNow()
+
+
+class _Progress:
+    """The network's state as training goes: full history (earlier attempts included),
+    epochs completed, and the early-stopping state at the last completed epoch."""
+
+    def __init__(self, job: NetworkJob) -> None:
+        meta = job.resume
+        self.history: dict[str, list[float]] = {
+            k: list(v) for k, v in (meta.history if meta else {}).items()}
+        self.epochs = meta.epoch if meta else 0
+        self.early_stopping: dict[str, Any] = dict(meta.early_stopping) if meta else {}
+        self.best_weights: list[Any] | None = None
+
+
+def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: Any,
+                    schedule: checkpoint.Schedule) -> Any:
+    class Guard(keras.callbacks.Callback):
+        """Stops at a batch boundary on a signal; checkpoints when due."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            _interrupt_check()
+            schedule.epoch_started()
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            _interrupt_check()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            for k, v in (logs or {}).items():
+                if _is_number(v):
+                    progress.history.setdefault(k, []).append(float(v))
+            progress.epochs = epoch + 1
+            if stopper is not None:
+                progress.early_stopping = {
+                    "wait": int(stopper.wait), "best": _plain(stopper.best),
+                    "best_epoch": int(getattr(stopper, "best_epoch", 0) or 0)}
+                progress.best_weights = stopper.best_weights
+            if job.batch_dir is not None and schedule.due() and progress.epochs < \
+                    job.config.nb_epoch:
+                schedule.saved(save_checkpoint(self.model, job, progress, partial=False))
+
+    return Guard()
+
+
+def _resume_callback(keras: Any, stopper: Any, state: dict[str, Any]) -> Any:
+    class Restore(keras.callbacks.Callback):
+        """Put the early-stopping state of the checkpoint back after Keras reset it."""
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            if "wait" in state:
+                stopper.wait = int(state["wait"])
+            if state.get("best") is not None:
+                stopper.best = float(state["best"])
+            if "best_epoch" in state:
+                stopper.best_epoch = int(state["best_epoch"])
+
+    return Restore()
+
+
+def _plain(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: bool) -> float:
+    """Write the network's checkpoint: the .keras model (optimizer state included) and its
+    metadata; early stopping's best weights beside it when they will be restored."""
+    assert job.batch_dir is not None
+    best = progress.best_weights
+
+    def write(path: Path) -> None:
+        model.save(str(path))
+        if best is not None:
+            import numpy as np
+
+            with open(path.with_suffix(".best.npz"), "wb") as fh:
+                np.savez(fh, *best)
+
+    meta = checkpoint.Meta(key=job.key, stem=job.stem, epoch=progress.epochs,
+                           history=progress.history, early_stopping=progress.early_stopping,
+                           seed=job.seed, partial=partial)
+    seconds = checkpoint.commit(job.batch_dir, meta, write)
+    job.checkpoint_epoch = progress.epochs
+    job.checkpoint_seconds.append(seconds)
+    return seconds
+
+
+def _load_checkpoint(model: Any, job: NetworkJob, stopper: Any, fit_kwargs: dict[str, Any]
+                     ) -> None:
+    meta = job.resume
+    assert meta is not None and job.batch_dir is not None
+    if not model.built:
+        _build_on_data(model, fit_kwargs)
+    model.optimizer.build(model.trainable_variables)
+    path = checkpoint.model_file(job.batch_dir, meta)
+    model.load_weights(str(path))
+    best = path.with_suffix(".best.npz")
+    if stopper is not None and best.is_file():
+        import numpy as np
+
+        with np.load(best) as data:
+            stopper.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _build_on_data(model: Any, fit_kwargs: dict[str, Any]) -> None:
+    x: Any = fit_kwargs.get("x")
+    if hasattr(x, "__getitem__") and hasattr(x, "on_epoch_end"):
+        x = x[0][0]
+    elif x is not None and not hasattr(x, "shape"):
+        return
+    if x is not None:
+        model(x[:1])
+
+
 def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
     cfg = job.config
-    keras.utils.set_random_seed(cfg.seed if cfg.seed is not None else job.seed)
+    seed = cfg.seed if cfg.seed is not None else job.seed
+    keras.utils.set_random_seed(seed)
     model = cfg.model_generator()
     if not hasattr(model, "fit") or not hasattr(model, "compile"):
         raise ContractError(f"{job.model_key}: model_generator returned "
                             f"{type(model).__name__}, not a keras model")
-    if job.init_weights is not None:
+    if job.init_weights is not None and job.resume is None:
         model.load_weights(str(job.init_weights))
     model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
 
+    start_epoch = job.resume.epoch if job.resume else 0
     fit_kwargs = training_inputs(cfg.training_generator, job.epoch_samples, cfg.batch_size,
-                                 job.model_key)
+                                 job.model_key, start_epoch=start_epoch)
     has_validation = cfg.evaluation_generator is not None
     if has_validation:
         fit_kwargs.update(validation_inputs(cfg.evaluation_generator, cfg.validation_steps,
@@ -168,18 +307,41 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
             restore_best_weights=bool(es.get("restore_best_weights", True)),
         )
         callbacks.append(stopper)
+        if job.resume is not None and job.resume.early_stopping:
+            callbacks.append(_resume_callback(keras, stopper, job.resume.early_stopping))
         if es.get("threshold") is not None:
             callbacks.append(_threshold_callback(keras, monitor, float(es["threshold"]), mode))
     user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
     callbacks.extend(list(user_cb or []))
+    progress = _Progress(job)
+    callbacks.append(_guard_callback(keras, job, progress, stopper,
+                                     checkpoint.Schedule(job.policy)))
+
+    if job.resume is not None:
+        _load_checkpoint(model, job, stopper, fit_kwargs)
+        job.checkpoint_epoch = job.resume.epoch
+        keras.utils.set_random_seed(seed + start_epoch)  # a fresh shuffle for the rest
 
     start = time.perf_counter()
-    history = model.fit(epochs=cfg.nb_epoch, callbacks=callbacks, verbose=cfg.verbose,
-                        **fit_kwargs)
+    try:
+        _interrupt_check()
+        if start_epoch < cfg.nb_epoch:
+            model.fit(epochs=cfg.nb_epoch, initial_epoch=start_epoch, callbacks=callbacks,
+                      verbose=cfg.verbose, **fit_kwargs)
+    except Exception as exc:
+        signum = pending_interrupt()
+        if signum is None:
+            raise
+        # stopped at a batch boundary (or TF wrapped our stop): keep what was trained
+        if job.batch_dir is not None and job.policy.enabled:
+            save_checkpoint(model, job, progress, partial=True)
+        raise TaskInterrupted(signum) from exc
     seconds = time.perf_counter() - start
-    hist = {k: [float(x) for x in v] for k, v in (history.history or {}).items()}
-    epochs = len(next(iter(hist.values()))) if hist else 0
+    hist = progress.history
+    epochs = progress.epochs
     files = save_network(model, job, hist)
+    if job.batch_dir is not None and not job.policy.keep:
+        checkpoint.remove(job.batch_dir, job.stem)
     return NetworkResult(
         net_index=job.net_index, epochs=epochs, history=hist, seconds=seconds,
         stopped_early=epochs < cfg.nb_epoch, files=files,
@@ -200,17 +362,6 @@ def save_network(model: Any, job: NetworkJob, hist: dict[str, list[float]]) -> d
     write_metrics_csv(mtmp, hist)
     os.replace(mtmp, job.metrics_path)
     return {"weights": job.weights_path, "arch": job.arch_path, "metrics": job.metrics_path}
-
-
-def save_partial(model: Any, job: NetworkJob) -> Path | None:
-    """On interruption, keep what was trained so far (nothing a user trained is lost)."""
-    try:
-        job.config.wpath.mkdir(parents=True, exist_ok=True)
-        path = job.config.wpath / f"{job.stem}.partial.weights.h5"
-        model.save_weights(str(path))
-        return path
-    except Exception:
-        return None
 
 
 def write_metrics_csv(path: Path, hist: dict[str, list[float]]) -> None:
@@ -267,8 +418,9 @@ def _first_dim(a: Any) -> int | None:
 
 
 def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
-                    model_key: str) -> dict[str, Any]:
-    """keras ``fit`` arguments so that one epoch sees ``epoch_samples`` samples."""
+                    model_key: str, start_epoch: int = 0) -> dict[str, Any]:
+    """keras ``fit`` arguments so that one epoch sees ``epoch_samples`` samples (the
+    reshuffled sampler positioned at ``start_epoch`` when a network resumes)."""
     d = _materialise(data)
     bs = batch_size or 32
     if _is_array_pair(d):
@@ -279,7 +431,7 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
             if len(d) == 3:
                 out["sample_weight"] = d[2]
             return out
-        return {"x": ArraySampler.make(x, y, bs, epoch_samples)}
+        return {"x": ArraySampler.make(x, y, bs, epoch_samples, start_epoch)}
     if hasattr(d, "element_spec"):  # tf.data.Dataset
         first = next(iter(d))
         n = _batch_len(first, model_key, "training_generator")
@@ -334,7 +486,7 @@ class ArraySampler:
     """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled."""
 
     @staticmethod
-    def make(x: Any, y: Any, batch_size: int, epoch_samples: int) -> Any:
+    def make(x: Any, y: Any, batch_size: int, epoch_samples: int, start_epoch: int = 0) -> Any:
         import keras
         import numpy as np
 
@@ -343,6 +495,8 @@ class ArraySampler:
                 super().__init__()
                 self.rng = np.random.default_rng(0)
                 self.order = self._order()
+                for _ in range(start_epoch):  # the same data order as without a stop
+                    self.order = self._order()
 
             def _order(self) -> Any:
                 reps = math.ceil(epoch_samples / len(x))
