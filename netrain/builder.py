@@ -190,7 +190,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 netrain_version=_version(), gpu=gpu, main_script=main_rel, code=code,
                 tracking={"uri": cfg.tracking_uri, "experiment_id": "", "artifact_location": art},
                 environment={"kind": env.kind, "value": env.value}, launcher=cfg.launcher,
-                slurm=slurm, models=models,
+                slurm=slurm, models=models, checkpoint=dict(cfg.checkpoint),
             )
             if dry_run:
                 manifest.tracking["experiment_id"] = "(created by generate)"

@@ -58,6 +58,7 @@ class SlurmConfig:
     qos: str | None = None
     max_running: int | None = None
     signal: str = "B:USR1@120"
+    requeue: bool = True
     extra: tuple[str, ...] = ()
 
 
@@ -82,6 +83,8 @@ class Config:
     workers: int = 2
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
+    #: checkpoint settings (netrain.checkpoint.Policy): every_epochs, every_minutes, keep
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def environment(self, gpu: bool) -> Environment:
         return self.gpu_env if gpu else self.cpu_env
@@ -99,6 +102,7 @@ _TOP_KEYS = {
     "workers": "a positive integer",
     "slurm": "a mapping",
     "disk": "a mapping",
+    "checkpoint": "a mapping (every_epochs, every_minutes, keep, enabled)",
 }
 
 
@@ -216,7 +220,16 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"{where}: workers must be a positive integer, got {workers!r}")
 
+    checkpoint = raw.get("checkpoint") or {}
+    try:
+        from netrain.checkpoint import Policy
+
+        Policy.from_mapping(checkpoint)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
     return Config(
+        checkpoint=dict(checkpoint),
         path=path,
         trainings_dir=trainings_dir,
         main_script=main_script,
@@ -322,6 +335,11 @@ def _parse_section(cls: Any, raw: Any, where: str) -> Any:
                 f"{where}: unknown key {key!r}: allowed keys are {', '.join(sorted(allowed))}"
             )
         default = allowed[key].default
+        if key == "requeue":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.requeue must be true or false, got {value!r}")
+            values[key] = value
+            continue
         if key == "extra":
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise ConfigError(f"{where}.extra must be a list of #SBATCH option strings")

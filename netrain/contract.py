@@ -51,6 +51,7 @@ OPTIONAL_OUTPUT = (
     "verbose",
     "seed",
     "tags",
+    "checkpoint",
 )
 
 
@@ -78,6 +79,7 @@ class NetworkConfig:
     seed: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
     unknown_keys: tuple[str, ...] = ()
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def scalar_params(self) -> dict[str, Any]:
         """The output dict's scalars (and the user's ``params``), as MLflow params."""
@@ -245,6 +247,14 @@ def validate_output(out: Any, model: str,
     if not isinstance(tags, Mapping):
         raise fail("returned 'tags' that is not a dict")
 
+    ckpt = out.get("checkpoint") or {}
+    try:
+        from netrain.checkpoint import Policy
+
+        Policy.from_mapping(ckpt)
+    except ValueError as exc:
+        raise fail(f"returned {exc}") from None
+
     known = set(REQUIRED_OUTPUT) | set(OPTIONAL_OUTPUT)
     unknown = tuple(sorted(str(k) for k in out if k not in known))
     return NetworkConfig(
@@ -268,6 +278,7 @@ def validate_output(out: Any, model: str,
         seed=seed,
         tags={str(k): str(v) for k, v in tags.items()},
         unknown_keys=unknown,
+        checkpoint=dict(ckpt),
     )
 
 

@@ -291,7 +291,7 @@ class TaskRunner:
             raise NetrainError(f"--from-weights file {init} does not exist")
         key = f"{self.key}/n{net_index}"
         policy = checkpoint.Policy.from_mapping(
-            getattr(cfg, "checkpoint", None) or None, self.policy())
+            cfg.checkpoint or None, self.policy())
         resume = checkpoint.read(self.batch.path, stem, key) if policy.enabled else None
         return NetworkJob(net_index=net_index, model_key=self.args.model_key, config=cfg,
                           seed=inputs["seed"], stem=stem, epoch_samples=self.args.epoch_samples,
@@ -299,8 +299,7 @@ class TaskRunner:
                           batch_dir=self.batch.path, policy=policy, resume=resume)
 
     def policy(self) -> checkpoint.Policy:
-        options = getattr(self.batch.manifest, "options", None)
-        settings = options.get("checkpoint") if isinstance(options, dict) else None
+        settings = self.batch.manifest.checkpoint
         try:
             return checkpoint.Policy.from_mapping(settings)
         except ValueError:

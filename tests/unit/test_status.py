@@ -168,3 +168,17 @@ def test_batch_status_reads_records(tmp_path: Path,
     assert chr_.count("finished") == 32
     assert bs.planned == m.networks
     assert len(ms["classifier.clu_one"].tasks) == 1500
+
+
+def test_a_record_from_a_newer_netrain_is_read_not_dropped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from netrain.records import read_record
+
+    path = tmp_path / "0.json"
+    path.write_text(json.dumps({
+        "model": "a.b", "index": 0, "state": "finished", "future_field": 3,
+        "nets": {"0": {"state": "finished", "run_id": "r", "future_net_field": "x"}}}))
+    rec = read_record(path)
+    assert rec is not None and rec.state == "finished" and rec.nets["0"].run_id == "r"
+    assert rec.extra == {"future_field": 3}

@@ -1,0 +1,140 @@
+"""Fault tolerance with real task processes and real MLflow: a signalled task checkpoints and
+resumes in the same runs; a task killed with SIGKILL resumes from its last checkpoint; a
+finished network is never trained again; every network is one run with contiguous steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import mlflow_client, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _generate(userproj: Path, nets: int, epochs: int) -> Path:
+    r = run_cli("generate", "--models", f"regressor.wide={nets}", "--array", "1", "--nb-epoch",
+                str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
+    assert r.code == 0, r.text
+    return Path(r.out.strip().splitlines()[-1])
+
+
+def _start(batch: Path, sleep: str = "0.05") -> subprocess.Popen[bytes]:
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", NETRAIN_EXECUTOR="local",
+               USERPROJ_SLEEP=sleep, NETRAIN_LOG=str(batch / "logs" / "first.log"))
+    return subprocess.Popen(["bash", str(batch / "scripts" / "regressor-wide-sbatch.sh")],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _record(batch: Path) -> dict:
+    path = batch / "records" / "regressor-wide" / "0.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _wait(cond, timeout: float = 120) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _journal_steps(batch: Path) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for line in (batch / "journal" / "regressor-wide" / "0.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("ev") == "metrics" and "/n" in ev["key"]:
+            steps.setdefault(ev["key"], []).append(ev["step"])
+    return steps
+
+
+def _mlflow_runs(userproj: Path, batch: Path) -> list:  # type: ignore[type-arg]
+    r = run_cli("sync", batch.name, cwd=userproj)
+    assert r.code == 0, r.text
+    c = mlflow_client("sqlite:///" + str(userproj / "tracking" / "custom.db"))
+    exp = c.get_experiment_by_name(batch.name)
+    return [(run, c) for run in c.search_runs([exp.experiment_id])]
+
+
+def _assert_one_run_per_network(userproj: Path, batch: Path, nets: int, epochs: int) -> None:
+    runs = _mlflow_runs(userproj, batch)
+    children = [(r, c) for r, c in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == nets + 1 and len(children) == nets
+    assert {r.info.status for r, _ in runs} == {"FINISHED"}
+    for run, c in children:
+        history = c.get_metric_history(run.info.run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(epochs)), run.info.run_name
+
+
+def test_signal_checkpoints_and_run_resumes_in_the_same_runs(userproj: Path) -> None:
+    batch = _generate(userproj, nets=1, epochs=40)
+    proc = _start(batch)
+    if not _wait(lambda: len(_journal_steps(batch).get("regressor-wide/0/n0", [])) >= 5):
+        proc.kill()
+        pytest.fail("the task never trained 5 epochs")
+    os.kill(proc.pid, signal.SIGTERM)  # what SLURM does to the batch shell on scancel
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    rec = _record(batch)
+    assert rec["state"] == "killed"
+    net = rec["nets"]["0"]
+    assert net["state"] == "interrupted" and net["checkpoint_epoch"] >= 5
+    reached = net["checkpoint_epoch"]
+    meta = json.loads((batch / "checkpoints" / f"{net['stem']}.ckpt.json").read_text())
+    assert meta["epoch"] == reached and meta["key"] == "regressor-wide/0/n0"
+    assert (batch / "checkpoints" / meta["model_file"]).is_file()
+
+    r = run_cli("run", batch.name, cwd=userproj)
+    assert r.code == 0, r.text
+    log = (batch / "logs" / "regressor-wide_local_0.out").read_text()
+    assert f"resuming from its checkpoint at epoch {reached}" in log
+    rec = _record(batch)
+    assert rec["state"] == "finished" and rec["nets"]["0"]["epochs"] == 40
+    assert not list((batch / "checkpoints").glob("*.ckpt.json"))  # removed after success
+    steps = _journal_steps(batch)["regressor-wide/0/n0"]
+    assert steps == list(range(40))  # contiguous, none twice
+    _assert_one_run_per_network(userproj, batch, nets=1, epochs=40)
+
+
+def test_sigkill_resumes_from_the_last_checkpoint_and_keeps_finished_networks(
+        userproj: Path) -> None:
+    batch = _generate(userproj, nets=2, epochs=20)
+    proc = _start(batch)
+    started = _wait(lambda: _record(batch).get("nets", {}).get("1", {}).get("state") == "running"
+                    and len(_journal_steps(batch).get("regressor-wide/0/n1", [])) >= 3)
+    if not started:
+        proc.kill()
+        pytest.fail("the task never reached its second network")
+    os.killpg(proc.pid, signal.SIGKILL)  # out of memory, node failure: no handler runs
+    proc.wait(timeout=30)
+    rec = _record(batch)
+    assert rec["nets"]["0"]["state"] == "finished"
+    weights0 = batch / "weights" / f"{rec['nets']['0']['stem']}.weights.h5"
+    before = weights0.stat().st_mtime_ns
+    done_before = len(_journal_steps(batch)["regressor-wide/0/n1"])
+
+    r = run_cli("run", batch.name, cwd=userproj)
+    assert r.code == 0, r.text
+    log = (batch / "logs" / "regressor-wide_local_0.out").read_text()
+    assert "1 network(s) finished in an earlier attempt are kept" in log
+    assert weights0.stat().st_mtime_ns == before  # not trained again
+    rec = _record(batch)
+    assert [rec["nets"][k]["state"] for k in ("0", "1")] == ["finished", "finished"]
+    steps = _journal_steps(batch)
+    assert steps["regressor-wide/0/n0"] == list(range(20))
+    assert steps["regressor-wide/0/n1"] == list(range(20))
+    # epochs trained beyond the plan: at most one checkpoint interval (one epoch) per stop
+    resumed = int(log.split("resuming from its checkpoint at epoch ")[1].split()[0])
+    assert done_before - resumed <= 1
+    keys = Counter(json.loads(line).get("key") for line in
+                   (batch / "journal" / "regressor-wide" / "0.jsonl").read_text().splitlines())
+    assert keys["regressor-wide/0/n1"] > 0
+    _assert_one_run_per_network(userproj, batch, nets=2, epochs=20)

@@ -1,0 +1,97 @@
+"""Checkpoint files and policy: atomic commits, reading back, intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netrain import checkpoint
+from netrain.checkpoint import Meta, Policy, Schedule
+
+
+def _commit(batch: Path, epoch: int, key: str = "m/0/n0") -> Meta:
+    meta = Meta(key=key, stem="net_t0_n0", epoch=epoch, history={"loss": [1.0] * epoch})
+    checkpoint.commit(batch, meta, lambda p: p.write_bytes(b"model %d" % epoch))
+    return meta
+
+
+def test_commit_then_read_back_and_older_model_file_is_removed(tmp_path: Path) -> None:
+    first = _commit(tmp_path, 3)
+    second = _commit(tmp_path, 4)
+    got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
+    assert got is not None and got.epoch == 4 and got.history["loss"] == [1.0] * 4
+    assert checkpoint.model_file(tmp_path, got).read_bytes() == b"model 4"
+    assert not (tmp_path / "checkpoints" / first.model_file).exists()
+    assert second.model_file == got.model_file
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_another_networks_key_or_a_torn_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    _commit(tmp_path, 2, key="m/0/n0")
+    assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0~2") is None  # a rerun's key
+    checkpoint.meta_path(tmp_path, "net_t0_n0").write_text('{"key": "m/0/n0", "epo')
+    assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0") is None
+
+
+def test_a_failed_model_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    _commit(tmp_path, 2)
+
+    def broken(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        checkpoint.commit(tmp_path, Meta(key="m/0/n0", stem="net_t0_n0", epoch=3), broken)
+    got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
+    assert got is not None and got.epoch == 2
+
+
+def test_remove_drops_model_and_metadata(tmp_path: Path) -> None:
+    _commit(tmp_path, 2)
+    checkpoint.remove(tmp_path, "net_t0_n0")
+    assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0") is None
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.suffix == ".keras"]
+
+
+@pytest.mark.parametrize("settings, error", [
+    ({"every_epochs": -1}, "every_epochs"),
+    ({"every_epochs": 1.5}, "every_epochs"),
+    ({"every_minutes": "soon"}, "every_minutes"),
+    ({"keep": "yes"}, "keep"),
+    ("often", "mapping"),
+])
+def test_bad_policy_names_the_key(settings: object, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        Policy.from_mapping(settings)  # type: ignore[arg-type]
+
+
+def test_policy_reads_auto_and_overrides_a_base() -> None:
+    base = Policy.from_mapping({"every_epochs": 5, "keep": True})
+    assert base == Policy(every_epochs=5, keep=True)
+    assert Policy.from_mapping({"every_epochs": "auto"}, base) == Policy(every_epochs=0, keep=True)
+
+
+def test_schedule_every_n_epochs() -> None:
+    s = Schedule(Policy(every_epochs=3))
+    due = []
+    for _ in range(7):
+        s.epoch_started()
+        d = s.due()
+        due.append(d)
+        if d:
+            s.saved(0.01)
+    assert due == [False, False, True, False, False, True, False]
+
+
+def test_automatic_schedule_spaces_out_an_expensive_checkpoint() -> None:
+    s = Schedule(Policy())
+    s.epoch_started()
+    assert s.due()  # nothing measured yet: checkpoint
+    s.saved(1.0)  # a save that costs a second
+    s.epoch_seconds = 0.1
+    due = []
+    for _ in range(5):
+        s._epoch_start -= 0.1  # pretend each epoch took 0.1 s
+        due.append(s.due())
+    assert not any(due)  # 1 s of saving every 0.5 s of training is far over 2 %
