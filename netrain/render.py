@@ -80,11 +80,13 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
         f"--job-name={spec.job_name}",
         f"--array={spec.array}",
         f"--chdir={directive(spec.batch_dir)}",
-        "--output=logs/%x_%A_%a.out",
-        "--error=logs/%x_%A_%a.out",
+        "--output=logs/%x_%A_%a.log",
+        "--error=logs/%x_%A_%a.log",
     ]
     if s.get("signal"):
         lines.append(f"--signal={directive(s['signal'])}")
+    if s.get("requeue", True):
+        lines.append("--requeue")
     for key, opt in (("partition", "partition"), ("time", "time"), ("mem", "mem"),
                      ("cpus_per_task", "cpus-per-task"), ("account", "account"), ("qos", "qos")):
         if s.get(key) is not None:
@@ -191,19 +193,29 @@ def render_sbatch(spec: ScriptSpec) -> str:
         'or use netrain run}"',
         'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))',
         'export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_'
-        '${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"',
+        '${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"',
+        f"export NETRAIN_REQUEUE={1 if spec.slurm.get('requeue', True) else 0}",
         *_segment_case(spec),
         *env_lines,
-        "# Run the task in its own process group so a signal reaches all of it: SLURM's",
-        "# time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.",
+        "# Run the task in its own process group so a signal reaches all of it: on SLURM's",
+        "# time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;",
+        "# after USR1 it requeues itself to resume (slurm.requeue).",
         "set -m",
         " ".join(cmd) + " &",
         "child=$!",
-        "trap 'kill -TERM -- -\"$child\" 2>/dev/null' USR1 TERM INT",
+        "trap 'kill -USR1 -- -\"$child\" 2>/dev/null' USR1",
+        "trap 'kill -TERM -- -\"$child\" 2>/dev/null' TERM",
+        "trap 'kill -INT -- -\"$child\" 2>/dev/null' INT",
         "while :; do",
         '  wait "$child"; rc=$?',
         '  kill -0 "$child" 2>/dev/null || break',
         "done",
+        "# Stopped by the time-limit warning with its checkpoints written: back in the queue.",
+        'if [ "$rc" -eq 138 ] && [ "$NETRAIN_REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then',
+        '  job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_JOB_ID:+_$SLURM_ARRAY_TASK_ID}"',
+        '  echo "netrain: requeueing SLURM job $job to resume from its checkpoints"',
+        '  scontrol requeue "$job"',
+        "fi",
         'exit "$rc"',
         "",
     ]

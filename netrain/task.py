@@ -395,8 +395,6 @@ class TaskRunner:
         finally:
             self.close(status)
             _restore_signal_handlers(old)
-            if status == "KILLED":
-                self._requeue()
 
     def _interrupted(self, observer: _TaskObserver, signum: int) -> int:
         """A signal: the network in training kept its checkpoint; the task is resumable."""
@@ -441,23 +439,6 @@ class TaskRunner:
                                              stdout=subprocess.DEVNULL,
                                              stderr=subprocess.DEVNULL,
                                              start_new_session=True)
-
-    def _requeue(self) -> None:
-        """SLURM's time-limit warning (USR1): put this array task back in the queue, to
-        resume from its checkpoints (slurm.requeue in netrain.yaml; scancel's TERM never
-        requeues)."""
-        if (self.signum != signal.SIGUSR1 or self.executor != "slurm"
-                or os.environ.get("NETRAIN_REQUEUE", "1") != "1" or not self.slurm_job_id):
-            return
-        self.say(f"requeueing SLURM job {self.slurm_job_id} to resume")
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scontrol", "requeue", self.slurm_job_id], timeout=30,
-                           stdin=subprocess.DEVNULL, check=False)
-            # SLURM delays a requeued job by about two minutes unless told otherwise
-            subprocess.Popen(["sh", "-c", f"sleep 2; scontrol update JobId={self.slurm_job_id}"
-                              " StartTime=now"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
 
 
 def summary(record: TaskRecord) -> dict[str, float]:

@@ -165,7 +165,9 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
+# A requeued job (netrain requeues a task on the time-limit warning) waits cred_expire
+# seconds before it may start again: 120 by default, 10 here so the tests stay short.
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
