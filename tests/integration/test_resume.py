@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mlflow_client, run_cli
+from tests.conftest import make_userproj, mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,8 @@ def test_signal_checkpoints_and_run_resumes_in_the_same_runs(userproj: Path) -> 
 
 
 def test_sigkill_resumes_from_the_last_checkpoint_and_keeps_finished_networks(
-        userproj: Path) -> None:
+        tmp_path: Path) -> None:
+    userproj = make_userproj(tmp_path / "p", "checkpoint:\n  every_epochs: 1\n")
     batch = _generate(userproj, nets=2, epochs=20)
     proc = _start(batch)
     started = _wait(lambda: _record(batch).get("nets", {}).get("1", {}).get("state") == "running"

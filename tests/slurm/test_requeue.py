@@ -72,7 +72,8 @@ def test_time_limit_warning_checkpoints_requeues_and_finishes(proj: Path) -> Non
     _one_run_per_network(proj, batch, 40)
 
 
-def test_sigkill_then_resubmit_resumes_from_the_checkpoint(proj: Path) -> None:
+def test_sigkill_then_resubmit_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    proj = make_userproj(tmp_path / "p", "executor: slurm\ncheckpoint:\n  every_epochs: 1\n")
     batch = generate(proj, "--models", "regressor.wide=1", "--array", "1", "--nb-epoch", "40",
                      "--epoch-samples", "64", "--no-check", env={"USERPROJ_SLEEP": "0.15"})
     _wait_epochs(batch, "regressor-wide/0/n0", 6)
