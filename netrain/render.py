@@ -8,22 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netrain.errors import BatchError
-
-#: Parameters of the entry point, in the order the command line passes them.
-TASK_PARAMS = (
-    "class",
-    "architecture",
-    "nb_epoch",
-    "epoch_samples",
-    "nnets",
-    "intelligent",
-    "trainingrun",
-    "net_index",
-    "retrain_of",
-    "from_weights",
-)
-#: Default of the optional parameters ("none" because MLflow treats "" as missing).
-OPTIONAL_DEFAULTS = {"net_index": "-1", "retrain_of": "none", "from_weights": "none"}
+from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 
 
 def q(value: object) -> str:
@@ -148,7 +133,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         values[key] = q(value)
     if spec.launcher == "direct":
         cmd = [python, "mlproject/entry.py"]
-        for key in TASK_PARAMS:
+        for key in TASK_PARAM_NAMES:
             if key in values:
                 cmd += [f"--{key.replace('_', '-')}", values[key]]
         return cmd
@@ -164,7 +149,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         cmd = [python, "-m", "netrain.launch"]
     cmd += ['"$batch_dir"', "-e", "train", "--env-manager", env_manager,
             "--experiment-id", '"$MLFLOW_EXPERIMENT_ID"']
-    for key in TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         if key in values:
             cmd += ["-P", f"{key}={values[key]}"]
     return cmd
@@ -237,12 +222,12 @@ def render_runbatch(batch_id: str, scripts: Sequence[tuple[str, str]]) -> str:
 def render_mlproject() -> str:
     """The batch's MLproject: one entry point, ``train``, running mlproject/entry.py."""
     params = []
-    for key in TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         if key in OPTIONAL_DEFAULTS:
             params.append(f"      {key}: {{type: string, default: \"{OPTIONAL_DEFAULTS[key]}\"}}")
         else:
             params.append(f"      {key}: string")
-    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAMS)
+    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAM_NAMES)
     return "\n".join([
         "# MLflow project of a netrain batch; each array task runs: mlflow run <batch> -e train",
         "name: netrain-batch",

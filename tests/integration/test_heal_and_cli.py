@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from netrain.batch import Batch
-from netrain.reconcile import heal
+from netrain.heal import heal
 from netrain.records import NetRecord, TaskRecord, read_record, record_path, write_record
 from netrain.status import State, batch_status
 from tests.conftest import mlflow_client, run_cli, snapshot_tree

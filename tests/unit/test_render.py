@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from netrain import render
-from netrain.builder import ENTRY_PY
+from netrain.builder import template
 from netrain.errors import BatchError
+from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 from netrain.render import ScriptSpec, SegmentText, directive, render_sbatch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,8 +146,13 @@ def test_repository_mlproject_is_the_rendered_one() -> None:
     assert (REPO / "MLproject").read_text(encoding="utf-8") == render.render_mlproject()
 
 
-def test_repository_entry_point_is_builder_entry_py() -> None:
-    assert (REPO / "mlproject" / "entry.py").read_text(encoding="utf-8") == ENTRY_PY
+def test_batch_entry_point_is_the_repository_one() -> None:
+    assert (REPO / "mlproject" / "entry.py").read_text(encoding="utf-8") == template("entry.py")
+
+
+@pytest.mark.parametrize("name", ["conda-cpu.yaml", "conda-gpu.yaml"])
+def test_repository_conda_files_are_the_templates(name: str) -> None:
+    assert (REPO / name).read_text(encoding="utf-8") == template(name)
 
 
 def test_mlproject_parses_as_yaml_with_every_task_param() -> None:
@@ -154,11 +160,11 @@ def test_mlproject_parses_as_yaml_with_every_task_param() -> None:
 
     data = yaml.safe_load(render.render_mlproject())
     params = data["entry_points"]["train"]["parameters"]
-    assert list(params) == list(render.TASK_PARAMS)
-    for key, default in render.OPTIONAL_DEFAULTS.items():
+    assert list(params) == list(TASK_PARAM_NAMES)
+    for key, default in OPTIONAL_DEFAULTS.items():
         assert params[key] == {"type": "string", "default": default}
     command = data["entry_points"]["train"]["command"]
-    for key in render.TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         assert f"--{key.replace('_', '-')} {{{key}}}" in command
 
 
@@ -187,7 +193,7 @@ def test_mlflow_launcher_command() -> None:
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
-    assert [p.split("=")[0] for p in params] == list(render.TASK_PARAMS[:7])
+    assert [p.split("=")[0] for p in params] == list(TASK_PARAM_NAMES[:7])
     assert "class=classifier" in params and "architecture=clu_one" in params
 
 
