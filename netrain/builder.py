@@ -62,13 +62,8 @@ def artifact_location(uri: str, batch_dir: Path) -> str | None:
     return None
 
 
-def segment_texts(model: ModelEntry) -> tuple[render.SegmentText, ...]:
-    return tuple(render.SegmentText(s.start, s.stop, s.nnets, s.nb_epoch, s.epoch_samples,
-                                    s.intelligent) for s in model.segments)
-
-
 def script_spec(batch_dir: Path, m: Manifest, model: ModelEntry, *,
-                array: str | None = None, segments: tuple[render.SegmentText, ...] | None = None,
+                array: str | None = None, segments: tuple[Segment, ...] | None = None,
                 extra_params: tuple[tuple[str, str], ...] = (), job_suffix: str = "",
                 ) -> render.ScriptSpec:
     if array is None:
@@ -77,7 +72,7 @@ def script_spec(batch_dir: Path, m: Manifest, model: ModelEntry, *,
             array += f"%{m.slurm['max_running']}"
     return render.ScriptSpec(
         batch_id=m.id, batch_dir=str(batch_dir), cls=model.cls, architecture=model.architecture,
-        array=array, segments=segments or segment_texts(model),
+        array=array, segments=segments or tuple(model.segments),
         tracking_uri=m.tracking["uri"], experiment_id=str(m.tracking["experiment_id"]),
         env_kind=m.environment["kind"], env_value=m.environment["value"], launcher=m.launcher,
         gpu=m.gpu, slurm=m.slurm, extra_params=extra_params, job_suffix=job_suffix,
@@ -282,8 +277,8 @@ def retrain_script(batch: Batch, model: ModelEntry, trainingrun: int, net_index:
                    run_id: str, nb_epoch: int | None, from_weights: Path | None) -> Path:
     """Write scripts/retrain-<run>.sh: the model's script for one index and one network."""
     seg = model.segment_for(trainingrun)
-    text_seg = render.SegmentText(trainingrun, trainingrun + 1, seg.nnets,
-                                  nb_epoch or seg.nb_epoch, seg.epoch_samples, seg.intelligent)
+    text_seg = Segment(trainingrun, 1, seg.nnets, nb_epoch or seg.nb_epoch, seg.epoch_samples,
+                       seg.intelligent)
     extra = [("net_index", str(net_index)), ("retrain_of", run_id)]
     if from_weights is not None:
         extra.append(("from_weights", str(from_weights)))

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netrain.batch import Segment
 from netrain.errors import BatchError
 from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 
@@ -25,16 +26,6 @@ def directive(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class SegmentText:
-    start: int
-    stop: int
-    nnets: int
-    nb_epoch: int
-    epoch_samples: int
-    intelligent: bool
-
-
-@dataclass(frozen=True)
 class ScriptSpec:
     """Everything an sbatch script needs, as plain data."""
 
@@ -43,7 +34,7 @@ class ScriptSpec:
     cls: str
     architecture: str
     array: str  # the --array value, e.g. "0-199" or "0-199%4"
-    segments: tuple[SegmentText, ...]
+    segments: tuple[Segment, ...]
     tracking_uri: str
     experiment_id: str
     env_kind: str  # python | conda-name | conda-yaml

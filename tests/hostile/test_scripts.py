@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from netrain.batch import Segment
 from netrain.config import parse_environment
 from netrain.errors import BatchError, ConfigError
-from netrain.render import ScriptSpec, SegmentText, render_runbatch, render_sbatch
+from netrain.render import ScriptSpec, render_runbatch, render_sbatch
 from tests.hostile.conftest import Template, no_marker_files, nr
 
 BASH = shutil.which("bash") or "/bin/bash"
@@ -87,7 +88,7 @@ def spec(batch_dir: Path, env_kind: str, env_value: str, launcher: str,
     return ScriptSpec(
         batch_id="20240102-030405-abcd", batch_dir=str(batch_dir), cls="regressor",
         architecture="narrow", array="0-4%2",
-        segments=(SegmentText(0, 2, 3, 5, 100, False), SegmentText(2, 5, 1, 7, 64, True)),
+        segments=(Segment(0, 2, 3, 5, 100, False), Segment(2, 3, 1, 7, 64, True)),
         tracking_uri=URI, experiment_id="7", env_kind=env_kind, env_value=env_value,
         launcher=launcher, slurm={"partition": "cpu", "extra": ["--exclusive"]},
         extra_params=extra,

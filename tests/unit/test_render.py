@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from netrain import render
+from netrain.batch import Segment
 from netrain.builder import template
 from netrain.errors import BatchError
 from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
-from netrain.render import ScriptSpec, SegmentText, directive, render_sbatch
+from netrain.render import ScriptSpec, directive, render_sbatch
 
 REPO = Path(__file__).resolve().parents[2]
 PWN = "$(touch /tmp/pwned)"
@@ -30,7 +31,7 @@ def basic_spec(**changes: Any) -> ScriptSpec:
         cls="classifier",
         architecture="clu_one",
         array="0-199",
-        segments=(SegmentText(0, 200, 10, 5, 1000, False),),
+        segments=(Segment(0, 200, 10, 5, 1000, False),),
         tracking_uri="sqlite:////scratch/trainings/mlflow.db",
         experiment_id="7",
         env_kind="python",
@@ -45,8 +46,8 @@ def gpu_direct_spec() -> ScriptSpec:
         cls="autoencoder",
         architecture="classical",
         array="0-149%4",
-        segments=(SegmentText(0, 100, 45, 20, 5000, True),
-                  SegmentText(100, 150, 10, 30, 5000, False)),
+        segments=(Segment(0, 100, 45, 20, 5000, True),
+                  Segment(100, 50, 10, 30, 5000, False)),
         tracking_uri="http://tracking.example:5000",
         experiment_id="12",
         env_kind="conda-name",
