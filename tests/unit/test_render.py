@@ -331,7 +331,7 @@ def test_runbatch_quotes_script_names() -> None:
     text = render.render_runbatch("b", [("a.b", "a b-sbatch.sh"), ("c.d", f"{PWN}.sh")])
     bash_syntax_ok(text)
     assert only_single_quoted(text, PWN) == 1
-    assert "submit a.b 'a b-sbatch.sh'" in text
+    assert "bash 'scripts/a b-sbatch.sh'" in text
 
 
 def test_mlflow_cli_launcher_is_the_literal_mlflow_run() -> None:
