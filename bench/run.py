@@ -152,14 +152,14 @@ def bench_tracking(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     import bench_models
     import keras
 
-    from netrain import tracking
+    from netrain import mlflow_store
     from netrain.journal import JournalWriter
 
     db = work / "tracking.db"
     uri = f"sqlite:///{db}"
-    c = tracking.client(uri)
+    c = mlflow_store.client(uri)
     exp = c.create_experiment("tracking-bench", artifact_location=(work / "art").as_uri())
-    t = tracking.Tracker(uri, exp)
+    t = mlflow_store.Tracker(uri, exp)
     x, y = bench_models.data(0)
     counter = iter(range(10**9))
 

@@ -194,9 +194,6 @@ class Batch:
     def script_path(self, model: ModelEntry) -> Path:
         return self.path / "scripts" / f"{model.slug}-sbatch.sh"
 
-    def record_dir(self, model: ModelEntry) -> Path:
-        return self.path / "records" / model.slug
-
     @classmethod
     def load(cls, path: Path) -> Batch:
         import yaml
@@ -299,6 +296,18 @@ def list_batches(trainings_dir: Path) -> list[Path]:
     out = [p for p in trainings_dir.iterdir()
            if not p.name.startswith(".") and (p / MANIFEST).is_file()]
     return sorted(out, key=lambda p: p.name)
+
+
+def load_batches(trainings_dir: Path | None) -> tuple[list[Batch], list[str]]:
+    """Every batch of a trainings_dir, oldest first, and a line for each unreadable one."""
+    batches: list[Batch] = []
+    broken: list[str] = []
+    for p in list_batches(trainings_dir) if trainings_dir else []:
+        try:
+            batches.append(Batch.load(p))
+        except BatchError as exc:
+            broken.append(f"{p.name}: {exc}")
+    return batches, broken
 
 
 def find_batch(ref: str, trainings_dir: Path | None) -> Path:

@@ -62,13 +62,8 @@ def artifact_location(uri: str, batch_dir: Path) -> str | None:
     return None
 
 
-def segment_texts(model: ModelEntry) -> tuple[render.SegmentText, ...]:
-    return tuple(render.SegmentText(s.start, s.stop, s.nnets, s.nb_epoch, s.epoch_samples,
-                                    s.intelligent) for s in model.segments)
-
-
 def script_spec(batch_dir: Path, m: Manifest, model: ModelEntry, *,
-                array: str | None = None, segments: tuple[render.SegmentText, ...] | None = None,
+                array: str | None = None, segments: tuple[Segment, ...] | None = None,
                 extra_params: tuple[tuple[str, str], ...] = (), job_suffix: str = "",
                 ) -> render.ScriptSpec:
     if array is None:
@@ -77,7 +72,7 @@ def script_spec(batch_dir: Path, m: Manifest, model: ModelEntry, *,
             array += f"%{m.slurm['max_running']}"
     return render.ScriptSpec(
         batch_id=m.id, batch_dir=str(batch_dir), cls=model.cls, architecture=model.architecture,
-        array=array, segments=segments or segment_texts(model),
+        array=array, segments=segments or tuple(model.segments),
         tracking_uri=m.tracking["uri"], experiment_id=str(m.tracking["experiment_id"]),
         env_kind=m.environment["kind"], env_value=m.environment["value"], launcher=m.launcher,
         gpu=m.gpu, slurm=m.slurm, extra_params=extra_params, job_suffix=job_suffix,
@@ -175,7 +170,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):
                     say("warning: " + w)
             (tmp / "mlproject").mkdir()
-            atomic_write(tmp / "mlproject" / "entry.py", ENTRY_PY)
+            atomic_write(tmp / "mlproject" / "entry.py", template("entry.py"))
             atomic_write(tmp / "MLproject", render.render_mlproject())
             atomic_write(tmp / "conda.yaml", conda_yaml(gpu, env))
             created = now_iso()
@@ -200,10 +195,10 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 return final, manifest
             for model in models:  # a value no script can hold fails here, before MLflow
                 render.render_sbatch(script_spec(final, manifest, model))
-            from netrain import tracking
+            from netrain import mlflow_store
 
             with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
-                experiment_id = tracking.create_batch_experiment(
+                experiment_id = mlflow_store.create_batch_experiment(
                     cfg.tracking_uri, batch_id, description, art,
                     {"netrain.batch_dir": str(final), "netrain.batch": batch_id},
                 )
@@ -214,9 +209,9 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             return final, manifest
     except BaseException:
         if experiment_id is not None and not final.exists():
-            from netrain import tracking
+            from netrain import mlflow_store
 
-            tracking.delete_experiment(cfg.tracking_uri, experiment_id)
+            mlflow_store.delete_experiment(cfg.tracking_uri, experiment_id)
         if made_trainings_dir:  # leave nothing behind, not even an empty trainings_dir
             with contextlib.suppress(OSError):
                 cfg.trainings_dir.rmdir()
@@ -228,13 +223,13 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
 
 def _check_tracking(cfg: Config) -> None:
     """Fail on an unreachable tracking backend before anything is written."""
-    from netrain import tracking
+    from netrain import mlflow_store
 
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == \
             cfg.trainings_dir and not cfg.trainings_dir.exists():
         return  # the default database: its directory is made with the first batch
-    tracking.check_reachable(uri)
+    mlflow_store.check_reachable(uri)
 
 
 def _describe_dry_run(tmp: Path, final: Path, m: Manifest, say: Say) -> None:
@@ -282,8 +277,8 @@ def retrain_script(batch: Batch, model: ModelEntry, trainingrun: int, net_index:
                    run_id: str, nb_epoch: int | None, from_weights: Path | None) -> Path:
     """Write scripts/retrain-<run>.sh: the model's script for one index and one network."""
     seg = model.segment_for(trainingrun)
-    text_seg = render.SegmentText(trainingrun, trainingrun + 1, seg.nnets,
-                                  nb_epoch or seg.nb_epoch, seg.epoch_samples, seg.intelligent)
+    text_seg = Segment(trainingrun, 1, seg.nnets, nb_epoch or seg.nb_epoch, seg.epoch_samples,
+                       seg.intelligent)
     extra = [("net_index", str(net_index)), ("retrain_of", run_id)]
     if from_weights is not None:
         extra.append(("from_weights", str(from_weights)))
@@ -308,9 +303,14 @@ def retrain_script(batch: Batch, model: ModelEntry, trainingrun: int, net_index:
 def conda_yaml(gpu: bool, env: Any) -> str:
     if env.kind == "conda-yaml":
         return Path(env.value).read_text(encoding="utf-8")
+    return template("conda-gpu.yaml" if gpu else "conda-cpu.yaml")
+
+
+def template(name: str) -> str:
+    """A file of netrain/templates (entry.py there is a link to the repository's
+    mlproject/entry.py: one source, shipped inside the package)."""
     from importlib import resources
 
-    name = "conda-gpu.yaml" if gpu else "conda-cpu.yaml"
     return (resources.files("netrain") / "templates" / name).read_text(encoding="utf-8")
 
 
@@ -319,19 +319,3 @@ def _version() -> str:
 
     return __version__
 
-
-ENTRY_PY = '''\
-"""MLflow entry point of a netrain batch (copied into every batch as mlproject/entry.py).
-
-`mlflow run <batch> -e train -P ...` (or the sbatch script directly) runs this file; it runs
-the batch's own snapshot of the user's main script for one array task.
-"""
-
-import sys
-from pathlib import Path
-
-from netrain.task import run_entry
-
-if __name__ == "__main__":
-    sys.exit(run_entry(Path(__file__).resolve().parent.parent, sys.argv[1:]))
-'''

@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from netrain.errors import ContractError
+from netrain.params import TASK_PARAM_NAMES
 
 #: The seed's input keys, always present.
 INPUT_KEYS = (
-    "class",
-    "architecture",
-    "nb_epoch",
-    "epoch_samples",
-    "nnets",
-    "intelligent",
+    *TASK_PARAM_NAMES[:6],  # class, architecture, nb_epoch, epoch_samples, nnets, intelligent
     "wpath",
     "archpath",
     "metricspath",

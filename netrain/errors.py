@@ -35,6 +35,14 @@ class TrackingError(NetrainError):
     """The MLflow tracking backend cannot be reached or refused an operation."""
 
 
+class RunNotFound(TrackingError):
+    """The tracking backend answered: it has no such run."""
+
+
+class TrackingUnavailable(TrackingError):
+    """The tracking backend could not be asked (down, unreachable, refused, timed out)."""
+
+
 class SchedulerError(NetrainError):
     """SLURM (or the local executor) could not run or report on a job."""
 

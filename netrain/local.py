@@ -34,6 +34,8 @@ class LocalTask:
     script: Path
     log: Path
     record: Path
+    #: Extra environment variables (a retrain's record key).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -50,6 +52,7 @@ def task_environment(task: LocalTask) -> dict[str, str]:
         "NETRAIN_INDEX_OFFSET": "0",
         "NETRAIN_EXECUTOR": "local",
         "NETRAIN_LOG": str(task.log),
+        **dict(task.env),
     })
     return env
 

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from netrain.batch import Batch, find_batch, list_batches
 from netrain.errors import BatchError, TrackingError
+
+if TYPE_CHECKING:
+    from netrain.mlflow_store import RunInfo
 
 RUN_ID_CHARS = set("0123456789abcdef")
 
 
 @dataclass
 class RunRef:
-    uri: str
-    run: Any
+    """A run and the batch it belongs to."""
+
+    run: RunInfo
     batch: Batch
 
     @property
+    def uri(self) -> str:
+        return self.run.uri
+
+    @property
     def tags(self) -> dict[str, str]:
-        return dict(self.run.data.tags)
+        return self.run.tags
 
 
 def looks_like_run_id(text: str) -> bool:
@@ -38,7 +46,7 @@ def candidate_uris(trainings_dir: Path | None, configured: str | None) -> list[s
 
 
 def find_run(run_id: str, trainings_dir: Path | None, configured_uri: str | None) -> RunRef:
-    from netrain import tracking
+    from netrain import mlflow_store
 
     if not looks_like_run_id(run_id):
         raise TrackingError(f"{run_id!r} is not an MLflow run id (32 hex characters): copy it "
@@ -46,20 +54,16 @@ def find_run(run_id: str, trainings_dir: Path | None, configured_uri: str | None
     uris = candidate_uris(trainings_dir, configured_uri)
     if not uris:
         raise TrackingError("no tracking URI known: run where netrain.yaml is, or pass --config")
-    uri, run = tracking.find_run(uris, run_id)
-    tags = run.data.tags
-    batch_id = tags.get("batch")
+    run = mlflow_store.find_run(uris, run_id)
+    batch_id = run.tags.get("batch")
     if not batch_id:
         raise TrackingError(f"run {run_id} has no 'batch' tag: it was not made by netrain")
-    batch_dir = None
-    exp_dir = None
     try:
-        exp = tracking.client(uri).get_experiment(run.info.experiment_id)
-        exp_dir = exp.tags.get("netrain.batch_dir")
-    except Exception:
-        exp_dir = None
+        exp_dir = mlflow_store.experiment_tag(run.uri, run.experiment_id, "netrain.batch_dir")
+    except TrackingError:
+        exp_dir = None  # the batch id finds it too
     if exp_dir and (Path(exp_dir) / "batch.yaml").is_file():
         batch_dir = Path(exp_dir)
     else:
         batch_dir = find_batch(batch_id, trainings_dir)
-    return RunRef(uri, run, Batch.load(batch_dir))
+    return RunRef(run, Batch.load(batch_dir))

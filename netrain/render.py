@@ -7,23 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netrain.batch import Segment
 from netrain.errors import BatchError
-
-#: Parameters of the entry point, in the order the command line passes them.
-TASK_PARAMS = (
-    "class",
-    "architecture",
-    "nb_epoch",
-    "epoch_samples",
-    "nnets",
-    "intelligent",
-    "trainingrun",
-    "net_index",
-    "retrain_of",
-    "from_weights",
-)
-#: Default of the optional parameters ("none" because MLflow treats "" as missing).
-OPTIONAL_DEFAULTS = {"net_index": "-1", "retrain_of": "none", "from_weights": "none"}
+from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 
 
 def q(value: object) -> str:
@@ -40,16 +26,6 @@ def directive(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class SegmentText:
-    start: int
-    stop: int
-    nnets: int
-    nb_epoch: int
-    epoch_samples: int
-    intelligent: bool
-
-
-@dataclass(frozen=True)
 class ScriptSpec:
     """Everything an sbatch script needs, as plain data."""
 
@@ -58,7 +34,7 @@ class ScriptSpec:
     cls: str
     architecture: str
     array: str  # the --array value, e.g. "0-199" or "0-199%4"
-    segments: tuple[SegmentText, ...]
+    segments: tuple[Segment, ...]
     tracking_uri: str
     experiment_id: str
     env_kind: str  # python | conda-name | conda-yaml
@@ -150,7 +126,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         values[key] = q(value)
     if spec.launcher == "direct":
         cmd = [python, "mlproject/entry.py"]
-        for key in TASK_PARAMS:
+        for key in TASK_PARAM_NAMES:
             if key in values:
                 cmd += [f"--{key.replace('_', '-')}", values[key]]
         return cmd
@@ -166,7 +142,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         cmd = [python, "-m", "netrain.launch"]
     cmd += ['"$batch_dir"', "-e", "train", "--env-manager", env_manager,
             "--experiment-id", '"$MLFLOW_EXPERIMENT_ID"']
-    for key in TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         if key in values:
             cmd += ["-P", f"{key}={values[key]}"]
     return cmd
@@ -180,17 +156,17 @@ def render_sbatch(spec: ScriptSpec) -> str:
         "#!/bin/bash",
         *sbatch_directives(spec),
         f"# netrain batch {spec.batch_id}: model {spec.cls}.{spec.architecture}.",
-        "# Submit with sbatch (runbatch.sh, netrain submit) or run locally with netrain run.",
+        "# 'bash <this script>' submits the array with sbatch (as runbatch.sh and netrain",
+        "# submit do); under sbatch it trains one array task; netrain run runs it locally.",
         "set -u",
         f"batch_dir={q(spec.batch_dir)}",
+        *_submit_lines(spec),
         'cd "$batch_dir" || exit 2',
         f"export MLFLOW_TRACKING_URI={q(spec.tracking_uri)}",
         f"export MLFLOW_EXPERIMENT_ID={q(spec.experiment_id)}",
         "export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true",
         "export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1",
         'export NETRAIN_BATCH_DIR="$batch_dir"',
-        ': "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, '
-        'or use netrain run}"',
         'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))',
         'export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_'
         '${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"',
@@ -222,26 +198,44 @@ def render_sbatch(spec: ScriptSpec) -> str:
     return "\n".join(lines)
 
 
+def _submit_lines(spec: ScriptSpec) -> list[str]:
+    """Outside SLURM (no array task id) the script submits itself and stops there. A
+    model's array job is noted in records/runbatch-jobs.txt so `netrain show` asks SLURM about
+    it; a retrain's is not (its state is not the model task's)."""
+    key = f"{spec.cls}.{spec.architecture}"
+    note = [f'  printf \'%s %s\\n\' {q(key)} "${{job%%;*}}" >> '
+            '"$batch_dir/records/runbatch-jobs.txt"'] if not spec.job_suffix else []
+    return [
+        'if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then',
+        '  command -v sbatch >/dev/null || { echo "netrain: sbatch is not on PATH: run this on '
+        'a SLURM login node, or use netrain run" >&2; exit 2; }',
+        '  script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"',
+        '  job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1',
+        *note,
+        f'  echo {q(key + spec.job_suffix)}": submitted array job ${{job%%;*}}"',
+        "  exit 0",
+        "fi",
+    ]
+
+
 def render_runbatch(batch_id: str, scripts: Sequence[tuple[str, str]]) -> str:
     """runbatch.sh: submit every model's array with plain sbatch, as in the seed.
 
-    ``scripts`` holds (model key, script file name). Each job id is also appended to
-    records/runbatch-jobs.txt so `netrain show` can ask SLURM about these jobs too.
+    ``scripts`` holds (model key, script file name). Each script, run outside SLURM, submits
+    itself and appends its job id to records/runbatch-jobs.txt, so `netrain show` can ask
+    SLURM about these jobs too.
     """
     lines = [
         "#!/bin/bash",
         f"# Submit every model of netrain batch {batch_id} to SLURM, one array job per model.",
         "# 'netrain submit' does the same, splits arrays over MaxArraySize and records job ids.",
+        "# Each model's script submits itself when run outside SLURM.",
         "set -eu",
         'cd "$(dirname "$0")"',
-        "submit() {",
-        '  job=$(sbatch --parsable "scripts/$2")',
-        '  echo "$1: submitted array job $job"',
-        '  printf \'%s %s\\n\' "$1" "${job%%;*}" >> records/runbatch-jobs.txt',
-        "}",
+        "unset SLURM_ARRAY_TASK_ID",
     ]
-    for key, name in scripts:
-        lines.append(f"submit {q(key)} {q(name)}")
+    for _key, name in scripts:
+        lines.append(f"bash {q('scripts/' + name)}")
     lines.append("")
     return "\n".join(lines)
 
@@ -249,12 +243,12 @@ def render_runbatch(batch_id: str, scripts: Sequence[tuple[str, str]]) -> str:
 def render_mlproject() -> str:
     """The batch's MLproject: one entry point, ``train``, running mlproject/entry.py."""
     params = []
-    for key in TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         if key in OPTIONAL_DEFAULTS:
             params.append(f"      {key}: {{type: string, default: \"{OPTIONAL_DEFAULTS[key]}\"}}")
         else:
             params.append(f"      {key}: string")
-    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAMS)
+    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAM_NAMES)
     return "\n".join([
         "# MLflow project of a netrain batch; each array task runs: mlflow run <batch> -e train",
         "name: netrain-batch",

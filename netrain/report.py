@@ -1,22 +1,16 @@
-"""Text (and JSON) for `netrain show`, built from status tables."""
+"""Rendering `netrain show`: text and JSON from status tables. It reads and writes nothing
+(reading is status.py's and the executor's; healing is heal.py's)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch, list_batches
-from netrain.errors import BatchError
-from netrain.status import BatchStatus, State, batch_status
-
-
-def _scheduler_views(batches: list[Batch], enabled: bool) -> tuple[dict[str, Any], str]:
-    if not enabled:
-        return {}, ""
-    from netrain import slurm
-
-    return slurm.scheduler_view(batches)
+from netrain.batch import Batch
+from netrain.executor import retrain_jobs
+from netrain.status import BatchStatus, State
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -32,17 +26,9 @@ def _counts(st: BatchStatus) -> dict[str, int]:
             "failed": st.count("failed"), "running": st.count("running")}
 
 
-def overview(trainings_dir: Path | None, scheduler: bool = True, as_json: bool = False) -> str:
-    paths = list_batches(trainings_dir) if trainings_dir else []
-    batches: list[Batch] = []
-    broken: list[str] = []
-    for p in paths:
-        try:
-            batches.append(Batch.load(p))
-        except BatchError as exc:
-            broken.append(f"{p.name}: {exc}")
-    views, note = _scheduler_views([b for b in batches if _has_slurm_jobs(b)], scheduler)
-    statuses = [_status(b, views.get(b.id)) for b in batches]
+def overview(statuses: Sequence[BatchStatus], trainings_dir: Path | None,
+             broken: Sequence[str] = (), note: str = "", as_json: bool = False) -> str:
+    """One line per batch."""
     if as_json:
         return json.dumps([{"id": s.id, "path": str(s.path), "created": s.created,
                             "description": s.description,
@@ -79,25 +65,13 @@ def _models_cell(s: BatchStatus, width: int = 50) -> str:
     return ",".join(shown)
 
 
-def _status(b: Batch, view: Any) -> BatchStatus:
-    """The batch's status; tasks SLURM saw die get their records and runs closed."""
-    st = batch_status(b, view)
-    if view:
-        from netrain.reconcile import heal
-
-        heal(b, st)
-    return st
-
-
-def _has_slurm_jobs(b: Batch) -> bool:
-    return any(j.executor == "slurm" for m in b.manifest.models for j in m.jobs) or (
-        b.path / "records" / "runbatch-jobs.txt").is_file()
-
-
-def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,
-           as_json: bool = False) -> str:
-    views, note = _scheduler_views([batch] if _has_slurm_jobs(batch) else [], scheduler)
-    st = _status(batch, views.get(batch.id))
+def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "",
+           retrain_states: Mapping[str, str] | None = None, as_json: bool = False) -> str:
+    """One batch: a line per model, then its unfinished (or, with all_tasks, every) task."""
+    jobs: list[dict[str, Any]] = [
+        {"of": r.of, "model": r.model, "index": r.index, "job_id": r.job_id,
+         "executor": r.executor, "scheduler": (retrain_states or {}).get(r.job_id, "")}
+        for r in retrain_jobs(batch)]
     if as_json:
         return json.dumps({
             "id": st.id, "path": str(st.path), "description": st.description, **_counts(st),
@@ -106,6 +80,11 @@ def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,
                 "finished": t.finished, "failed": t.failed, "running": t.running,
                 "log": t.log, "error": t.error, "run_id": t.run_id, "scheduler": t.scheduler,
                 "slurm_job_id": t.slurm_job_id} for t in m.tasks]} for m in st.models],
+            "retrains": [{"of": r.retrain_of, "model": r.model, "index": r.index,
+                          "state": r.state, "slurm_job_id": r.slurm_job_id,
+                          "runs": {k: n.run_id for k, n in r.nets.items()}}
+                         for r in st.retrains],
+            "retrain_jobs": jobs,
         }, indent=1)
     m = batch.manifest
     lines = [f"batch {st.id}  {st.path}",
@@ -138,11 +117,14 @@ def detail(batch: Batch, all_tasks: bool = False, scheduler: bool = True,
     pending = sum(ms.tasks_in(State.PENDING) for ms in st.models)
     if pending and not all_tasks:
         lines.append(f"({pending} task(s) not started yet; --all lists every task)")
-    if st.retrains:
+    if st.retrains or jobs:
         lines += ["", "retrains:"]
         for r in st.retrains:
             nets = ", ".join(f"{n.run_id[:12]} {n.state}" for n in r.nets.values())
             lines.append(f"  of {r.retrain_of[:12]}  {r.model}[{r.index}]  {r.state}  {nets}")
+        for j in jobs:
+            lines.append(f"  job {j['job_id']} ({j['executor']}) of {j['of'][:12]}  "
+                         f"{j['model']}[{j['index']}]  {j['scheduler'] or '-'}")
     if m.notes:
         lines += ["", "notes:"]
         for n in m.notes:

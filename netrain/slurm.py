@@ -1,7 +1,8 @@
-"""The only place that runs sbatch, squeue, sacct, scancel and scontrol.
+"""Talking to SLURM: the only module that runs sbatch, squeue, sacct, scancel and scontrol.
 
 Pure parsers (``parse_*``) work on text; the few functions that call out take a ``runner``
-so tests can feed recorded output to the parsers. Argument lists, never a shell.
+so tests can feed recorded output to the parsers. Argument lists, never a shell. It knows
+nothing of batches: the executor records what it submits.
 """
 
 from __future__ import annotations
@@ -9,11 +10,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from netrain.batch import Batch, Job, ModelEntry, now_iso
 from netrain.errors import SchedulerError
 from netrain.spec import format_indices
 
@@ -121,9 +120,11 @@ def max_array_size(runner: Runner = run_command) -> int:
 
 
 def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
-           extra: Sequence[str] = ()) -> str:
-    argv = ["sbatch", "--parsable", f"--array={array}",
-            f"--export=ALL,NETRAIN_INDEX_OFFSET={offset}", *extra, script]
+           extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> str:
+    exports = ",".join([f"NETRAIN_INDEX_OFFSET={offset}",
+                        *(f"{k}={v}" for k, v in (env or {}).items())])
+    argv = ["sbatch", "--parsable", f"--array={array}", f"--export=ALL,{exports}", *extra,
+            script]
     r = runner(argv)
     if r.returncode != 0:
         msg = (r.stderr or r.stdout).strip().splitlines()
@@ -131,92 +132,49 @@ def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
     return parse_job_id(r.stdout)
 
 
-def submit_indices(batch: Batch, model: ModelEntry, script: str, indices: Sequence[int],
-                   runner: Runner = run_command, throttle: int | None = None,
-                   max_size: int | None = None) -> list[Job]:
-    """Submit some indices of one model, split under MaxArraySize; return the jobs."""
-    if not available() and runner is run_command:
-        raise SchedulerError("SLURM's sbatch is not on PATH: run on a cluster login node, "
-                             "or use --executor local")
+@dataclass(frozen=True)
+class Submitted:
+    """One array job sbatch accepted: its id, the index offset, the batch indices it holds."""
+
+    job_id: str
+    offset: int
+    indices: list[int]
+
+
+def submit_array(script: str, indices: Sequence[int], *, throttle: int | None = None,
+                 runner: Runner | None = None, max_size: int | None = None,
+                 env: Mapping[str, str] | None = None) -> list[Submitted]:
+    """sbatch ``script`` for these indices, split under MaxArraySize (one job per chunk)."""
+    if runner is None:
+        if not available():
+            raise SchedulerError("SLURM's sbatch is not on PATH: run on a cluster login node, "
+                                 "or use --executor local")
+        runner = run_command
     limit = max_size or max_array_size(runner)
-    jobs: list[Job] = []
+    out: list[Submitted] = []
     for offset, local in split_array(indices, limit):
         array = format_indices(local)
         if throttle:
             array += f"%{throttle}"
-        job_id = sbatch(script, array, offset, runner)
-        jobs.append(Job(job_id=job_id, indices=format_indices([i + offset for i in local]),
-                        executor="slurm", submitted=now_iso(), offset=offset))
-    return jobs
-
-
-def submit_batch(batch: Batch, models: list[ModelEntry], tasks: list[int] | None,
-                 say: Callable[[str], None] = print, runner: Runner = run_command,
-                 only_failed: bool = False) -> list[Job]:
-    """Submit the selected tasks of each model and record the job ids in batch.yaml."""
-    from netrain.dispatch import pending_indices, select_indices
-
-    throttle = batch.manifest.slurm.get("max_running")
-    all_jobs: list[Job] = []
-    for model in models:
-        indices = select_indices(model, tasks)
-        if tasks is None and not only_failed:
-            indices = pending_indices(batch, model, indices)
-        if not indices:
-            say(f"{model.key}: nothing to submit")
-            continue
-        jobs = submit_indices(batch, model, str(batch.script_path(model)), indices, runner,
-                              throttle)
-        with batch.locked() as b:
-            b.manifest.model(model.key).jobs.extend(jobs)
-            b.save()
-        for j in jobs:
-            say(f"{model.key}: submitted array job {j.job_id} (tasks {j.indices})")
-        all_jobs.extend(jobs)
-    return all_jobs
-
-
-def job_ids_of(batch: Batch) -> dict[str, tuple[str, int]]:
-    """{slurm job id: (model key, index offset)} for every SLURM job of the batch."""
-    out: dict[str, tuple[str, int]] = {}
-    for m in batch.manifest.models:
-        for j in m.jobs:
-            if j.executor == "slurm":
-                out[j.job_id] = (m.key, j.offset)
-    out.update(parse_runbatch_jobs(batch))
+        job_id = sbatch(script, array, offset, runner, env=env)
+        out.append(Submitted(job_id, offset, [i + offset for i in local]))
     return out
 
 
-def parse_runbatch_jobs(batch: Batch) -> dict[str, tuple[str, int]]:
-    """Jobs submitted by hand with runbatch.sh (records/runbatch-jobs.txt: "model job")."""
-    try:
-        text = (batch.path / "records" / "runbatch-jobs.txt").read_text(encoding="utf-8")
-    except OSError:
-        return {}
-    keys = {m.key for m in batch.manifest.models}
-    out: dict[str, tuple[str, int]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in keys and parts[1].isdigit():
-            out[parts[1]] = (parts[0], 0)
-    return out
+def job_states(job_ids: Sequence[str], runner: Runner | None = None
+               ) -> tuple[dict[str, dict[int, str]], str]:
+    """One sacct and one squeue call: ({job id: {array task: STATE}}, a note or "").
 
-
-def scheduler_view(batches: list[Batch], runner: Runner = run_command
-                   ) -> tuple[dict[str, dict[str, dict[int, tuple[str, str]]]], str]:
-    """One squeue and one sacct call for all jobs of all batches.
-
-    Returns ({batch id: {model key: {index: (job id, SLURM state)}}}, a note or "").
+    squeue's answer (the live one) wins over sacct's for a task both list.
     """
-    owners: dict[str, tuple[str, str, int]] = {}
-    for b in batches:
-        for job, (key, off) in job_ids_of(b).items():
-            owners[job] = (b.id, key, off)
-    if not owners:
+    if not job_ids:
         return {}, ""
-    if runner is run_command and not available():
-        return {}, "note: SLURM is not reachable from here: states come from the tasks' records"
-    ids = ",".join(sorted(owners, key=int))
+    if runner is None:
+        if not available():
+            return {}, ("note: SLURM is not reachable from here: states come from the tasks' "
+                        "records")
+        runner = run_command
+    ids = ",".join(sorted(set(job_ids), key=lambda j: int(j) if j.isdigit() else 0))
     states: dict[str, dict[int, str]] = {}
     note = ""
     acct = runner(["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobID,State"])
@@ -230,25 +188,12 @@ def scheduler_view(batches: list[Batch], runner: Runner = run_command
     if queue.returncode == 0:
         for job, tasks in parse_job_states(queue.stdout).items():
             states.setdefault(job, {}).update(tasks)
-    out: dict[str, dict[str, dict[int, tuple[str, str]]]] = {}
-    for job in sorted(states, key=lambda j: int(j) if j.isdigit() else 0):
-        if job not in owners:
-            continue
-        bid, key, off = owners[job]
-        dest = out.setdefault(bid, {}).setdefault(key, {})
-        for t, state in states[job].items():
-            if t >= 0:
-                dest[t + off] = (job, state)  # a later job of the same index wins
-    return out, note
+    return states, note
 
 
-def cancel(job_ids: Sequence[str], runner: Runner = run_command) -> None:
+def cancel(job_ids: Sequence[str], runner: Runner | None = None) -> None:
     if not job_ids:
         return
-    r = runner(["scancel", *job_ids])
+    r = (runner or run_command)(["scancel", *job_ids])
     if r.returncode != 0:
         raise SchedulerError(f"scancel failed: {(r.stderr or r.stdout).strip()}")
-
-
-def job_record(job: Job) -> dict[str, Any]:
-    return {"job_id": job.job_id, "indices": job.indices, "offset": job.offset}

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import load_batch, say, warn
-from netrain.cli.generate import to_bool, training_options
+from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, say, warn
+from netrain.cli.generate import training_options
 
 
 @click.command("add")
 @click.argument("batch")
 @training_options
 @click.option("--run", "run_", is_flag=True, help="Start the new tasks right away.")
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None)
+@click.option("--executor", type=EXECUTOR, default=None)
 @click.pass_obj
 def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_check,
             run_, executor) -> None:
     """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
+    from netrain import executor as ex
     from netrain.builder import TrainOptions, add
     from netrain.local import python_executable
     from netrain.spec import parse_models
@@ -26,15 +27,16 @@ def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_
     python = b.manifest.environment["value"] if b.manifest.environment["kind"] == "python" \
         else python_executable()
     opts = TrainOptions(array=array, nb_epoch=nb_epoch, epoch_samples=epoch_samples,
-                        intelligent=to_bool(intelligent))
+                        intelligent=intelligent)
     added = add(b, python, specs, opts, check=not no_check, say=warn)
     for model, seg in added:
         warn(f"{model.key}: tasks {seg.start}-{seg.stop - 1} added ({seg.nnets} network(s) each)")
     say(str(b.path))
     if run_:
-        from netrain.cli.run import start
-
-        cfg_exec = executor or obj.config(required=False).executor
-        for model, seg in added:
-            start(obj, b.path, cfg_exec, [model.key], list(range(seg.start, seg.stop)), None,
-                  rerun=False)
+        cfg = obj.config(required=False)
+        selection = ex.Selection({model.key: list(range(seg.start, seg.stop))
+                                  for model, seg in added}, skip_finished=False)
+        started = ex.start(b, executor or cfg.executor, selection, workers=cfg.workers,
+                           say=warn, progress=TaskProgress())
+        if started.failures:
+            raise click.exceptions.Exit(1)

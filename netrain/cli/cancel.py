@@ -1,4 +1,4 @@
-"""netrain cancel: scancel a batch's SLURM jobs."""
+"""netrain cancel: scancel a batch's SLURM jobs (array jobs and retrains)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from netrain.cli.common import load_batch, warn
 @click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
 @click.pass_obj
 def command(obj, batch, models) -> None:
-    """Cancel BATCH's SLURM array jobs (all, or those of some models)."""
-    from netrain import dispatch, slurm
+    """Cancel BATCH's SLURM jobs, retrains included (all, or those of some models)."""
+    from netrain import executor, slurm
     from netrain.spec import parse_model_filter
 
     b = load_batch(obj, batch)
-    selected = dispatch.select_models(b, parse_model_filter(models) if models else None)
-    ids = [j.job_id for m in selected for j in m.jobs if j.executor == "slurm"]
+    ids = executor.slurm_job_ids(b, parse_model_filter(models) if models else None)
     if not ids:
         warn(f"batch {b.id} has no SLURM jobs to cancel")
         return

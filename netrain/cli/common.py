@@ -1,25 +1,24 @@
-"""Helpers shared by the command modules: batch lookup, option parsing, output."""
+"""Helpers the command modules share: batch lookup, output, the local progress display, and
+the one call into the executor."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from netrain.batch import Batch, find_batch
-from netrain.cli import Context
+from netrain.cli.context import Context
+
+EXECUTOR = click.Choice(["local", "slurm"])
+POSITIVE = click.IntRange(min=1)
 
 
-def load_batch(obj: Context, ref: str) -> Batch:
-    return Batch.load(find_batch(ref, obj.trainings_dir()))
-
-
-def positive(ctx: click.Context, param: click.Parameter, value: object) -> object:
-    if value is None:
-        return value
-    if isinstance(value, int) and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
-    return value
+def load_batch(obj: Context, ref: str | Path) -> Batch:
+    return Batch.load(find_batch(str(ref), obj.trainings_dir()))
 
 
 def say(text: str) -> None:
@@ -30,8 +29,48 @@ def warn(text: str) -> None:
     click.echo(f"netrain: {text}", err=True)
 
 
-def rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+class TaskProgress:
+    """Local tasks as they end: click's progress bar on a terminal, else one line each."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.failed = 0
+
+    def begin(self, total: int) -> None:
+        if sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label="tasks", file=sys.stderr,
+                                         show_pos=True, show_eta=False,
+                                         item_show_func=lambda _: f"{self.failed} failed")
+            self.bar.__enter__()
+
+    def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
+             finished: int, total: int) -> None:
+        ok = returncode == 0
+        self.failed += 0 if ok else 1
+        status = "ok" if ok else f"FAILED (exit {returncode}), log: {log}"
+        line = f"[{finished}/{total}] {model_key} task {index}: {status} ({seconds:.1f} s)"
+        if self.bar is None:
+            warn(line)
+            return
+        if not ok:
+            click.echo("\r\033[K" + line, err=True)
+        self.bar.update(1)
+
+    def end(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str] | None = None,
+                tasks: Sequence[int] | None = None, workers: int | None = None,
+                rerun: bool = False) -> None:
+    """Start the selected tasks through the executor; exit 1 if a local task failed."""
+    from netrain import executor as ex
+
+    if workers is None:
+        workers = obj.config(required=False).workers
+    started = ex.start(batch, executor, ex.Selection.of(batch, models, tasks, not rerun),
+                       workers=workers, say=warn, progress=TaskProgress())
+    if started.failures:
+        raise click.exceptions.Exit(1)

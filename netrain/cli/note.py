@@ -14,7 +14,7 @@ from netrain.errors import BatchError, NetrainError
 @click.pass_obj
 def command(obj, target, text) -> None:
     """Annotate TARGET (a batch id/prefix/path, or a run id) with TEXT."""
-    from netrain import tracking
+    from netrain import mlflow_store
     from netrain.batch import Batch, find_batch, now_iso
     from netrain.lookup import find_run, looks_like_run_id
 
@@ -34,7 +34,7 @@ def command(obj, target, text) -> None:
             b.save()
             notes = "\n\n".join(n["text"] for n in b.manifest.notes if n["target"] == "batch")
             body = (b.manifest.description + "\n\n" + notes).strip()
-            tracking.set_experiment_note(b.manifest.tracking["uri"],
+            mlflow_store.set_experiment_note(b.manifest.tracking["uri"],
                                          str(b.manifest.tracking["experiment_id"]), body)
         warn(f"noted on batch {batch.id}")
         return
@@ -43,6 +43,6 @@ def command(obj, target, text) -> None:
     with ref.batch.locked() as b:
         b.manifest.notes.append({"at": now_iso(), "target": target, "text": text})
         b.save()
-        old = ref.run.data.tags.get("mlflow.note.content", "")
-        tracking.set_run_note(ref.uri, target, (old + "\n\n" + text).strip() if old else text)
+        old = ref.tags.get("mlflow.note.content", "")
+        mlflow_store.set_run_note(ref.uri, target, (old + "\n\n" + text).strip() if old else text)
     warn(f"noted on run {target} (batch {ref.batch.id})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import load_batch, warn
+from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, warn
 
 
 @click.command("resubmit")
@@ -12,35 +12,32 @@ from netrain.cli.common import load_batch, warn
 @click.option("--failed", is_flag=True, required=True,
               help="Resubmit the tasks that failed, died, were cancelled or were lost.")
 @click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+@click.option("--executor", "where", type=EXECUTOR, default=None,
               help="Where to run them (default: where the batch's jobs went).")
 @click.pass_obj
-def command(obj, batch, failed, models, executor) -> None:
+def command(obj, batch, failed, models, where) -> None:
     """Resubmit BATCH's failed tasks as one new array (e.g. --array=3,17,42) per model."""
-    from netrain import dispatch, report, slurm
+    from netrain import executor as ex
+    from netrain.heal import heal
     from netrain.spec import parse_model_filter
+    from netrain.status import batch_status
 
     b = load_batch(obj, batch)
-    selected = dispatch.select_models(b, parse_model_filter(models) if models else None)
-    has_slurm = any(j.executor == "slurm" for m in selected for j in m.jobs)
-    where = executor or ("slurm" if has_slurm else "local")
-    views, _ = report._scheduler_views([b] if has_slurm else [], True)
-    st = report._status(b, views.get(b.id))
-    by_key = {m.key: m for m in st.models}
-    total = 0
-    for model in selected:
-        failed_idx = [t.index for t in by_key[model.key].tasks if t.state.is_failure]
-        if not failed_idx:
-            warn(f"{model.key}: no failed tasks")
-            continue
-        total += len(failed_idx)
-        if where == "slurm":
-            slurm.submit_batch(b, [model], failed_idx, say=warn, only_failed=True)
-        else:
-            workers = obj.config(required=False).workers
-            failures = dispatch.run_local(b, [model], failed_idx, workers,
-                                          rerun=True, say=warn)
-            if failures:
-                raise click.exceptions.Exit(1)
-    if total == 0:
+    keys = [m.key for m in ex.select_models(b, parse_model_filter(models) if models else None)]
+    view = ex.scheduler_view([b]) if ex.has_slurm_jobs(b) else ex.SchedulerView()
+    st = batch_status(b, view.tasks.get(b.id))
+    heal(b, st, view.retrains.get(b.id))
+    failed_idx = {m.key: [t.index for t in m.tasks if t.state.is_failure]
+                  for m in st.models if m.key in keys}
+    for key in keys:
+        if not failed_idx[key]:
+            warn(f"{key}: no failed tasks")
+    todo = {k: v for k, v in failed_idx.items() if v}
+    if not todo:
         warn("nothing to resubmit")
+        return
+    started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False),
+                       workers=obj.config(required=False).workers, say=warn,
+                       progress=TaskProgress())
+    if started.failures:
+        raise click.exceptions.Exit(1)

@@ -6,28 +6,27 @@ from pathlib import Path
 
 import click
 
-from netrain.cli.common import say, warn
+from netrain.cli.common import EXECUTOR, POSITIVE, say, warn
 from netrain.errors import NetrainError
 
 
 @click.command("retrain")
 @click.argument("run_id")
-@click.option("--nb-epoch", "--nb_epoch", "nb_epoch", type=int, default=None,
+@click.option("--nb-epoch", "--nb_epoch", "nb_epoch", type=POSITIVE, default=None,
               help="Epochs this time (default: as the first time).")
 @click.option("--from-weights", is_flag=True,
               help="Start from the network's trained weights instead of a fresh init.")
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None)
+@click.option("--executor", type=EXECUTOR, default=None)
 @click.option("--run/--no-run", "run_", default=True, show_default=True,
               help="Start it now (--no-run only writes scripts/retrain-*.sh).")
 @click.pass_obj
 def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     """Train the network of MLflow run RUN_ID again: a new run tagged retrain_of=RUN_ID."""
-    from netrain import builder, dispatch, slurm
+    from netrain import builder
+    from netrain import executor as ex
     from netrain.lookup import find_run
     from netrain.records import read_model_records
 
-    if nb_epoch is not None and nb_epoch < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--nb-epoch")
     cfg = obj.config(required=False)
     ref = find_run(run_id, obj.trainings_dir(), cfg.tracking_uri if cfg.path else None)
     tags = ref.tags
@@ -41,7 +40,7 @@ def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     if from_weights:
         rec = read_model_records(batch.path, model.slug).get(index)
         net_rec = rec.nets.get(str(net)) if rec else None
-        wdir = Path(ref.run.data.params.get("wpath", str(batch.path / "weights")))
+        wdir = Path(ref.run.params.get("wpath", str(batch.path / "weights")))
         if tags.get("retrain_of") or net_rec is None or not net_rec.stem:
             raise NetrainError(f"cannot find the weights of run {run_id} in the batch's "
                                "records: retrain without --from-weights")
@@ -54,15 +53,11 @@ def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     if not run_:
         say(str(script))
         return
-    where = executor or cfg.executor
-    if where == "slurm":
-        jobs = slurm.submit_indices(batch, model, str(script), [index])
-        warn(f"submitted job {jobs[0].job_id}")
-        return
-    log = batch.path / "logs" / f"{script.stem}_local.out"
-    rc = dispatch.run_script_local(batch, script, index, model.key, log,
-                                   batch.path / "records" / "retrain" / ".none")
-    if rc != 0:
-        raise NetrainError(f"the retrain failed (exit {rc}): see {log}")
-    warn(f"retrain finished; log: {log}")
-    say(str(script))
+    started = ex.start(batch, executor or cfg.executor,
+                       ex.Selection.retraining(ex.Retrain(script, model.key, index, run_id)),
+                       say=warn)
+    if started.failures:
+        raise NetrainError(f"the retrain failed: see {started.logs[0]}")
+    if started.logs:
+        warn(f"retrain finished; log: {started.logs[0]}")
+        say(str(script))

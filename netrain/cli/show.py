@@ -15,14 +15,31 @@ from netrain.cli.common import load_batch, say
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
-    """Without BATCH: one line per batch. With BATCH: per model and per task."""
-    from netrain import report
+    """Without BATCH: one line per batch. With BATCH: per model and per task.
+
+    Tasks that SLURM saw die while their records say running get their MLflow runs closed
+    and their records marked died.
+    """
+    from netrain import executor, report
+    from netrain.batch import load_batches
+    from netrain.heal import heal
+    from netrain.status import batch_status
 
     if batch is None:
         trainings = obj.trainings_dir()
         if trainings is None:
             obj.config()  # raises the "no netrain.yaml" error
-        say(report.overview(trainings, scheduler=not no_scheduler, as_json=as_json))
-        return
-    b = load_batch(obj, batch)
-    say(report.detail(b, all_tasks=all_tasks, scheduler=not no_scheduler, as_json=as_json))
+        batches, broken = load_batches(trainings)
+    else:
+        batches, broken = [load_batch(obj, batch)], []
+    asked = [b for b in batches if executor.has_slurm_jobs(b)] if not no_scheduler else []
+    view = executor.scheduler_view(asked)
+    statuses = [batch_status(b, view.tasks.get(b.id)) for b in batches]
+    for b, st in zip(batches, statuses, strict=True):
+        if view.tasks.get(b.id) or view.retrains.get(b.id):
+            heal(b, st, view.retrains.get(b.id))
+    if batch is None:
+        say(report.overview(statuses, trainings, broken, view.note, as_json))
+    else:
+        say(report.detail(batches[0], statuses[0], all_tasks, view.note,
+                          view.retrains.get(batches[0].id), as_json))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import load_batch, warn
+from netrain.cli.common import load_batch, start_tasks
 
 
 @click.command("submit")
@@ -14,9 +14,9 @@ from netrain.cli.common import load_batch, warn
 @click.pass_obj
 def command(obj, batch, models, tasks) -> None:
     """Submit BATCH (its unfinished tasks, or the selected ones) with sbatch."""
-    from netrain import dispatch, slurm
     from netrain.spec import parse_model_filter, parse_tasks
 
-    b = load_batch(obj, batch)
-    selected = dispatch.select_models(b, parse_model_filter(models) if models else None)
-    slurm.submit_batch(b, selected, parse_tasks(tasks) if tasks else None, say=warn)
+    keys = parse_model_filter(models) if models else None
+    idx = parse_tasks(tasks) if tasks else None
+    # Named tasks go exactly as named; without --tasks, finished ones stay out.
+    start_tasks(obj, load_batch(obj, batch), "slurm", keys, idx, rerun=idx is not None)

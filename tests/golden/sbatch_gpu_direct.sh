@@ -14,16 +14,23 @@
 #SBATCH --constraint=a100
 #SBATCH --exclusive
 # netrain batch 20240102-030405-abcd: model autoencoder.classical.
-# Submit with sbatch (runbatch.sh, netrain submit) or run locally with netrain run.
+# 'bash <this script>' submits the array with sbatch (as runbatch.sh and netrain
+# submit do); under sbatch it trains one array task; netrain run runs it locally.
 set -u
 batch_dir=/scratch/trainings/20240102-030405-abcd
+if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
+  command -v sbatch >/dev/null || { echo "netrain: sbatch is not on PATH: run this on a SLURM login node, or use netrain run" >&2; exit 2; }
+  script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+  job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1
+  echo autoencoder.classical-retrain1": submitted array job ${job%%;*}"
+  exit 0
+fi
 cd "$batch_dir" || exit 2
 export MLFLOW_TRACKING_URI=http://tracking.example:5000
 export MLFLOW_EXPERIMENT_ID=12
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
 export NETRAIN_BATCH_DIR="$batch_dir"
-: "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, or use netrain run}"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
 export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
 if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from netrain.batch import Segment
 from netrain.config import parse_environment
 from netrain.errors import BatchError, ConfigError
-from netrain.render import ScriptSpec, SegmentText, render_runbatch, render_sbatch
+from netrain.render import ScriptSpec, render_runbatch, render_sbatch
 from tests.hostile.conftest import Template, no_marker_files, nr
 
 BASH = shutil.which("bash") or "/bin/bash"
@@ -87,7 +88,7 @@ def spec(batch_dir: Path, env_kind: str, env_value: str, launcher: str,
     return ScriptSpec(
         batch_id="20240102-030405-abcd", batch_dir=str(batch_dir), cls="regressor",
         architecture="narrow", array="0-4%2",
-        segments=(SegmentText(0, 2, 3, 5, 100, False), SegmentText(2, 5, 1, 7, 64, True)),
+        segments=(Segment(0, 2, 3, 5, 100, False), Segment(2, 3, 1, 7, 64, True)),
         tracking_uri=URI, experiment_id="7", env_kind=env_kind, env_value=env_value,
         launcher=launcher, slurm={"partition": "cpu", "extra": ["--exclusive"]},
         extra_params=extra,
@@ -175,24 +176,70 @@ def test_conda_environment_names_are_validated(tmp_path: Path, name: str) -> Non
 
 def test_runbatch_in_a_hostile_directory_submits_each_script_once(rec: Recorder,
                                                                   tmp_path: Path) -> None:
-    batch_dir = tmp_path / f"batch {HOSTILE}"
+    import dataclasses
+
+    batch_dir = tmp_path / f"batch {HOSTILE_NQ}"
     (batch_dir / "scripts").mkdir(parents=True)
     (batch_dir / "records").mkdir()
     names = [("regressor.narrow", "regressor-narrow-sbatch.sh"),
              ("regressor.wide", "regressor-wide-sbatch.sh")]
-    for _, name in names:
-        (batch_dir / "scripts" / name).write_text("#!/bin/bash\ntouch PWNED\n")
+    for (_, name), arch in zip(names, ("narrow", "wide"), strict=True):
+        text = render_sbatch(dataclasses.replace(spec(batch_dir, "python", rec.python, "direct"),
+                                                 architecture=arch))
+        (batch_dir / "scripts" / name).write_text(text)
     runbatch = batch_dir / "runbatch.sh"
     runbatch.write_text(render_runbatch("20240102-030405-abcd", names))
     p = run_bash(runbatch, rec.env(), cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     records = rec.records()
-    assert [r["prog"] for r in records] == ["sbatch", "sbatch"]
+    assert [r["prog"] for r in records] == ["sbatch", "sbatch"]  # submitted, nothing trained
     for r, (_, name) in zip(records, names, strict=True):
         assert r["cwd"] == str(batch_dir)
-        assert Path(r["cwd"], r["argv"][-1]).resolve() == (batch_dir / "scripts" / name)
+        assert Path(r["argv"][-1]) == batch_dir / "scripts" / name
         assert "--parsable" in r["argv"]
+    assert (batch_dir / "records" / "runbatch-jobs.txt").read_text() == \
+        "regressor.narrow 4242\nregressor.wide 4242\n"
+    assert "regressor.narrow: submitted array job 4242" in p.stdout
     no_marker_files(tmp_path)
+
+
+def test_a_model_script_run_by_hand_submits_its_array(rec: Recorder, tmp_path: Path) -> None:
+    """The original guide: cd scripts/ and 'bash <class>-<architecture>-sbatch.sh'."""
+    batch_dir = tmp_path / f"batch {HOSTILE_NQ}"
+    (batch_dir / "scripts").mkdir(parents=True)
+    (batch_dir / "records").mkdir()
+    script = batch_dir / "scripts" / "regressor-narrow-sbatch.sh"
+    script.write_text(render_sbatch(spec(batch_dir, "python", rec.python, "direct")))
+    p = run_bash(Path(script.name), rec.env(), cwd=script.parent)
+    assert p.returncode == 0, p.stdout + p.stderr
+    [r] = rec.records()
+    assert r["prog"] == "sbatch" and r["argv"] == ["--parsable", str(script)]
+    jobs_file = batch_dir / "records" / "runbatch-jobs.txt"
+    assert jobs_file.read_text() == "regressor.narrow 4242\n"
+    # a retrain's script submits itself too, but its job is not a model task's
+    retrain = batch_dir / "scripts" / "retrain-0123abc-1.sh"
+    retrain.write_text(render_sbatch(dataclasses_replace_suffix(
+        spec(batch_dir, "python", rec.python, "direct", RETRAIN))))
+    p = run_bash(retrain, rec.env(), cwd=tmp_path)
+    assert p.returncode == 0 and "regressor.narrow-retrain1: submitted" in p.stdout
+    assert jobs_file.read_text() == "regressor.narrow 4242\n"
+    # no sbatch here: one line saying what to do, nothing run
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for tool in ("dirname", "basename"):
+        (bare / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    env = rec.env()
+    env["PATH"] = str(bare)
+    p = run_bash(script, env, cwd=tmp_path)
+    assert p.returncode == 2 and "sbatch is not on PATH" in p.stderr
+    assert len(rec.records()) == 2
+    no_marker_files(tmp_path)
+
+
+def dataclasses_replace_suffix(s: ScriptSpec) -> ScriptSpec:
+    import dataclasses
+
+    return dataclasses.replace(s, job_suffix="-retrain1")
 
 
 @pytest.fixture(params=["direct", "mlflow"])

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from netrain.batch import Batch
-from netrain.reconcile import heal
+from netrain.heal import heal
 from netrain.records import NetRecord, TaskRecord, read_record, record_path, write_record
 from netrain.status import State, batch_status
 from tests.conftest import mlflow_client, run_cli, snapshot_tree
@@ -65,3 +67,52 @@ def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
     assert heal(batch, batch_status(batch, {"regressor.narrow": {0: ("77", "TIMEOUT")}})) == 0
     r = run_cli("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "died"
+
+
+def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
+    """Tracking down: the record stays running (nothing written) and the next show heals."""
+    from netrain.errors import TrackingUnavailable
+
+    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+                cwd=userproj)
+    assert r.code == 0, r.text
+    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
+    path = record_path(batch.path, "regressor-narrow", 0)
+    write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
+                                  slurm_job_id="78_0", parent_run_id=parent))
+    before = path.read_bytes()
+    view = {"regressor.narrow": {0: ("78", "CANCELLED")}}
+
+    def down(uri: str, run_ids: list[str], status: str) -> int:
+        raise TrackingUnavailable("tracking server is unreachable")
+
+    assert heal(batch, batch_status(batch, view), close=down) == 0
+    assert path.read_bytes() == before
+    assert c.get_run(parent).info.status == "RUNNING"
+    assert heal(batch, batch_status(batch, view)) == 1
+    assert c.get_run(parent).info.status == "KILLED"
+    rec = read_record(path)
+    assert rec is not None and rec.state == "died"
+
+
+def test_mlflow_store_errors_are_typed(userproj: Path) -> None:
+    """Recognised by MLflow's error code, not by the words of its message."""
+    from netrain import mlflow_store
+    from netrain.errors import RunNotFound, TrackingUnavailable
+
+    uri = f"sqlite:///{userproj / 'tracking' / 'custom.db'}"
+    c = mlflow_client(uri)
+    exp = c.create_experiment("typed-errors")
+    run = c.create_run(exp, tags={"batch": "x"}).info.run_id
+    info = mlflow_store.get_run(uri, run)
+    assert (info.run_id, info.status, info.tags["batch"]) == (run, "RUNNING", "x")
+    missing = "f" * 32
+    with pytest.raises(RunNotFound, match=missing):
+        mlflow_store.get_run(uri, missing)
+    assert mlflow_store.close_runs(uri, [missing, run], "FAILED") == 1
+    assert mlflow_store.experiment_tag(uri, "987654", "netrain.batch_dir") is None
+    # the backend that may hold it is down: that wins over "not found" in the other
+    with pytest.raises(TrackingUnavailable, match=r"127\.0\.0\.1:9"):
+        mlflow_store.find_run([uri, "http://127.0.0.1:9"], missing)

@@ -235,3 +235,63 @@ def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
     data = show_json(proj, batch)
     assert states(data) == [["finished", "finished"]] * 2
     assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}
+
+
+def _wait_ids(ids: list[str], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"],
+                         capture_output=True, text=True).stdout.strip():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", *ids])
+            pytest.fail(f"jobs {ids} did not finish within {timeout} s")
+        time.sleep(1)
+    time.sleep(1.5)  # accounting lags squeue
+
+
+def test_model_script_run_by_hand_submits_its_array(proj: Path) -> None:
+    """The original guide: in scripts/, 'bash <class>-<architecture>-sbatch.sh'."""
+    r = run_cli("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
+                "--nb-epoch", "1", "--epoch-samples", "64", "--no-check", cwd=proj)
+    assert r.code == 0, r.text
+    batch = Path(r.out.strip().splitlines()[-1])
+    p = subprocess.run(["bash", "regressor-narrow-sbatch.sh"], cwd=batch / "scripts",
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "regressor.narrow: submitted array job" in p.stdout
+    [[key, job]] = [ln.split() for ln in
+                    (batch / "records" / "runbatch-jobs.txt").read_text().splitlines()]
+    assert key == "regressor.narrow" and job.isdigit()
+    _wait_ids([job])
+    data = show_json(proj, batch)
+    assert states(data) == [["finished", "finished"], ["pending", "pending"]]
+    assert [t["slurm_job_id"] for t in data["models"][0]["tasks"]] == [f"{job}_0", f"{job}_1"]
+
+
+def test_retrain_on_slurm_is_shown_and_cancelled(proj: Path) -> None:
+    batch = generate(proj, "--models", "regressor.narrow=1", "--array", "1", "--nb-epoch", "1",
+                     "--epoch-samples", "64", "--no-check")
+    wait_jobs(batch)
+    c = mlflow_client(_uri(proj))
+    exp = c.get_experiment_by_name(batch.name)
+    [net] = c.search_runs([exp.experiment_id], "tags.net_index = '0'")
+    r = run_cli("retrain", net.info.run_id, "--executor", "slurm", "--nb-epoch", "300",
+                cwd=proj, env={"USERPROJ_SLEEP": "0.2"})
+    assert r.code == 0, r.text
+    m = yaml.safe_load((batch / "batch.yaml").read_text())
+    [entry] = m["retrains"]
+    [job] = entry["jobs"]
+    assert job["executor"] == "slurm" and job["record"].startswith("records/retrain/")
+    assert f"submitted job {job['job_id']}" in r.err
+    data = show_json(proj, batch)
+    [shown] = data["retrain_jobs"]
+    assert shown["job_id"] == job["job_id"]
+    assert shown["scheduler"] in ("PENDING", "RUNNING", "CONFIGURING")
+    assert states(data) == [["finished"]]  # the retrain's job does not stand for task 0
+    r = run_cli("cancel", batch.name, cwd=proj)
+    assert r.code == 0 and job["job_id"] in r.err, r.text
+    _wait_ids([job["job_id"]])
+    data = show_json(proj, batch)
+    assert data["retrain_jobs"][0]["scheduler"] == "CANCELLED"
+    assert states(data) == [["finished"]]
+    text = run_cli("show", batch.name, cwd=proj).out
+    assert f"job {job['job_id']} (slurm)" in text and "CANCELLED" in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from netrain.batch import MANIFEST, Batch, Manifest, find_batch, list_batches, write_manifest
 from netrain.errors import BatchError
+from netrain.spec import NAME_RE
 
 MakeManifest = Callable[..., Manifest]
 
@@ -91,7 +91,9 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_from_dict_arbitrary_data(data: Any) -> None:
-    with contextlib.suppress(BatchError):
+    """Data that is not a manifest (no ``netrain_manifest: 1``) is always a BatchError that
+    names the file, never another exception."""
+    with pytest.raises(BatchError, match=r"^w "):
         Manifest.from_dict(data, "w")
 
 
@@ -120,8 +122,23 @@ def mutate(d: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
 @given(data=st.data())
 def test_from_dict_mutated_manifest(make_manifest: MakeManifest, data: st.DataObject) -> None:
     d = mutate(json.loads(json.dumps(make_manifest().to_dict())), data)
-    with contextlib.suppress(BatchError):
-        Manifest.from_dict(d, "w")
+    try:
+        m = Manifest.from_dict(d, "w")
+    except BatchError as exc:
+        assert str(exc).startswith("w ") and "restore it" in str(exc)
+        return
+    # Accepted: then it is well-formed, and it survives a round trip unchanged.
+    for name in [m.id, *(x for model in m.models for x in (model.cls, model.architecture))]:
+        assert NAME_RE.fullmatch(name), name
+    for model in m.models:
+        for seg in model.segments:
+            assert all(type(v) is int for v in (seg.start, seg.count, seg.nnets, seg.nb_epoch,
+                                                 seg.epoch_samples))
+            assert type(seg.intelligent) is bool
+        for job in model.jobs:
+            assert all(type(v) is str for v in (job.job_id, job.indices, job.executor))
+            assert type(job.offset) is int
+    assert Manifest.from_dict(m.to_dict(), "w") == m
 
 
 # ------------------------------------------------------------------------- find_batch

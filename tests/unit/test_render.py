@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from netrain import render
-from netrain.builder import ENTRY_PY
+from netrain.batch import Segment
+from netrain.builder import template
 from netrain.errors import BatchError
-from netrain.render import ScriptSpec, SegmentText, directive, render_sbatch
+from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
+from netrain.render import ScriptSpec, directive, render_sbatch
 
 REPO = Path(__file__).resolve().parents[2]
 PWN = "$(touch /tmp/pwned)"
@@ -29,7 +31,7 @@ def basic_spec(**changes: Any) -> ScriptSpec:
         cls="classifier",
         architecture="clu_one",
         array="0-199",
-        segments=(SegmentText(0, 200, 10, 5, 1000, False),),
+        segments=(Segment(0, 200, 10, 5, 1000, False),),
         tracking_uri="sqlite:////scratch/trainings/mlflow.db",
         experiment_id="7",
         env_kind="python",
@@ -44,8 +46,8 @@ def gpu_direct_spec() -> ScriptSpec:
         cls="autoencoder",
         architecture="classical",
         array="0-149%4",
-        segments=(SegmentText(0, 100, 45, 20, 5000, True),
-                  SegmentText(100, 150, 10, 30, 5000, False)),
+        segments=(Segment(0, 100, 45, 20, 5000, True),
+                  Segment(100, 50, 10, 30, 5000, False)),
         tracking_uri="http://tracking.example:5000",
         experiment_id="12",
         env_kind="conda-name",
@@ -145,8 +147,13 @@ def test_repository_mlproject_is_the_rendered_one() -> None:
     assert (REPO / "MLproject").read_text(encoding="utf-8") == render.render_mlproject()
 
 
-def test_repository_entry_point_is_builder_entry_py() -> None:
-    assert (REPO / "mlproject" / "entry.py").read_text(encoding="utf-8") == ENTRY_PY
+def test_batch_entry_point_is_the_repository_one() -> None:
+    assert (REPO / "mlproject" / "entry.py").read_text(encoding="utf-8") == template("entry.py")
+
+
+@pytest.mark.parametrize("name", ["conda-cpu.yaml", "conda-gpu.yaml"])
+def test_repository_conda_files_are_the_templates(name: str) -> None:
+    assert (REPO / name).read_text(encoding="utf-8") == template(name)
 
 
 def test_mlproject_parses_as_yaml_with_every_task_param() -> None:
@@ -154,11 +161,11 @@ def test_mlproject_parses_as_yaml_with_every_task_param() -> None:
 
     data = yaml.safe_load(render.render_mlproject())
     params = data["entry_points"]["train"]["parameters"]
-    assert list(params) == list(render.TASK_PARAMS)
-    for key, default in render.OPTIONAL_DEFAULTS.items():
+    assert list(params) == list(TASK_PARAM_NAMES)
+    for key, default in OPTIONAL_DEFAULTS.items():
         assert params[key] == {"type": "string", "default": default}
     command = data["entry_points"]["train"]["command"]
-    for key in render.TASK_PARAMS:
+    for key in TASK_PARAM_NAMES:
         assert f"--{key.replace('_', '-')} {{{key}}}" in command
 
 
@@ -187,7 +194,7 @@ def test_mlflow_launcher_command() -> None:
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
-    assert [p.split("=")[0] for p in params] == list(render.TASK_PARAMS[:7])
+    assert [p.split("=")[0] for p in params] == list(TASK_PARAM_NAMES[:7])
     assert "class=classifier" in params and "architecture=clu_one" in params
 
 
@@ -324,7 +331,7 @@ def test_runbatch_quotes_script_names() -> None:
     text = render.render_runbatch("b", [("a.b", "a b-sbatch.sh"), ("c.d", f"{PWN}.sh")])
     bash_syntax_ok(text)
     assert only_single_quoted(text, PWN) == 1
-    assert "submit a.b 'a b-sbatch.sh'" in text
+    assert "bash 'scripts/a b-sbatch.sh'" in text
 
 
 def test_mlflow_cli_launcher_is_the_literal_mlflow_run() -> None:

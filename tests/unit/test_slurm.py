@@ -1,4 +1,5 @@
-"""slurm: the pure parsers and the one-squeue-one-sacct scheduler view, with a fake runner."""
+"""slurm (the parsers, sbatch, scancel) and the executor's one-squeue-one-sacct scheduler view,
+with a fake runner."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netrain import slurm
+from netrain import executor, slurm
 from netrain.batch import Batch, Manifest, write_manifest
 from netrain.errors import SchedulerError
 from netrain.slurm import (
@@ -171,7 +172,8 @@ SQUEUE_VIEW = "101_5|RUNNING\n102_3|PENDING\n"
 def test_scheduler_view_one_sacct_one_squeue(batch: Batch) -> None:
     runner = FakeRunner({"sacct": Result(0, SACCT_VIEW, ""),
                          "squeue": Result(0, SQUEUE_VIEW, "")})
-    view, note = slurm.scheduler_view([batch], runner)
+    v = executor.scheduler_view([batch], runner)
+    view, note = v.tasks, v.note
     assert note == ""
     assert sorted(runner.commands()) == ["sacct", "squeue"]
     for call in runner.calls:
@@ -200,7 +202,7 @@ def test_scheduler_view_two_batches_still_two_calls(
         batches.append(Batch.load(tmp_path / bid))
     runner = FakeRunner({"sacct": Result(0, "301101_2|FAILED\n302103_1|COMPLETED\n", ""),
                          "squeue": Result(0, "", "")})
-    view, _ = slurm.scheduler_view(batches, runner)
+    view = executor.scheduler_view(batches, runner).tasks
     assert sorted(runner.commands()) == ["sacct", "squeue"]
     assert view == {"b1": {"classifier.clu_one": {2: ("301101", "FAILED")}},
                     "b2": {"autoencoder.classical": {1: ("302103", "COMPLETED")}}}
@@ -211,7 +213,8 @@ def test_scheduler_view_without_accounting(batch: Batch) -> None:
         "sacct": Result(1, "", "sacct: error: Slurm accounting storage is disabled\n"),
         "squeue": Result(0, SQUEUE_VIEW, ""),
     })
-    view, note = slurm.scheduler_view([batch], runner)
+    v = executor.scheduler_view([batch], runner)
+    view, note = v.tasks, v.note
     assert "Slurm accounting storage is disabled" in note
     assert note.startswith("note:")
     assert sorted(runner.commands()) == ["sacct", "squeue"]
@@ -230,7 +233,7 @@ def test_scheduler_view_newest_job_of_an_index_wins(
     # sacct lists the resubmission first: the order of its lines must not matter
     runner = FakeRunner({"sacct": Result(0, "1100_3|RUNNING\n103_3|FAILED\n", ""),
                          "squeue": Result(0, "", "")})
-    view, _ = slurm.scheduler_view([Batch.load(tmp_path / "b")], runner)
+    view = executor.scheduler_view([Batch.load(tmp_path / "b")], runner).tasks
     assert view[m.id]["autoencoder.classical"] == {3: ("1100", "RUNNING")}
 
 
@@ -242,12 +245,13 @@ def test_scheduler_view_no_slurm_jobs_makes_no_calls(
     (tmp_path / "b").mkdir()
     write_manifest(tmp_path / "b", m)
     runner = FakeRunner({})
-    assert slurm.scheduler_view([Batch.load(tmp_path / "b")], runner) == ({}, "")
+    assert executor.scheduler_view([Batch.load(tmp_path / "b")], runner) == \
+        executor.SchedulerView()
     assert runner.calls == []
 
 
-def test_job_ids_of(batch: Batch) -> None:
-    assert slurm.job_ids_of(batch) == {"101": ("classifier.clu_one", 0),
+def test_task_jobs(batch: Batch) -> None:
+    assert executor.task_jobs(batch) == {"101": ("classifier.clu_one", 0),
                                        "102": ("classifier.clu_one", 1001),
                                        "103": ("autoencoder.classical", 0)}
 
@@ -265,7 +269,7 @@ def test_sbatch_refusal_is_a_scheduler_error() -> None:
         slurm.sbatch("s.sh", "0-1", 0, runner)
 
 
-def test_submit_indices_splits_over_max_array_size(batch: Batch) -> None:
+def test_submit_array_splits_over_max_array_size() -> None:
     ids = iter(["701", "702", "703"])
     calls: list[list[str]] = []
 
@@ -275,12 +279,13 @@ def test_submit_indices_splits_over_max_array_size(batch: Batch) -> None:
             return Result(0, SCONTROL, "")
         return Result(0, next(ids) + "\n", "")
 
-    model = batch.manifest.model("classifier.clu_one")
-    jobs = slurm.submit_indices(batch, model, "s.sh", list(range(40)), runner, throttle=3)
+    jobs = slurm.submit_array("s.sh", list(range(40)), throttle=3, runner=runner,
+                              env={"NETRAIN_RETRAIN_KEY": "k"})
     assert [c[0] for c in calls] == ["scontrol", "sbatch", "sbatch", "sbatch"]
     assert [c[2] for c in calls[1:]] == ["--array=0-15%3", "--array=0-15%3", "--array=0-7%3"]
-    assert [(j.job_id, j.indices, j.offset, j.executor) for j in jobs] == [
-        ("701", "0-15", 0, "slurm"), ("702", "16-31", 16, "slurm"), ("703", "32-39", 32, "slurm")]
+    assert calls[2][3] == "--export=ALL,NETRAIN_INDEX_OFFSET=16,NETRAIN_RETRAIN_KEY=k"
+    assert [(j.job_id, j.indices[0], j.indices[-1], j.offset) for j in jobs] == [
+        ("701", 0, 15, 0), ("702", 16, 31, 16), ("703", 32, 39, 32)]
 
 
 def test_max_array_size_falls_back_when_scontrol_fails() -> None:

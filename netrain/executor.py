@@ -1,0 +1,375 @@
+"""Starting a batch's tasks (here, or on SLURM) and the record of every job started, in batch.yaml.
+
+The one door for `generate --run`, `add --run`, `run`, `submit`, `resubmit` and `retrain`:
+``start(batch, executor, selection)``. It also answers which jobs a batch has (for `show`
+and `cancel`), retrains included.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from netrain.batch import Batch, Job, ModelEntry, now_iso
+from netrain.errors import BatchError, UsageError
+from netrain.records import read_model_records, record_path
+from netrain.spec import format_indices
+
+EXECUTORS = ("local", "slurm")
+#: The environment variable that names a retrain's record (records/retrain/<key>.json).
+RETRAIN_KEY_VAR = "NETRAIN_RETRAIN_KEY"
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """One network trained again: its script (scripts/retrain-*.sh) and where it came from."""
+
+    script: Path
+    model: str
+    index: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tasks to start: model key -> indices (None: all its tasks), or one retrain."""
+
+    tasks: Mapping[str, Sequence[int] | None] = field(default_factory=dict)
+    #: Leave out tasks whose record says finished (run without --rerun, submit without --tasks).
+    skip_finished: bool = True
+    retrain: Retrain | None = None
+
+    @classmethod
+    def of(cls, batch: Batch, models: Sequence[str] | None = None,
+           tasks: Sequence[int] | None = None, skip_finished: bool = True) -> Selection:
+        """The given models (default all) and indices (default all) of ``batch``."""
+        keys = [m.key for m in select_models(batch, models)]
+        return cls({k: (list(tasks) if tasks is not None else None) for k in keys},
+                   skip_finished)
+
+    @classmethod
+    def retraining(cls, retrain: Retrain) -> Selection:
+        return cls({}, skip_finished=False, retrain=retrain)
+
+
+@dataclass
+class Started:
+    """What ``start`` did: the jobs it recorded; for the local executor, how tasks ended."""
+
+    jobs: list[Job] = field(default_factory=list)
+    ran: int = 0
+    failures: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+
+class Progress(Protocol):
+    """How the caller hears about local tasks: ``begin(total)``, ``done(...)``, ``end()``."""
+
+    def begin(self, total: int) -> None: ...
+
+    def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
+             finished: int, total: int) -> None: ...
+
+    def end(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------- selection
+
+def select_models(batch: Batch, keys: Sequence[str] | None) -> list[ModelEntry]:
+    if not keys:
+        return list(batch.manifest.models)
+    return [batch.manifest.model(k) for k in keys]
+
+
+def select_indices(model: ModelEntry, tasks: Sequence[int] | None) -> list[int]:
+    all_idx = [i for s in model.segments for i in range(s.start, s.stop)]
+    if tasks is None:
+        return all_idx
+    have = set(all_idx)
+    bad = sorted(set(tasks) - have)
+    if bad:
+        raise BatchError(f"{model.key} has no array task {bad[0]}: its tasks are "
+                         f"0-{model.array - 1}")
+    wanted = set(tasks)
+    return [i for i in all_idx if i in wanted]
+
+
+def pending_indices(batch: Batch, model: ModelEntry, indices: list[int]) -> list[int]:
+    """Drop the indices whose record says finished."""
+    recs = read_model_records(batch.path, model.slug)
+    return [i for i in indices if i not in recs or recs[i].state != "finished"]
+
+
+def default_executor(batch: Batch) -> str:
+    """Where a batch's earlier jobs went: SLURM if any went there, else this machine."""
+    slurm_jobs = any(j.executor == "slurm" for m in batch.manifest.models for j in m.jobs)
+    return "slurm" if slurm_jobs else "local"
+
+
+def new_local_job_id() -> str:
+    """``local-YYYYmmddHHMMSS-xxxxxx``: unique even for two runs in one second."""
+    return f"local-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def new_retrain_key(run_id: str) -> str:
+    return f"{run_id[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------- start
+
+def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1,
+          say: Say = print, progress: Progress | None = None,
+          runner: Any = None) -> Started:
+    """Start the selected tasks on ``executor`` ("local" runs them here now and waits;
+    "slurm" submits them) and record every job in batch.yaml."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}: use local or slurm")
+    if selection.retrain is not None:
+        return _start_retrain(batch, executor, selection.retrain, say, runner)
+    plan: list[tuple[ModelEntry, list[int]]] = []
+    for key, tasks in selection.tasks.items():
+        model = batch.manifest.model(key)
+        indices = select_indices(model, tasks)
+        if selection.skip_finished:
+            indices = pending_indices(batch, model, indices)
+        plan.append((model, indices))
+    if executor == "slurm":
+        return _submit(batch, plan, say, runner)
+    return _run_here(batch, plan, workers, say, progress)
+
+
+def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
+            runner: Any) -> Started:
+    from netrain import slurm
+
+    throttle = batch.manifest.slurm.get("max_running")
+    out = Started()
+    for model, indices in plan:
+        if not indices:
+            say(f"{model.key}: nothing to submit")
+            continue
+        arrays = slurm.submit_array(str(batch.script_path(model)), indices, throttle=throttle,
+                                    runner=runner)
+        jobs = [Job(job_id=a.job_id, indices=format_indices(a.indices), executor="slurm",
+                    submitted=now_iso(), offset=a.offset) for a in arrays]
+        with batch.locked() as b:
+            b.manifest.model(model.key).jobs.extend(jobs)
+            b.save()
+        for j in jobs:
+            say(f"{model.key}: submitted array job {j.job_id} (tasks {j.indices})")
+        out.jobs.extend(jobs)
+    return out
+
+
+def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: int, say: Say,
+              progress: Progress | None) -> Started:
+    from netrain.local import LocalTask, TaskOutcome, run_tasks
+
+    todo = [LocalTask(model.key, i, batch.script_path(model),
+                      batch.path / "logs" / f"{model.slug}_local_{i}.out",
+                      record_path(batch.path, model.slug, i))
+            for model, indices in plan for i in indices]
+    out = Started()
+    if not todo:
+        say("nothing to run: every selected task has finished (use --rerun to train again)")
+        return out
+    out.jobs = _record_local_jobs(batch, todo)
+    say(f"running {len(todo)} task(s) of batch {batch.id} on this machine, "
+        f"{workers} at a time; logs in {batch.path / 'logs'}")
+    begun = time.monotonic()
+
+    def one_done(o: TaskOutcome, finished: int, total: int) -> None:
+        out.ran += 1
+        if o.returncode != 0:
+            out.failures += 1
+        if progress is not None:
+            progress.done(o.task.model_key, o.task.index, o.returncode, o.seconds, o.task.log,
+                          finished, total)
+
+    if progress is not None:
+        progress.begin(len(todo))
+    try:
+        run_tasks(todo, workers, one_done, cwd=batch.path)
+    finally:
+        if progress is not None:
+            progress.end()
+    say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
+        f"{out.failures} failed")
+    return out
+
+
+def _record_local_jobs(batch: Batch, todo: list[Any]) -> list[Job]:
+    by_model: dict[str, list[int]] = {}
+    for t in todo:
+        by_model.setdefault(t.model_key, []).append(t.index)
+    job_id, stamp = new_local_job_id(), now_iso()
+    jobs = []
+    with batch.locked() as b:
+        for key, idx in by_model.items():
+            job = Job(job_id=job_id, indices=format_indices(idx), executor="local",
+                      submitted=stamp)
+            b.manifest.model(key).jobs.append(job)
+            jobs.append(job)
+        b.save()
+    return jobs
+
+
+def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: Any) -> Started:
+    model = batch.manifest.model(r.model)
+    key = new_retrain_key(r.run_id)
+    record = record_path(batch.path, model.slug, r.index, key)
+    env = {RETRAIN_KEY_VAR: key}
+    out = Started()
+    if executor == "slurm":
+        from netrain import slurm
+
+        arrays = slurm.submit_array(str(r.script), [r.index], runner=runner, env=env)
+        job_id, offset = arrays[0].job_id, arrays[0].offset
+        say(f"submitted job {job_id}")
+    else:
+        job_id, offset = new_local_job_id(), 0
+    job = Job(job_id=job_id, indices=str(r.index), executor=executor, submitted=now_iso(),
+              offset=offset)
+    _record_retrain_job(batch, r, job, record)
+    out.jobs.append(job)
+    if executor == "slurm":
+        return out
+    from netrain.local import LocalTask, run_tasks
+
+    log = batch.path / "logs" / f"{r.script.stem}_local.out"
+    outcome = run_tasks([LocalTask(model.key, r.index, r.script, log, record,
+                                   tuple(env.items()))], 1, cwd=batch.path)
+    out.ran, out.failures, out.logs = 1, int(outcome[0].returncode != 0), [log]
+    return out
+
+
+def _record_retrain_job(batch: Batch, r: Retrain, job: Job, record: Path) -> None:
+    script = str(r.script.relative_to(batch.path)) if r.script.is_relative_to(batch.path) \
+        else str(r.script)
+    with batch.locked() as b:
+        entry = next((e for e in reversed(b.manifest.retrains) if e.get("script") == script),
+                     None)
+        if entry is None:
+            entry = {"of": r.run_id, "model": r.model, "trainingrun": r.index,
+                     "script": script, "created": now_iso()}
+            b.manifest.retrains.append(entry)
+        entry.setdefault("jobs", []).append({
+            "job_id": job.job_id, "executor": job.executor, "submitted": job.submitted,
+            "offset": job.offset, "record": str(record.relative_to(b.path))})
+        b.save()
+
+
+# ------------------------------------------------------------------ the jobs of a batch
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """A retrain's job as batch.yaml records it."""
+
+    of: str
+    model: str
+    index: int
+    job_id: str
+    executor: str
+    offset: int
+    record: str  # relative to the batch directory
+
+
+def retrain_jobs(batch: Batch) -> list[RetrainJob]:
+    out = []
+    for e in batch.manifest.retrains:
+        for j in e.get("jobs") or []:
+            try:
+                out.append(RetrainJob(str(e.get("of", "")), str(e.get("model", "")),
+                                      int(e.get("trainingrun", 0)), str(j["job_id"]),
+                                      str(j.get("executor", "")), int(j.get("offset", 0)),
+                                      str(j.get("record", ""))))
+            except (KeyError, TypeError, ValueError):
+                continue  # a hand-edited entry: not a job we can ask about
+    return out
+
+
+def slurm_job_ids(batch: Batch, models: Sequence[str] | None = None) -> list[str]:
+    """Every SLURM job of the batch (or of some models): array jobs and retrains."""
+    keys = {m.key for m in select_models(batch, models)}
+    ids = [j.job_id for m in batch.manifest.models if m.key in keys for j in m.jobs
+           if j.executor == "slurm"]
+    ids += [r.job_id for r in retrain_jobs(batch) if r.executor == "slurm" and r.model in keys]
+    return list(dict.fromkeys(ids))
+
+
+def task_jobs(batch: Batch) -> dict[str, tuple[str, int]]:
+    """{SLURM job id: (model key, index offset)} for the batch's array jobs."""
+    out: dict[str, tuple[str, int]] = {}
+    for m in batch.manifest.models:
+        for j in m.jobs:
+            if j.executor == "slurm":
+                out[j.job_id] = (m.key, j.offset)
+    out.update(runbatch_jobs(batch))
+    return out
+
+
+def runbatch_jobs(batch: Batch) -> dict[str, tuple[str, int]]:
+    """Jobs submitted by hand with runbatch.sh or a model's script (records/runbatch-jobs.txt:
+    "model job" per line)."""
+    try:
+        text = (batch.path / "records" / "runbatch-jobs.txt").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    keys = {m.key for m in batch.manifest.models}
+    out: dict[str, tuple[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in keys and parts[1].isdigit():
+            out[parts[1]] = (parts[0], 0)
+    return out
+
+
+def has_slurm_jobs(batch: Batch) -> bool:
+    return bool(task_jobs(batch)) or any(r.executor == "slurm" for r in retrain_jobs(batch))
+
+
+@dataclass
+class SchedulerView:
+    """What SLURM says about the jobs of some batches."""
+
+    #: {batch id: {model key: {index: (job id, SLURM state)}}}
+    tasks: dict[str, dict[str, dict[int, tuple[str, str]]]] = field(default_factory=dict)
+    #: {batch id: {retrain job id: SLURM state}}
+    retrains: dict[str, dict[str, str]] = field(default_factory=dict)
+    note: str = ""
+
+
+def scheduler_view(batches: Sequence[Batch], runner: Any = None) -> SchedulerView:
+    """One squeue and one sacct call for all jobs of all batches."""
+    from netrain import slurm
+
+    owners: dict[str, tuple[str, str, int]] = {}
+    retrain_owner: dict[str, str] = {}
+    for b in batches:
+        for job, (key, off) in task_jobs(b).items():
+            owners[job] = (b.id, key, off)
+        for r in retrain_jobs(b):
+            if r.executor == "slurm":
+                retrain_owner[r.job_id] = b.id
+    view = SchedulerView()
+    if not owners and not retrain_owner:
+        return view
+    states, view.note = slurm.job_states([*owners, *retrain_owner], runner=runner)
+    for job in sorted(states, key=lambda j: int(j) if j.isdigit() else 0):
+        if job in retrain_owner:
+            word = next(iter(states[job].values()), "")
+            view.retrains.setdefault(retrain_owner[job], {})[job] = word
+        if job not in owners:
+            continue
+        bid, key, off = owners[job]
+        dest = view.tasks.setdefault(bid, {}).setdefault(key, {})
+        for t, state in states[job].items():
+            if t >= 0:
+                dest[t + off] = (job, state)  # a later job of the same index wins
+    return view

@@ -1,0 +1,1 @@
+../../mlproject/entry.py
