@@ -141,7 +141,7 @@ def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1
         plan.append((model, indices))
     if executor == "slurm":
         return _submit(batch, plan, say, runner)
-    return _run_here(batch, plan, workers, say, progress)
+    return _run_here(batch, plan, workers, say, progress, rerun=not selection.skip_finished)
 
 
 def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
@@ -168,12 +168,15 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
 
 
 def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: int, say: Say,
-              progress: Progress | None) -> Started:
+              progress: Progress | None, rerun: bool = False) -> Started:
     from netrain.local import LocalTask, TaskOutcome, run_tasks
 
+    # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
+    # new runs (NETRAIN_RERUN tells the task)
+    env = (("NETRAIN_RERUN", "1"),) if rerun else ()
     todo = [LocalTask(model.key, i, batch.script_path(model),
-                      batch.path / "logs" / f"{model.slug}_local_{i}.out",
-                      record_path(batch.path, model.slug, i))
+                      batch.path / "logs" / f"{model.slug}_local_{i}.log",
+                      record_path(batch.path, model.slug, i), env)
             for model, indices in plan for i in indices]
     out = Started()
     if not todo:
@@ -242,7 +245,7 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
         return out
     from netrain.local import LocalTask, run_tasks
 
-    log = batch.path / "logs" / f"{r.script.stem}_local.out"
+    log = batch.path / "logs" / f"{r.script.stem}_local.log"
     outcome = run_tasks([LocalTask(model.key, r.index, r.script, log, record,
                                    tuple(env.items()))], 1, cwd=batch.path)
     out.ran, out.failures, out.logs = 1, int(outcome[0].returncode != 0), [log]

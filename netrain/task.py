@@ -96,7 +96,10 @@ def slurm_job_id() -> str:
 
 
 def retrain_key(retrain_of: str) -> str:
-    """The key of one retrain task (its journal and record name); the launcher may pick it."""
+    """The key of one retrain task (its journal and record name), as netrain's executor
+    chose it (NETRAIN_RETRAIN_KEY), or the launcher, or made here."""
+    if os.environ.get("NETRAIN_RETRAIN_KEY"):
+        return os.environ["NETRAIN_RETRAIN_KEY"]
     journal = os.environ.get("NETRAIN_JOURNAL", "")
     if journal and Path(journal).parent.name == "retrain":
         return Path(journal).name.removesuffix(".jsonl")

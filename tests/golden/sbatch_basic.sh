@@ -2,9 +2,10 @@
 #SBATCH --job-name=classifier-clu_one-20240102-030405-abcd
 #SBATCH --array=0-199
 #SBATCH --chdir=/scratch/trainings/20240102-030405-abcd
-#SBATCH --output=logs/%x_%A_%a.out
-#SBATCH --error=logs/%x_%A_%a.out
+#SBATCH --output=logs/%x_%A_%a.log
+#SBATCH --error=logs/%x_%A_%a.log
 #SBATCH --signal=B:USR1@120
+#SBATCH --requeue
 # netrain batch 20240102-030405-abcd: model classifier.clu_one.
 # 'bash <this script>' submits the array with sbatch (as runbatch.sh and netrain
 # submit do); under sbatch it trains one array task; netrain run runs it locally.
@@ -25,20 +26,30 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
 export NETRAIN_BATCH_DIR="$batch_dir"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
-export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
+export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"
+export NETRAIN_REQUEUE=1
 if [ "$index" -ge 0 ] && [ "$index" -lt 200 ]; then nnets=10; nb_epoch=5; epoch_samples=1000; intelligent=false
 else
   echo "netrain: array index $index is not a task of "classifier.clu_one >&2; exit 2
 fi
 export PATH=/opt/venv/bin:"$PATH"
-# Run the task in its own process group so a signal reaches all of it: SLURM's
-# time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.
+# Run the task in its own process group so a signal reaches all of it: on SLURM's
+# time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;
+# after USR1 it requeues itself to resume (slurm.requeue).
 set -m
 /opt/venv/bin/python -m netrain.launch "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" &
 child=$!
-trap 'kill -TERM -- -"$child" 2>/dev/null' USR1 TERM INT
+trap 'kill -USR1 -- -"$child" 2>/dev/null' USR1
+trap 'kill -TERM -- -"$child" 2>/dev/null' TERM
+trap 'kill -INT -- -"$child" 2>/dev/null' INT
 while :; do
   wait "$child"; rc=$?
   kill -0 "$child" 2>/dev/null || break
 done
+# Stopped by the time-limit warning with its checkpoints written: back in the queue.
+if [ "$rc" -eq 138 ] && [ "$NETRAIN_REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_JOB_ID:+_$SLURM_ARRAY_TASK_ID}"
+  echo "netrain: requeueing SLURM job $job to resume from its checkpoints"
+  scontrol requeue "$job"
+fi
 exit "$rc"

@@ -2,9 +2,10 @@
 #SBATCH --job-name=autoencoder-classical-retrain1-20240102-030405-abcd
 #SBATCH --array=0-149%4
 #SBATCH --chdir=/scratch/trainings/20240102-030405-abcd
-#SBATCH --output=logs/%x_%A_%a.out
-#SBATCH --error=logs/%x_%A_%a.out
+#SBATCH --output=logs/%x_%A_%a.log
+#SBATCH --error=logs/%x_%A_%a.log
 #SBATCH --signal=B:USR1@120
+#SBATCH --requeue
 #SBATCH --partition=gpu
 #SBATCH --time=02:00:00
 #SBATCH --mem=8G
@@ -32,7 +33,8 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
 export NETRAIN_BATCH_DIR="$batch_dir"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
-export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
+export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"
+export NETRAIN_REQUEUE=1
 if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true
 elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false
 else
@@ -40,14 +42,23 @@ else
 fi
 eval "$(conda shell.bash hook)"
 conda activate netrain-gpu
-# Run the task in its own process group so a signal reaches all of it: SLURM's
-# time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.
+# Run the task in its own process group so a signal reaches all of it: on SLURM's
+# time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;
+# after USR1 it requeues itself to resume (slurm.requeue).
 set -m
 python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 &
 child=$!
-trap 'kill -TERM -- -"$child" 2>/dev/null' USR1 TERM INT
+trap 'kill -USR1 -- -"$child" 2>/dev/null' USR1
+trap 'kill -TERM -- -"$child" 2>/dev/null' TERM
+trap 'kill -INT -- -"$child" 2>/dev/null' INT
 while :; do
   wait "$child"; rc=$?
   kill -0 "$child" 2>/dev/null || break
 done
+# Stopped by the time-limit warning with its checkpoints written: back in the queue.
+if [ "$rc" -eq 138 ] && [ "$NETRAIN_REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_JOB_ID:+_$SLURM_ARRAY_TASK_ID}"
+  echo "netrain: requeueing SLURM job $job to resume from its checkpoints"
+  scontrol requeue "$job"
+fi
 exit "$rc"

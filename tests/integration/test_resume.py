@@ -94,7 +94,7 @@ def test_signal_checkpoints_and_run_resumes_in_the_same_runs(userproj: Path) -> 
 
     r = run_cli("run", batch.name, cwd=userproj)
     assert r.code == 0, r.text
-    log = (batch / "logs" / "regressor-wide_local_0.out").read_text()
+    log = (batch / "logs" / "regressor-wide_local_0.log").read_text()
     assert f"resuming from its checkpoint at epoch {reached}" in log
     rec = _record(batch)
     assert rec["state"] == "finished" and rec["nets"]["0"]["epochs"] == 40
@@ -124,7 +124,7 @@ def test_sigkill_resumes_from_the_last_checkpoint_and_keeps_finished_networks(
 
     r = run_cli("run", batch.name, cwd=userproj)
     assert r.code == 0, r.text
-    log = (batch / "logs" / "regressor-wide_local_0.out").read_text()
+    log = (batch / "logs" / "regressor-wide_local_0.log").read_text()
     assert "1 network(s) finished in an earlier attempt are kept" in log
     assert weights0.stat().st_mtime_ns == before  # not trained again
     rec = _record(batch)

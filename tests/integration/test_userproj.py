@@ -49,10 +49,10 @@ def test_failing_index_is_reported_and_resubmitted(userproj: Path, tmp_path: Pat
     r = run_cli("show", batch.name, "--json", cwd=userproj)
     tasks = json.loads(r.out)["models"][0]["tasks"]
     assert [t["state"] for t in tasks] == ["finished", "failed", "finished"]
-    assert tasks[1]["log"].endswith("regressor-narrow_local_1.out")
+    assert tasks[1]["log"].endswith("regressor-narrow_local_1.log")
     assert "deliberate failure" in Path(tasks[1]["log"]).read_text()
     r = run_cli("show", batch.name, cwd=userproj)
-    assert "failed" in r.out and "regressor-narrow_local_1.out" in r.out
+    assert "failed" in r.out and "regressor-narrow_local_1.log" in r.out
     marker.write_text("fixed")
     r = run_cli("resubmit", batch.name, "--failed", cwd=userproj, env=env)
     assert r.code == 0, r.text

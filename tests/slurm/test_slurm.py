@@ -89,7 +89,7 @@ def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
         jid, task = r.data.tags["slurm_job_id"].split("_")
         assert jid in job_ids and task == r.data.tags["array_index"]
     logs = sorted(p.name for p in (batch / "logs").iterdir())
-    assert len(logs) == 8 and all(re.match(r"regressor-(narrow|wide)-.*_\d+_\d\.out", n)
+    assert len(logs) == 8 and all(re.match(r"regressor-(narrow|wide)-.*_\d+_\d\.log", n)
                                   for n in logs)
 
 

@@ -177,7 +177,7 @@ def test_basic_script_structure() -> None:
     assert lines[0] == "#!/bin/bash"
     assert "#SBATCH --job-name=classifier-clu_one-20240102-030405-abcd" in lines
     assert "#SBATCH --array=0-199" in lines
-    assert "#SBATCH --output=logs/%x_%A_%a.out" in lines
+    assert "#SBATCH --output=logs/%x_%A_%a.log" in lines
     assert "#SBATCH --signal=B:USR1@120" in lines
     assert 'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))' in lines
     # all #SBATCH lines come before the first command, or sbatch ignores them
