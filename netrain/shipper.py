@@ -97,7 +97,7 @@ class Shipper:
                  deadline: float | None = None, give_up_after: float | None = None,
                  root_tags: Mapping[str, str] | None = None, wait_for_lock: bool = False,
                  log: Callable[[str], None] | None = None,
-                 chunk_events: int = CHUNK_EVENTS) -> None:
+                 chunk_events: int | None = None) -> None:
         self.path = Path(path)
         self.batch_dir = Path(batch_dir)
         self.batch_id = self.batch_dir.resolve().name
@@ -105,7 +105,8 @@ class Shipper:
         self.deadline = deadline  # a time.monotonic() value, or None
         self.give_up_after = give_up_after
         self.root_tags = dict(root_tags or {})
-        self.chunk_events = chunk_events
+        self.chunk_events = chunk_events or int(_env_float("NETRAIN_SHIP_CHUNK_EVENTS",
+                                                           CHUNK_EVENTS))
         self.log = log or (lambda text: None)
         self.wake = threading.Event()
         self.report = ShipReport(self.path)
