@@ -221,11 +221,9 @@ def read_events(path: Path, offset: int = 0, stats: ReadStats | None = None,
     last line; skip (count in ``stats``) complete lines that are not JSON objects. With
     ``limit``, stop after that many events."""
     count = 0
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+    if not Path(path).exists():
         return
-    with f:
+    with open(path, "rb") as f:
         f.seek(offset)
         pos = offset
         for line in f:

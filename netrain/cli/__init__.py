@@ -41,11 +41,14 @@ def _register() -> None:
         resubmit,
         retrain,
         run,
+        server,
         show,
         submit,
+        sync,
     )
 
-    for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit):
+    for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit, sync,
+                server):
         cli.add_command(mod.command)
 
 

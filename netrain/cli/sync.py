@@ -1,0 +1,44 @@
+"""netrain sync: ship to MLflow every tracking event a batch's journals hold that MLflow
+has not got yet (after an outage, a killed shipper, or a batch trained offline)."""
+
+from __future__ import annotations
+
+import click
+
+from netrain.cli.common import load_batch, say, warn
+from netrain.errors import NetrainError
+
+
+@click.command("sync")
+@click.argument("batch", required=False)
+@click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Give up on a journal when tracking has failed this "
+              "long (what is left stays for the next sync).")
+@click.pass_obj
+def command(obj, batch, retry_for) -> None:
+    """Ship the unshipped tracking events of BATCH (default: of every batch)."""
+    from netrain.batch import Batch, list_batches
+    from netrain.sync import sync_batch
+
+    if batch is not None:
+        batches = [load_batch(obj, batch)]
+    else:
+        trainings = obj.trainings_dir()
+        if trainings is None:
+            obj.config()  # raises the "no netrain.yaml" error
+        batches = [Batch.load(p) for p in list_batches(trainings)]
+    shipped = busy = 0
+    incomplete: list[str] = []
+    for b in batches:
+        res = sync_batch(b.path, str(b.manifest.tracking["uri"]), say, retry_for=retry_for)
+        shipped += res.shipped
+        busy += res.busy
+        incomplete += res.incomplete
+    if not shipped and not busy:
+        say("nothing to ship: every journal is in MLflow")
+        return
+    if incomplete:
+        raise NetrainError(f"{len(incomplete)} journal(s) not fully shipped (tracking "
+                           "unreachable?): run netrain sync again when it is back")
+    if busy:
+        warn(f"{busy} journal(s) are being shipped by their task right now")

@@ -1,0 +1,139 @@
+"""`netrain server`: an MLflow tracking server for the trainings directory (lean settings,
+artifacts proxied, loopback unless told), and its start-up check."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from netrain.errors import NetrainError
+
+BACKENDS = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
+            "mysql+pymysql")
+
+
+def check_backend_uri(uri: str) -> None:
+    """A backend store URI netrain will pass on: no password in it (credentials come from
+    the environment: PGPASSWORD, ~/.pgpass, ...)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise NetrainError(f"--backend-store-uri is not a valid URI ({exc})") from None
+    if parts.scheme not in BACKENDS:
+        raise NetrainError(f"--backend-store-uri {parts.scheme or uri!r} is not supported: "
+                           "use sqlite:///path/mlflow.db or postgresql+psycopg2://user@host/db")
+    if parts.password is not None:
+        raise NetrainError("--backend-store-uri contains a password: remove it and export "
+                           "PGPASSWORD (or use ~/.pgpass) instead")
+    if parts.scheme == "postgresql":
+        raise NetrainError("--backend-store-uri postgresql://... picks psycopg 3, which is not "
+                           "installed: write postgresql+psycopg2://...")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(backend_uri: str, artifacts_dir: Path, host: str, port: int,
+                   workers: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+            "--artifacts-destination", str(artifacts_dir), "--serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                "GIT_PYTHON_REFRESH": "quiet"})
+    return env
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[Any] | None, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if healthy(url):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB (Linux /proc)."""
+    total = 0
+    todo = [pid]
+    seen: set[int] = set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(c) for c in children)
+    return total / 1024
+
+
+def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: int,
+          say: Any, startup_timeout: float = 120.0) -> int:
+    """Run the server in the foreground until it exits or we get SIGTERM/SIGINT."""
+    check_backend_uri(backend_uri)
+    if backend_uri.startswith("sqlite:///"):
+        from netrain.tracking import initialise_sqlite
+
+        Path(backend_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        initialise_sqlite(backend_uri)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise NetrainError(f"cannot listen on {host}:{port} ({exc.strerror}): pick "
+                               "another --port") from None
+    url = f"http://{host}:{port}"
+    started = time.monotonic()
+    proc = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers),
+                            env=server_environment(), start_new_session=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    if not wait_healthy(url, proc, startup_timeout):
+        stop(signal.SIGTERM, None)
+        proc.wait()
+        raise NetrainError(f"mlflow server did not answer {url}/health within "
+                           f"{startup_timeout:.0f} s: see its messages above")
+    say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
+        f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
+    say(f"tracking_uri: {url}")
+    rc = proc.wait()
+    return 0 if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else rc
