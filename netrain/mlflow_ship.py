@@ -34,7 +34,7 @@ def client(uri: str) -> Any:
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    from netrain.tracking import client as make_client
+    from netrain.mlflow_store import client as make_client
 
     return make_client(uri)
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,137 +122,6 @@ def create_batch_experiment(uri: str, name: str, description: str,
 def delete_experiment(uri: str, experiment_id: str) -> None:
     with contextlib.suppress(Exception):
         client(uri).delete_experiment(experiment_id)
-
-
-def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for k, v in params.items():
-        if v is None:
-            continue
-        text = str(v).lower() if isinstance(v, bool) else str(v)
-        out[str(k)[:250]] = text[:_PARAM_MAX]
-    return out
-
-
-def _common_parent(paths: Any) -> str | None:
-    """A folder on the same filesystem as the files (so hard links work), if writable."""
-    for p in paths:
-        parent = Path(p).parent.parent
-        if os.access(parent, os.W_OK):
-            return str(parent)
-    return None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-@dataclass
-class RunHandle:
-    """One MLflow run: a task's parent run or a network's child run."""
-
-    tracker: Tracker
-    run_id: str
-    _pending: list[Any]
-    _last_flush: float = 0.0
-
-    def log_params(self, params: Mapping[str, Any], skip_existing: bool = False) -> None:
-        from mlflow.entities import Param
-
-        clean = _clean_params(params)
-        if skip_existing and clean:
-            have = self.tracker.client.get_run(self.run_id).data.params
-            clean = {k: v for k, v in clean.items() if k not in have}
-        items = [Param(k, v) for k, v in clean.items()]
-        for i in range(0, len(items), 100):
-            self.tracker.client.log_batch(self.run_id, params=items[i:i + 100])
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
-        if items:
-            self.tracker.client.log_batch(self.run_id, tags=items)
-
-    def log_epoch(self, epoch: int, logs: Mapping[str, Any], flush_every: float = 5.0) -> None:
-        """Buffer one epoch's metrics; they are sent in batches, not one call per value."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        for key, value in logs.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue
-            self._pending.append(Metric(str(key), number, ts, int(epoch)))
-        if time.monotonic() - self._last_flush >= flush_every:
-            self.flush()
-
-    def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        while self._pending:
-            chunk, self._pending[:] = self._pending[:_BATCH_MAX], self._pending[_BATCH_MAX:]
-            self.tracker.client.log_batch(self.run_id, metrics=chunk)
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.is_file():
-            self.tracker.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def finish(self, tags: Mapping[str, Any], artifacts: Mapping[str, Path], status: str) -> None:
-        """End a network's run in three calls: the last metrics with the final tags, the
-        artifacts (hard-linked into one folder, sent at once), the status."""
-        from mlflow.entities import RunTag
-
-        tag_items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
-        chunk, self._pending[:] = self._pending[:_BATCH_MAX], self._pending[_BATCH_MAX:]
-        self.tracker.client.log_batch(self.run_id, metrics=chunk, tags=tag_items)
-        self.flush()
-        with tempfile.TemporaryDirectory(prefix=".netrain-art-",
-                                         dir=_common_parent(artifacts.values())) as d:
-            for sub, path in artifacts.items():
-                if path.is_file():
-                    (Path(d) / sub).mkdir()
-                    _link_or_copy(path, Path(d) / sub / path.name)
-            self.tracker.client.log_artifacts(self.run_id, d)
-        self.tracker.client.set_terminated(self.run_id, status)
-
-    def end(self, status: str) -> None:
-        with contextlib.suppress(Exception):
-            self.flush()
-        self.tracker.client.set_terminated(self.run_id, status)
-
-
-class Tracker:
-    """All of one task's tracking calls, through one client."""
-
-    def __init__(self, uri: str, experiment_id: str) -> None:
-        self.uri = uri
-        self.experiment_id = experiment_id
-        try:
-            self.client = client(uri)
-        except Exception as exc:
-            raise TrackingError(f"cannot open tracking backend {_describe_uri(uri)}: "
-                                f"{type(exc).__name__}") from None
-
-    def parent_run(self, run_name: str, tags: Mapping[str, Any]) -> RunHandle:
-        """Resume the run `mlflow run` created (MLFLOW_RUN_ID), or create one."""
-        run_id = os.environ.get("MLFLOW_RUN_ID")
-        if run_id:
-            handle = RunHandle(self, run_id, [])
-            handle.set_tags({"mlflow.runName": run_name, **tags})
-            return handle
-        run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={k: str(v) for k, v in tags.items() if v is not None})
-        return RunHandle(self, run.info.run_id, [])
-
-    def child_run(self, parent: RunHandle, run_name: str, tags: Mapping[str, Any]) -> RunHandle:
-        all_tags = {"mlflow.parentRunId": parent.run_id,
-                    **{k: str(v) for k, v in tags.items() if v is not None}}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        return RunHandle(self, run.info.run_id, [])
 
 
 @dataclass(frozen=True)
