@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import json
 import os
 import re
 import signal
@@ -314,6 +315,8 @@ class TaskRunner:
         if self.args.retrain_of:
             run_name += f" retrain of {self.args.retrain_of[:8]}"
         ptags = {**self.common_tags, **self.source_tags, "netrain.attempt": self.record.attempt}
+        with contextlib.suppress(ValueError, TypeError):  # the launcher's MLflow project tags
+            ptags.update(json.loads(os.environ.get("NETRAIN_RUN_TAGS") or "{}"))
         gpu = gpu_model()
         if gpu:
             ptags["gpu"] = gpu
@@ -366,7 +369,28 @@ class TaskRunner:
             self.record.error = f"{failed} of {len(indices)} network(s) failed"
         return failed
 
+    def _lock(self) -> bool:
+        """One process trains a task at a time: a second one (a requeue racing a task that
+        is still stopping, a rerun while it runs) stops before it touches anything."""
+        import fcntl
+
+        path = self.jpath.with_name(self.jpath.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
+            self.say(f"{self.args.model_key} task {self.args.trainingrun} is already being "
+                     f"trained by another process ({holder or 'unknown'}): not starting twice")
+            return False
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        return True
+
     def run(self) -> int:
+        if not self._lock():
+            return 3
         self.save_record()
         old = _install_signal_handlers()
         observer = _TaskObserver(self)

@@ -50,7 +50,10 @@ def _wait(cond, timeout: float = 120) -> bool:  # type: ignore[no-untyped-def]
 
 def _journal_steps(batch: Path) -> dict[str, list[int]]:
     steps: dict[str, list[int]] = {}
-    for line in (batch / "journal" / "regressor-wide" / "0.jsonl").read_text().splitlines():
+    path = batch / "journal" / "regressor-wide" / "0.jsonl"
+    if not path.exists():
+        return steps
+    for line in path.read_text().splitlines():
         ev = json.loads(line)
         if ev.get("ev") == "metrics" and "/n" in ev["key"]:
             steps.setdefault(ev["key"], []).append(ev["step"])
@@ -114,7 +117,8 @@ def test_sigkill_resumes_from_the_last_checkpoint_and_keeps_finished_networks(
     if not started:
         proc.kill()
         pytest.fail("the task never reached its second network")
-    os.killpg(proc.pid, signal.SIGKILL)  # out of memory, node failure: no handler runs
+    # out of memory, node failure: the training process dies, no handler runs
+    os.kill(_record(batch)["pid"], signal.SIGKILL)
     proc.wait(timeout=30)
     rec = _record(batch)
     assert rec["nets"]["0"]["state"] == "finished"
@@ -139,3 +143,22 @@ def test_sigkill_resumes_from_the_last_checkpoint_and_keeps_finished_networks(
                    (batch / "journal" / "regressor-wide" / "0.jsonl").read_text().splitlines())
     assert keys["regressor-wide/0/n1"] > 0
     _assert_one_run_per_network(userproj, batch, nets=2, epochs=20)
+
+
+def test_a_task_is_never_trained_by_two_processes_at_once(userproj: Path) -> None:
+    import fcntl
+
+    batch = _generate(userproj, nets=1, epochs=2)
+    lock = batch / "journal" / "regressor-wide" / "0.jsonl.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as fh:
+        fh.write("pid 4242 on elsewhere")
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_EX)  # a task of this index still stopping somewhere
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", NETRAIN_EXECUTOR="local")
+        p = subprocess.run(["bash", str(batch / "scripts" / "regressor-wide-sbatch.sh")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "already being trained by another process (pid 4242 on elsewhere)" in p.stdout
+    assert not (batch / "records" / "regressor-wide" / "0.json").exists()
+    assert not (batch / "journal" / "regressor-wide" / "0.jsonl").exists()
