@@ -1,9 +1,12 @@
-"""Healing dead tasks: when SLURM says a task (or a retrain) ended (TIMEOUT, CANCELLED,
-OUT_OF_MEMORY, NODE_FAIL, ...) while its record still says running, it died without closing
-its MLflow runs. Close the runs, then mark the record died.
+"""Healing dead tasks: when SLURM (or the local executor) says a task ended (TIMEOUT,
+CANCELLED, OUT_OF_MEMORY, NODE_FAIL, killed -9, ...) while its record still says running, it
+died without closing its runs. Close them, then mark the record died.
 
-A record is marked died only after its runs are closed: if tracking cannot be reached, the
-record stays as it was and the next `show` tries again.
+A task that writes a journal has its open runs closed in that journal (as resumable when the
+network has a checkpoint, lost otherwise); the shipper takes them to MLflow, now or at the
+next `netrain sync`, so no run is left RUNNING even while tracking is down. An older record
+(no journal) has its runs closed in MLflow directly; if tracking cannot be reached, it stays
+as it was and the next `show` tries again.
 """
 
 from __future__ import annotations
@@ -36,12 +39,96 @@ def _close_with_mlflow(uri: str, run_ids: list[str], status: str) -> object:
     return mlflow_store.close_runs(uri, run_ids, status)
 
 
+def task_alive(batch_dir: Path, rec: TaskRecord) -> bool:
+    """Whether a process still holds the task (the lock beside its journal)."""
+    import fcntl
+    import os
+
+    if not rec.journal:
+        return False
+    lock = batch_dir / (rec.journal + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops a lock we took
+    return False
+
+
+def close_in_journal(batch_dir: Path, rec: TaskRecord, why: str) -> None:
+    """Close the runs a dead task left open, in its own journal: a network with a checkpoint
+    is resumable (KILLED, resumed in the same run by the next attempt), one without is lost
+    (FAILED); the task's run ends KILLED. The record's networks say the same."""
+    from netrain import checkpoint
+    from netrain.journal import JournalWriter, run_status
+
+    path = batch_dir / rec.journal
+    open_keys = [k for k, st in run_status(path).items() if st == "RUNNING"] \
+        if path.is_file() else []
+    by_key = {n.key: n for n in rec.nets.values() if n.key}
+    with JournalWriter(path, batch_dir) as j:
+        for key in open_keys:
+            if key == rec.key:
+                continue
+            net = by_key.get(key)
+            meta = checkpoint.read(batch_dir, net.stem, key) if net is not None else None
+            if meta is not None:
+                j.set_tags(key, {"netrain.state": "resumable",
+                                 "netrain.resume_epoch": meta.epoch, "error": why[:500]})
+                j.end_run(key, "KILLED")
+            else:
+                j.set_tags(key, {"netrain.state": "lost", "error": why[:500]})
+                j.end_run(key, "FAILED")
+        if rec.key in open_keys:
+            j.set_tags(rec.key, {"netrain.state": "died", "error": why[:500]})
+            j.end_run(rec.key, "KILLED")
+    for n in rec.nets.values():
+        if n.state == "running":
+            meta = checkpoint.read(batch_dir, n.stem, n.key) if n.key else None
+            n.state = "interrupted" if meta is not None else "lost"
+            n.checkpoint_epoch = meta.epoch if meta is not None else 0
+
+
+def ship_quietly(batch_dir: Path, rec: TaskRecord, uri: str, seconds: float = 10.0) -> None:
+    """Try to ship a healed journal now; what does not go stays for `netrain sync`."""
+    import contextlib
+    import time
+
+    if not rec.journal or not uri:
+        return
+    with contextlib.suppress(Exception):
+        from netrain.shipper import ship
+
+        ship(batch_dir / rec.journal, batch_dir, uri, deadline=time.monotonic() + seconds)
+
+
+def mark_died(batch_dir: Path, path: Path, rec: TaskRecord, why: str, uri: str = "") -> None:
+    """A task with a journal died: close its runs there, write its record, try to ship."""
+    close_in_journal(batch_dir, rec, why)
+    rec.state = "died"
+    rec.ended = rec.ended or now_iso()
+    rec.error = why
+    write_record(path, rec)
+    ship_quietly(batch_dir, rec, uri)
+
+
 def heal_record(batch: Batch, path: Path, rec: TaskRecord, word: str,
                 close: Closer = _close_with_mlflow) -> bool:
     """Close the runs of one dead task, then write its record as died. False (and nothing
     written) when the runs could not be closed."""
     sched = scheduler_state(word)
     run_status = "KILLED" if sched in KILLED_STATES else "FAILED"
+    if rec.journal:
+        if task_alive(batch.path, rec):
+            return False
+        mark_died(batch.path, path, rec, f"SLURM reports {word}: the task ended without "
+                  "closing its runs", batch.manifest.tracking.get("uri", ""))
+        return True
     run_ids = [rec.parent_run_id] + [n.run_id for n in rec.nets.values()
                                     if n.state == "running" and n.run_id]
     try:

@@ -123,6 +123,16 @@ def mark_died_if_running(record_path: Path, returncode: int) -> None:
     rec = read_record(record_path)
     if rec is None or rec.state != "running":
         return
+    if rec.journal:
+        from netrain.batch import Batch
+        from netrain.heal import mark_died, task_alive
+
+        batch_dir = record_path.parents[2]  # records/<model or retrain>/<name>.json
+        if not task_alive(batch_dir, rec):
+            uri = str(Batch.load(batch_dir).manifest.tracking.get("uri", ""))
+            mark_died(batch_dir, record_path, rec,
+                      f"the task process exited with code {returncode} before finishing", uri)
+        return
     rec.state = "died"
     rec.ended = now_iso()
     rec.error = f"the task process exited with code {returncode} before finishing"

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -162,3 +163,36 @@ def test_a_task_is_never_trained_by_two_processes_at_once(userproj: Path) -> Non
     assert "already being trained by another process (pid 4242 on elsewhere)" in p.stdout
     assert not (batch / "records" / "regressor-wide" / "0.json").exists()
     assert not (batch / "journal" / "regressor-wide" / "0.jsonl").exists()
+
+
+def test_a_task_killed_under_netrain_run_leaves_no_run_running_and_resumes(
+        tmp_path: Path) -> None:
+    userproj = make_userproj(tmp_path / "p", "checkpoint:\n  every_epochs: 1\n")
+    batch = _generate(userproj, nets=1, epochs=30)
+    env = dict(os.environ, USERPROJ_SLEEP="0.1")
+    run = subprocess.Popen([str(Path(sys.executable).parent / "netrain"), "run", batch.name],
+                           cwd=userproj, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    if not _wait(lambda: len(_journal_steps(batch).get("regressor-wide/0/n0", [])) >= 4):
+        run.kill()
+        pytest.fail("the task never trained 4 epochs")
+    os.kill(_record(batch)["pid"], signal.SIGKILL)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 1, out
+    rec = _record(batch)
+    assert rec["state"] == "died" and rec["nets"]["0"]["state"] == "interrupted"
+    reached = rec["nets"]["0"]["checkpoint_epoch"]
+    assert reached >= 3
+    runs = _mlflow_runs(userproj, batch)
+    assert "RUNNING" not in {r.info.status for r, _ in runs}
+    net = next(r for r, _ in runs if "mlflow.parentRunId" in r.data.tags)
+    assert net.info.status == "KILLED" and net.data.tags["netrain.state"] == "resumable"
+    r = run_cli("show", batch.name, "--json", cwd=userproj)
+    assert r.code == 0, r.text
+    r = run_cli("run", batch.name, cwd=userproj)
+    assert r.code == 0, r.text
+    assert _journal_steps(batch)["regressor-wide/0/n0"] == list(range(30))
+    _assert_one_run_per_network(userproj, batch, nets=1, epochs=30)
+    final = next(r for r, _ in _mlflow_runs(userproj, batch) if "mlflow.parentRunId" in r.data.tags)
+    assert final.info.run_id == net.info.run_id  # resumed in the same run
+    assert final.data.tags["netrain.state"] == "finished"
