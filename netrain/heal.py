@@ -25,7 +25,7 @@ from netrain.records import (
     record_path,
     write_record,
 )
-from netrain.status import BatchStatus, State, scheduler_state
+from netrain.status import BatchStatus, State, scheduler_state, settle
 
 KILLED_STATES = (State.CANCELLED, State.PREEMPTED)
 
@@ -167,6 +167,7 @@ def heal(batch: Batch, status: BatchStatus, retrain_states: Mapping[str, str] | 
                            t.scheduler, close):
                 t.state = scheduler_state(t.scheduler)
                 t.error = rec.error
+                settle(t, rec)
                 healed += 1
     if retrain_states:
         healed += _heal_retrains(batch, retrain_states, close)

@@ -21,6 +21,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _waiting(st: BatchStatus) -> int:
+    return sum(1 for m in st.models for t in m.tasks if t.events_waiting)
+
+
 def _counts(st: BatchStatus) -> dict[str, int]:
     return {"planned": st.planned, "finished": st.count("finished"),
             "failed": st.count("failed"), "running": st.count("running")}
@@ -79,7 +83,10 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
                 "index": t.index, "state": t.state.value, "nets": t.nets,
                 "finished": t.finished, "failed": t.failed, "running": t.running,
                 "log": t.log, "error": t.error, "run_id": t.run_id, "scheduler": t.scheduler,
-                "slurm_job_id": t.slurm_job_id} for t in m.tasks]} for m in st.models],
+                "slurm_job_id": t.slurm_job_id, "attempt": t.attempt,
+                "resumable": t.resumable, "resume_epoch": t.resume_epoch, "lost": t.lost,
+                "events_waiting": t.events_waiting} for t in m.tasks]} for m in st.models],
+            "events_waiting": _waiting(st),
             "retrains": [{"of": r.retrain_of, "model": r.model, "index": r.index,
                           "state": r.state, "slurm_job_id": r.slurm_job_id,
                           "runs": {k: n.run_id for k, n in r.nets.items()}}
@@ -107,7 +114,10 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
             if not all_tasks and t.state is State.PENDING and not t.scheduler:
                 continue
             where = t.log if t.state.is_failure else ""
-            task_rows.append([ms.key, str(t.index), t.state.value,
+            state = t.state.value
+            if t.state is State.RESUMABLE:
+                state += f" (epoch {t.resume_epoch})"
+            task_rows.append([ms.key, str(t.index), state,
                               t.scheduler or "-", f"{t.finished}/{t.nets}",
                               t.slurm_job_id or "-", t.run_id[:12] or "-",
                               (t.error[:60] + (" log: " + where if where else "")).strip()])
@@ -117,6 +127,17 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
     pending = sum(ms.tasks_in(State.PENDING) for ms in st.models)
     if pending and not all_tasks:
         lines.append(f"({pending} task(s) not started yet; --all lists every task)")
+    resumable = sum(ms.tasks_in(State.RESUMABLE) for ms in st.models)
+    if resumable:
+        lines.append(f"{resumable} task(s) resumable from their checkpoints: netrain run "
+                     f"{st.id} (here) or netrain resubmit {st.id} --failed (SLURM)")
+    waiting = _waiting(st)
+    if waiting:
+        lines.append(f"{waiting} task(s) have tracking events not yet in MLflow: netrain sync "
+                     f"{st.id}")
+    if st.code_edited:
+        lines.append("the batch's code snapshot was edited since generate: networks trained "
+                     "since are tagged code_edited=true")
     if st.retrains or jobs:
         lines += ["", "retrains:"]
         for r in st.retrains:

@@ -23,6 +23,11 @@ class State(enum.Enum):
     OUT_OF_MEMORY = "out_of_memory"
     PREEMPTED = "preempted"
     NODE_FAIL = "node_fail"
+    #: stopped (signal, time limit, kill) with its unfinished networks checkpointed: the next
+    #: attempt (netrain run, resubmit --failed, a SLURM requeue) resumes them in their runs
+    RESUMABLE = "resumable"
+    #: ended without a word and without a checkpoint to resume from
+    LOST = "lost"
     UNKNOWN = "unknown"
 
     @property
@@ -49,6 +54,10 @@ class TaskStatus:
     scheduler: str = ""  # the scheduler's own word, e.g. "TIMEOUT", "PENDING"
     slurm_job_id: str = ""
     attempt: int = 0
+    resumable: int = 0  # networks waiting in a checkpoint
+    resume_epoch: int = 0  # the lowest epoch a resumable network reached
+    lost: int = 0
+    events_waiting: bool = False  # tracking events not yet shipped to MLflow
 
 
 @dataclass
@@ -75,6 +84,7 @@ class BatchStatus:
     description: str
     models: list[ModelStatus]
     retrains: list[TaskRecord] = field(default_factory=list)
+    code_edited: bool = False
 
     @property
     def planned(self) -> int:
@@ -82,6 +92,22 @@ class BatchStatus:
 
     def count(self, attr: str) -> int:
         return sum(m.count(attr) for m in self.models)
+
+
+def settle(st: TaskStatus, rec: TaskRecord | None) -> None:
+    """A stopped task (not an error of the user's code) is resumable when its unfinished
+    networks have checkpoints, lost when they have none."""
+    if rec is None or not st.state.is_failure or st.state in (State.FAILED,):
+        return
+    interrupted = [n for n in rec.nets.values() if n.state == "interrupted"]
+    st.resumable = len(interrupted)
+    st.lost = sum(1 for n in rec.nets.values() if n.state == "lost")
+    if interrupted:
+        st.state = State.RESUMABLE
+        st.resume_epoch = min(n.checkpoint_epoch for n in interrupted)
+        st.running = 0
+    elif st.lost:
+        st.state = State.LOST
 
 
 def task_status(model: ModelEntry, index: int, rec: TaskRecord | None,
@@ -95,7 +121,7 @@ def task_status(model: ModelEntry, index: int, rec: TaskRecord | None,
         st = TaskStatus(model.key, index, State.PENDING, nnets)
     else:
         counts = rec.counts()
-        failed = counts.get("failed", 0) + counts.get("killed", 0)
+        failed = counts.get("failed", 0) + counts.get("killed", 0) + counts.get("lost", 0)
         state = {"running": State.RUNNING, "finished": State.FINISHED, "failed": State.FAILED,
                  "killed": State.KILLED, "died": State.DIED}.get(rec.state, State.UNKNOWN)
         st = TaskStatus(model.key, index, state, nnets, finished=counts.get("finished", 0),
@@ -116,6 +142,7 @@ def task_status(model: ModelEntry, index: int, rec: TaskRecord | None,
         if st.state.is_failure and st.running:
             st.failed += st.running
             st.running = 0
+    settle(st, rec)
     return st
 
 
@@ -147,6 +174,8 @@ def reconcile(own: State, scheduler: str) -> State:
     """
     sched = scheduler_state(scheduler)
     if own in (State.FINISHED, State.FAILED, State.KILLED):
+        if own is State.KILLED and sched in (State.PENDING, State.RUNNING):
+            return sched  # requeued after its time-limit warning: the next attempt is on
         return own
     if sched is State.UNKNOWN:
         return own
@@ -161,6 +190,17 @@ def reconcile(own: State, scheduler: str) -> State:
     return sched
 
 
+def _tracking(batch_dir: Path, st: TaskStatus, rec: TaskRecord | None) -> None:
+    """The task's MLflow run (once shipped) and whether events wait to be shipped."""
+    if rec is None or not rec.journal:
+        return
+    from netrain.journal import read_state, unshipped_bytes
+
+    path = batch_dir / rec.journal
+    st.run_id = st.run_id or str(read_state(path).get("runs", {}).get(rec.key, ""))
+    st.events_waiting = unshipped_bytes(path) > 0
+
+
 def model_status(batch: Batch, model: ModelEntry,
                  scheduler: dict[int, tuple[str, str]] | None = None) -> ModelStatus:
     records = read_model_records(batch.path, model.slug)
@@ -168,7 +208,9 @@ def model_status(batch: Batch, model: ModelEntry,
     sched = scheduler or {}
     for seg in model.segments:
         for i in range(seg.start, seg.stop):
-            ms.tasks.append(task_status(model, i, records.get(i), sched.get(i)))
+            st = task_status(model, i, records.get(i), sched.get(i))
+            _tracking(batch.path, st, records.get(i))
+            ms.tasks.append(st)
     return ms
 
 
@@ -180,4 +222,18 @@ def batch_status(batch: Batch,
         id=m.id, path=batch.path, created=m.created, description=m.description,
         models=[model_status(batch, model, sched.get(model.key)) for model in m.models],
         retrains=read_retrain_records(batch.path),
+        code_edited=code_edited(batch),
     )
+
+
+def code_edited(batch: Batch) -> bool:
+    """Whether the batch's code snapshot changed since generate (digest comparison)."""
+    from netrain.snapshot import digest_dir
+
+    want = batch.manifest.code.get("digest")
+    if not want or not (batch.path / "code").is_dir():
+        return False
+    try:
+        return digest_dir(batch.path / "code") != want
+    except OSError:
+        return False

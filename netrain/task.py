@@ -35,6 +35,7 @@ from netrain.records import (
     write_record,
 )
 from netrain.spec import ModelName
+from netrain.status import code_edited
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ class TaskRunner:
             "mlflow.source.name": str(self.batch.path),
             "mlflow.project.entryPoint": "train",
             "host": socket.gethostname(),
-            "code_edited": _code_edited(self.batch),
+            "code_edited": str(code_edited(self.batch)).lower(),
         }
         self.journal: Any = None
         self.signum: int | None = None
@@ -486,19 +487,6 @@ def _user() -> str:
     with contextlib.suppress(Exception):
         return getpass.getuser()
     return os.environ.get("USER", "")
-
-
-def _code_edited(batch: Batch) -> str:
-    """Whether the batch's code snapshot changed since generate (digest comparison)."""
-    from netrain.snapshot import digest_dir
-
-    want = (batch.manifest.code or {}).get("digest") if isinstance(batch.manifest.code, dict) \
-        else None
-    if not want:
-        return "unknown"
-    with contextlib.suppress(OSError):
-        return "true" if digest_dir(batch.path / "code") != want else "false"
-    return "unknown"
 
 
 def _note_signal(signum: int, frame: Any) -> None:

@@ -60,13 +60,13 @@ def test_failing_index_is_reported_and_resubmitted(userproj: Path, tmp_path: Pat
     assert [t["state"] for t in json.loads(r.out)["models"][0]["tasks"]] == ["finished"] * 3
 
 
-def test_sigterm_closes_runs_as_killed(userproj: Path) -> None:
+def test_sigterm_leaves_runs_resumable_never_running(userproj: Path) -> None:
     r = run_cli("generate", "--models", "regressor.wide=1", "--array", "1", "--nb-epoch", "500",
                 "--epoch-samples", "64", "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", NETRAIN_EXECUTOR="local",
-               USERPROJ_SLEEP="0.05", NETRAIN_LOG=str(batch / "logs" / "sig.out"))
+               USERPROJ_SLEEP="0.05", NETRAIN_LOG=str(batch / "logs" / "sig.log"))
     proc = subprocess.Popen(["bash", str(batch / "scripts" / "regressor-wide-sbatch.sh")],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -78,8 +78,14 @@ def test_sigterm_closes_runs_as_killed(userproj: Path) -> None:
     os.kill(proc.pid, signal.SIGTERM)  # what SLURM does to the batch shell on scancel
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     rec = json.loads(record.read_text())
-    assert rec["state"] == "killed" and rec["nets"]["0"]["state"] == "killed"
+    assert rec["state"] == "killed" and rec["nets"]["0"]["state"] == "interrupted"
+    r = run_cli("sync", batch.name, cwd=userproj)
+    assert r.code == 0, r.text
     c = mlflow_client(_uri(userproj))
     exp = c.get_experiment_by_name(batch.name)
-    statuses = {r.info.status for r in c.search_runs([exp.experiment_id])}
-    assert statuses == {"KILLED"}
+    runs = c.search_runs([exp.experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"}
+    assert {r.data.tags.get("netrain.state") for r in runs} == {"resumable"}
+    r = run_cli("show", batch.name, "--json", cwd=userproj)
+    task = json.loads(r.out)["models"][0]["tasks"][0]
+    assert task["state"] == "resumable" and task["resume_epoch"] >= 1
