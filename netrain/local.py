@@ -1,5 +1,6 @@
-"""The local executor: runs a batch's sbatch scripts on this machine, exactly as SLURM
-would (same script, the array index in SLURM_ARRAY_TASK_ID), N at a time."""
+"""Processes on this machine: a batch's sbatch scripts run exactly as SLURM would (same
+script, the array index in SLURM_ARRAY_TASK_ID), N at a time, for the executor; and the
+child process that checks the configuration function for generate and add."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Pieces that need real MLflow but no SLURM: closing the runs of a task SLURM saw die,
---dry-run, and the promise that `netrain --help` imports neither TensorFlow nor MLflow."""
+--dry-run, and the promise that `netrain --help` imports neither TensorFlow nor MLflow.
+The CLI runs in this process (CliRunner); the import check needs a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from netrain.batch import Batch
 from netrain.heal import heal
 from netrain.records import NetRecord, TaskRecord, read_record, record_path, write_record
 from netrain.status import State, batch_status
-from tests.conftest import mlflow_client, run_cli, snapshot_tree
+from tests.conftest import invoke, mlflow_client, snapshot_tree
 
 
 def test_help_and_import_stay_light() -> None:
@@ -29,7 +30,7 @@ def test_help_and_import_stay_light() -> None:
 
 def test_dry_run_writes_nothing(userproj: Path) -> None:
     before = snapshot_tree(userproj)
-    r = run_cli("generate", "--models", "regressor.narrow=2", "--array", "3", "--dry-run",
+    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "3", "--dry-run",
                 "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     assert "would create batch" in r.err and "regressor-narrow-sbatch.sh" in r.err
@@ -38,7 +39,7 @@ def test_dry_run_writes_nothing(userproj: Path) -> None:
 
 
 def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
-    r = run_cli("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
+    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
                 cwd=userproj)
     assert r.code == 0, r.text
     batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
@@ -65,7 +66,7 @@ def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
     assert rec is not None and rec.state == "died" and "TIMEOUT" in rec.error
     assert rec.nets["1"].state == "failed" and rec.nets["0"].state == "finished"
     assert heal(batch, batch_status(batch, {"regressor.narrow": {0: ("77", "TIMEOUT")}})) == 0
-    r = run_cli("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
+    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "died"
 
 
@@ -73,7 +74,7 @@ def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
     """Tracking down: the record stays running (nothing written) and the next show heals."""
     from netrain.errors import TrackingUnavailable
 
-    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
                 cwd=userproj)
     assert r.code == 0, r.text
     batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
