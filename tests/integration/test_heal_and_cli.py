@@ -5,6 +5,8 @@ The CLI runs in this process (CliRunner); the import check needs a fresh interpr
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +119,53 @@ def test_mlflow_store_errors_are_typed(userproj: Path) -> None:
     # the backend that may hold it is down: that wins over "not found" in the other
     with pytest.raises(TrackingUnavailable, match=r"127\.0\.0\.1:9"):
         mlflow_store.find_run([uri, "http://127.0.0.1:9"], missing)
+
+
+def _running_task(userproj: Path, pid: int) -> tuple[Batch, Path, str]:
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+               cwd=userproj)
+    assert r.code == 0, r.text
+    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
+    path = record_path(batch.path, "regressor-narrow", 0)
+    write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
+                                  executor="local", host=socket.gethostname(), pid=pid,
+                                  parent_run_id=parent))
+    return batch, path, parent
+
+
+def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> None:
+    from netrain.errors import TrackingUnavailable
+    from netrain.heal import heal_exited
+
+    batch, path, parent = _running_task(userproj, os.getpid())
+    c = mlflow_client(batch.manifest.tracking["uri"])
+
+    def down(uri: str, run_ids: list[str], status: str) -> int:
+        raise TrackingUnavailable("down")
+
+    assert not heal_exited(batch, path, -9, close=down)
+    assert read_record(path).state == "running"  # type: ignore[union-attr]
+    assert not heal_exited(batch, path, 0)
+    assert heal_exited(batch, path, -9)
+    assert c.get_run(parent).info.status == "KILLED"
+    rec = read_record(path)
+    assert rec is not None and rec.state == "died" and "code -9" in rec.error
+
+
+def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    batch, _, parent = _running_task(userproj, gone.pid)
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
+    assert r.code == 0, r.text
+    task = json.loads(r.out)["models"][0]["tasks"][0]
+    assert task["state"] == "died" and "process is gone" in task["error"]
+    assert c.get_run(parent).info.status == "FAILED"
+    # a task whose process is alive (this one) is left alone
+    batch2, _, parent2 = _running_task(userproj, os.getpid())
+    r = invoke("show", batch2.id, "--json", "--no-scheduler", cwd=userproj)
+    assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
+    assert c.get_run(parent2).info.status == "RUNNING"
