@@ -180,6 +180,34 @@ def new_batch_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+@dataclass(frozen=True)
+class RetrainJob:
+    """A retrain's job as batch.yaml records it."""
+
+    of: str
+    model: str
+    index: int
+    job_id: str
+    executor: str
+    offset: int
+    record: str  # relative to the batch directory
+
+
+def retrain_jobs(batch: Batch) -> list[RetrainJob]:
+    """The jobs of the batch's retrains, as batch.yaml records them."""
+    out = []
+    for e in batch.manifest.retrains:
+        for j in e.get("jobs") or []:
+            try:
+                out.append(RetrainJob(str(e.get("of", "")), str(e.get("model", "")),
+                                      int(e.get("trainingrun", 0)), str(j["job_id"]),
+                                      str(j.get("executor", "")), int(j.get("offset", 0)),
+                                      str(j.get("record", ""))))
+            except (KeyError, TypeError, ValueError):
+                continue  # a hand-edited entry: not a job we can ask about
+    return out
+
+
 class Batch:
     """A batch directory on disk."""
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from netrain.batch import Batch, Job, ModelEntry, now_iso
+from netrain.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
 from netrain.errors import BatchError, UsageError
+from netrain.heal import heal_exited
 from netrain.records import read_model_records, record_path
 from netrain.spec import format_indices
 
@@ -198,13 +199,19 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
     if progress is not None:
         progress.begin(len(todo))
     try:
-        run_tasks(todo, workers, one_done, cwd=batch.path)
+        run_tasks(todo, workers, one_done, cwd=batch.path, on_exit=_healer(batch))
     finally:
         if progress is not None:
             progress.end()
     say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
         f"{out.failures} failed")
     return out
+
+
+def _healer(batch: Batch) -> Callable[[Any, int], object]:
+    """What to do as a local task's process ends: a task that died without closing its
+    record gets its runs closed, then its record marked died."""
+    return lambda task, returncode: heal_exited(batch, task.record, returncode)
 
 
 def _record_local_jobs(batch: Batch, todo: list[Any]) -> list[Job]:
@@ -247,7 +254,8 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
 
     log = batch.path / "logs" / f"{r.script.stem}_local.log"
     outcome = run_tasks([LocalTask(model.key, r.index, r.script, log, record,
-                                   tuple(env.items()))], 1, cwd=batch.path)
+                                   tuple(env.items()))], 1, cwd=batch.path,
+                        on_exit=_healer(batch))
     out.ran, out.failures, out.logs = 1, int(outcome[0].returncode != 0), [log]
     return out
 
@@ -269,33 +277,6 @@ def _record_retrain_job(batch: Batch, r: Retrain, job: Job, record: Path) -> Non
 
 
 # ------------------------------------------------------------------ the jobs of a batch
-
-@dataclass(frozen=True)
-class RetrainJob:
-    """A retrain's job as batch.yaml records it."""
-
-    of: str
-    model: str
-    index: int
-    job_id: str
-    executor: str
-    offset: int
-    record: str  # relative to the batch directory
-
-
-def retrain_jobs(batch: Batch) -> list[RetrainJob]:
-    out = []
-    for e in batch.manifest.retrains:
-        for j in e.get("jobs") or []:
-            try:
-                out.append(RetrainJob(str(e.get("of", "")), str(e.get("model", "")),
-                                      int(e.get("trainingrun", 0)), str(j["job_id"]),
-                                      str(j.get("executor", "")), int(j.get("offset", 0)),
-                                      str(j.get("record", ""))))
-            except (KeyError, TypeError, ValueError):
-                continue  # a hand-edited entry: not a job we can ask about
-    return out
-
 
 def slurm_job_ids(batch: Batch, models: Sequence[str] | None = None) -> list[str]:
     """Every SLURM job of the batch (or of some models): array jobs and retrains."""

@@ -1,6 +1,7 @@
-"""Healing dead tasks: when SLURM (or the local executor) says a task ended (TIMEOUT,
-CANCELLED, OUT_OF_MEMORY, NODE_FAIL, killed -9, ...) while its record still says running, it
-died without closing its runs. Close them, then mark the record died.
+"""Healing dead tasks: when SLURM says a task (or a retrain) ended (TIMEOUT, CANCELLED,
+OUT_OF_MEMORY, NODE_FAIL, ...), or a task run on this machine exited or is gone, while its
+record still says running, it died without closing its runs. Close them, then mark the
+record died.
 
 A task that writes a journal has its open runs closed in that journal (as resumable when the
 network has a checkpoint, lost otherwise); the shipper takes them to MLflow, now or at the
@@ -11,12 +12,13 @@ as it was and the next `show` tries again.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from netrain.batch import Batch, now_iso
+from netrain.batch import Batch, now_iso, retrain_jobs
 from netrain.errors import TrackingError
-from netrain.executor import retrain_jobs
 from netrain.records import (
     TaskRecord,
     read_model_records,
@@ -117,17 +119,15 @@ def mark_died(batch_dir: Path, path: Path, rec: TaskRecord, why: str, uri: str =
     ship_quietly(batch_dir, rec, uri)
 
 
-def heal_record(batch: Batch, path: Path, rec: TaskRecord, word: str,
-                close: Closer = _close_with_mlflow) -> bool:
-    """Close the runs of one dead task, then write its record as died. False (and nothing
-    written) when the runs could not be closed."""
-    sched = scheduler_state(word)
-    run_status = "KILLED" if sched in KILLED_STATES else "FAILED"
+def _close_and_mark(batch: Batch, path: Path, rec: TaskRecord, run_status: str, error: str,
+                    close: Closer) -> bool:
+    """Close the task's runs that are still open, then write its record as died. False (and
+    nothing written) when the runs could not be closed, or the task still holds its lock."""
     if rec.journal:
         if task_alive(batch.path, rec):
             return False
-        mark_died(batch.path, path, rec, f"SLURM reports {word}: the task ended without "
-                  "closing its runs", batch.manifest.tracking.get("uri", ""))
+        mark_died(batch.path, path, rec, error.split(" (closed as")[0].split(" (its runs")[0],
+                  str(batch.manifest.tracking.get("uri", "")))
         return True
     run_ids = [rec.parent_run_id] + [n.run_id for n in rec.nets.values()
                                     if n.state == "running" and n.run_id]
@@ -137,13 +137,47 @@ def heal_record(batch: Batch, path: Path, rec: TaskRecord, word: str,
         return False
     rec.state = "died"
     rec.ended = rec.ended or now_iso()
-    rec.error = (f"SLURM reports {word}: the task ended without closing its runs "
-                 f"(closed as {run_status})")
+    rec.error = error
     for n in rec.nets.values():
         if n.state == "running":
             n.state = "killed" if run_status == "KILLED" else "failed"
     write_record(path, rec)
     return True
+
+
+def heal_record(batch: Batch, path: Path, rec: TaskRecord, word: str,
+                close: Closer = _close_with_mlflow) -> bool:
+    """One task SLURM reports ended with ``word`` (TIMEOUT, CANCELLED, ...)."""
+    run_status = "KILLED" if scheduler_state(word) in KILLED_STATES else "FAILED"
+    return _close_and_mark(batch, path, rec, run_status,
+                           f"SLURM reports {word}: the task ended without closing its runs "
+                           f"(closed as {run_status})", close)
+
+
+def heal_exited(batch: Batch, path: Path, returncode: int,
+                close: Closer = _close_with_mlflow) -> bool:
+    """A task run here whose process exited with ``returncode`` while its record still says
+    running (killed -9, out of memory, ...)."""
+    rec = read_record(path)
+    if returncode == 0 or rec is None or rec.state != "running":
+        return False
+    run_status = "KILLED" if returncode < 0 or returncode > 128 else "FAILED"
+    return _close_and_mark(batch, path, rec, run_status,
+                           f"the task process exited with code {returncode} before finishing "
+                           f"(its runs closed as {run_status})", close)
+
+
+def _gone_here(rec: TaskRecord) -> bool:
+    """A task this machine ran (not under SLURM) whose process no longer exists."""
+    if rec.executor == "slurm" or rec.host != socket.gethostname() or rec.pid <= 0:
+        return False
+    try:
+        os.kill(rec.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def heal(batch: Batch, status: BatchStatus, retrain_states: Mapping[str, str] | None = None,
@@ -153,8 +187,9 @@ def heal(batch: Batch, status: BatchStatus, retrain_states: Mapping[str, str] | 
     healed = 0
     by_key = {m.key: m for m in batch.manifest.models}
     for ms in status.models:
-        dead = [t for t in ms.tasks if t.scheduler and t.state.is_failure
-                and scheduler_state(t.scheduler).is_failure]
+        dead = [t for t in ms.tasks if (t.scheduler and t.state.is_failure
+                                         and scheduler_state(t.scheduler).is_failure)
+                or (not t.scheduler and t.state is State.RUNNING)]
         if not dead:
             continue
         model = by_key[ms.key]
@@ -163,10 +198,17 @@ def heal(batch: Batch, status: BatchStatus, retrain_states: Mapping[str, str] | 
             rec = records.get(t.index)
             if rec is None or rec.state != "running":
                 continue
-            if heal_record(batch, record_path(batch.path, model.slug, t.index), rec,
-                           t.scheduler, close):
-                t.state = scheduler_state(t.scheduler)
-                t.error = rec.error
+            path = record_path(batch.path, model.slug, t.index)
+            if t.scheduler:
+                if heal_record(batch, path, rec, t.scheduler, close):
+                    t.state, t.error = scheduler_state(t.scheduler), rec.error
+                    settle(t, rec)
+                    healed += 1
+            elif _gone_here(rec) and _close_and_mark(
+                    batch, path, rec, "FAILED", "the task process is gone and never closed "
+                    "its runs (closed as FAILED)", close):
+                t.state, t.error = State.DIED, rec.error
+                t.failed, t.running = t.failed + t.running, 0
                 settle(t, rec)
                 healed += 1
     if retrain_states:

@@ -1,5 +1,6 @@
-"""The local executor: runs a batch's sbatch scripts on this machine, exactly as SLURM
-would (same script, the array index in SLURM_ARRAY_TASK_ID), N at a time."""
+"""Processes on this machine: a batch's sbatch scripts run exactly as SLURM would (same
+script, the array index in SLURM_ARRAY_TASK_ID), N at a time, for the executor; and the
+child process that checks the configuration function for generate and add."""
 
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import now_iso
 from netrain.errors import ContractError
-from netrain.records import read_record, write_record
 
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
@@ -59,8 +58,10 @@ def task_environment(task: LocalTask) -> dict[str, str]:
 
 def run_tasks(tasks: list[LocalTask], workers: int,
               progress: Callable[[TaskOutcome, int, int], None] | None = None,
-              cwd: Path | None = None) -> list[TaskOutcome]:
-    """Run the tasks, ``workers`` at a time; Ctrl-C stops them all (their runs end KILLED)."""
+              cwd: Path | None = None,
+              on_exit: Callable[[LocalTask, int], object] | None = None) -> list[TaskOutcome]:
+    """Run the tasks, ``workers`` at a time; Ctrl-C stops them all (their runs end KILLED).
+    ``on_exit(task, returncode)`` is called as each process ends (the executor heals there)."""
     procs: dict[int, subprocess.Popen[bytes]] = {}
     lock = threading.Lock()
     stopping = threading.Event()
@@ -81,7 +82,8 @@ def run_tasks(tasks: list[LocalTask], workers: int,
             rc = proc.wait()
             with lock:
                 procs.pop(proc.pid, None)
-        mark_died_if_running(task.record, rc)
+        if on_exit is not None:
+            on_exit(task, rc)
         outcome = TaskOutcome(task, rc, time.monotonic() - start)
         with lock:
             done.append(outcome)
@@ -114,32 +116,6 @@ def run_tasks(tasks: list[LocalTask], workers: int,
 def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, sig)
-
-
-def mark_died_if_running(record_path: Path, returncode: int) -> None:
-    """A task that exited without closing its record died (killed -9, out of memory, ...)."""
-    if returncode == 0:
-        return
-    rec = read_record(record_path)
-    if rec is None or rec.state != "running":
-        return
-    if rec.journal:
-        from netrain.batch import Batch
-        from netrain.heal import mark_died, task_alive
-
-        batch_dir = record_path.parents[2]  # records/<model or retrain>/<name>.json
-        if not task_alive(batch_dir, rec):
-            uri = str(Batch.load(batch_dir).manifest.tracking.get("uri", ""))
-            mark_died(batch_dir, record_path, rec,
-                      f"the task process exited with code {returncode} before finishing", uri)
-        return
-    rec.state = "died"
-    rec.ended = now_iso()
-    rec.error = f"the task process exited with code {returncode} before finishing"
-    for n in rec.nets.values():
-        if n.state == "running":
-            n.state = "killed"
-    write_record(record_path, rec)
 
 
 def run_probe(request: dict[str, Any], python: str, timeout: float = 900) -> dict[str, Any]:

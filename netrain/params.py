@@ -36,14 +36,15 @@ TASK_PARAM_NAMES = tuple(p.name for p in TASK_PARAMS)
 #: Default of the optional parameters.
 OPTIONAL_DEFAULTS = {p.name: p.default for p in TASK_PARAMS if p.default is not None}
 
-#: The words click.BOOL accepts, so the CLI and the task agree on ``--intelligent``.
+#: The words click.BOOL accepts, so the CLI and the task agree on ``--intelligent``
+#: (an empty value is false, as for click).
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
-FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
+FALSE_WORDS = ("0", "false", "f", "no", "n", "off", "")
 
 
 def parse_bool(value: str | bool) -> bool:
-    """``true``/``yes``/``1``/... -> True, ``false``/``no``/``0``/... -> False (any case);
-    anything else raises ValueError."""
+    """``true``/``yes``/``1``/... -> True, ``false``/``no``/``0``/""/... -> False (any case,
+    blanks around ignored); anything else raises ValueError."""
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()

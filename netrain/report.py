@@ -8,8 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch
-from netrain.executor import retrain_jobs
+from netrain.batch import Batch, retrain_jobs
 from netrain.status import BatchStatus, State
 
 

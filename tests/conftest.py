@@ -44,6 +44,29 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+def invoke(*args: str, cwd: Path, env: dict[str, str | None] | None = None) -> Result:
+    """Run `netrain` in this process with click's CliRunner, in ``cwd`` (for everything that
+    needs no real process of its own: signals, SLURM and training tasks do). An exception
+    that escapes the command shows up as a traceback on stderr, as it would for a user."""
+    import traceback
+
+    from click.testing import CliRunner
+
+    from netrain.cli import cli as netrain_cli
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(netrain_cli, list(args), prog_name="netrain",
+                               env={"NETRAIN_CONFIG": None, **(env or {})})
+    finally:
+        os.chdir(old)
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "".join(traceback.format_exception(r.exception))
+    return Result(r.exit_code, r.stdout, err)
+
+
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli

@@ -17,8 +17,8 @@ from netrain.cli.common import load_batch, say
 def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     """Without BATCH: one line per batch. With BATCH: per model and per task.
 
-    Tasks that SLURM saw die while their records say running get their MLflow runs closed
-    and their records marked died.
+    Tasks that died while their records say running (SLURM saw them end, or their process
+    on this machine is gone) get their MLflow runs closed and their records marked died.
     """
     from netrain import executor, report
     from netrain.batch import load_batches
@@ -36,8 +36,7 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     view = executor.scheduler_view(asked)
     statuses = [batch_status(b, view.tasks.get(b.id)) for b in batches]
     for b, st in zip(batches, statuses, strict=True):
-        if view.tasks.get(b.id) or view.retrains.get(b.id):
-            heal(b, st, view.retrains.get(b.id))
+        heal(b, st, view.retrains.get(b.id))
     if batch is None:
         say(report.overview(statuses, trainings, broken, view.note, as_json))
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, make_userproj, run_cli, snapshot_tree
+from tests.conftest import Result, invoke, make_userproj, run_cli, snapshot_tree
 
 #: The database make_userproj's netrain.yaml names (relative to the project).
 DB = Path("tracking") / "custom.db"
@@ -30,6 +30,11 @@ def nr(*args: str, cwd: Path, env: dict[str, str] | None = None,
     return run_cli(*args, cwd=cwd, env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
 
 
+def ni(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """Run `netrain` in this process (CliRunner) with a clean netrain environment."""
+    return invoke(*args, cwd=cwd, env={**CLEAN_ENV, **(env or {})})
+
+
 @dataclass(frozen=True)
 class Template:
     path: Path
@@ -42,7 +47,7 @@ class Template:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     """make_userproj with one generated batch (so that the database exists)."""
     proj = make_userproj(tmp_path_factory.mktemp("hostile") / "template")
-    r = nr("generate", "--models", "regressor.narrow=1", "--no-check", "--desc", "template",
+    r = ni("generate", "--models", "regressor.narrow=1", "--no-check", "--desc", "template",
            cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])

@@ -1,9 +1,11 @@
 """Bad and hostile input, as a matrix: every case is one clear line on stderr (what is wrong,
 and how to fix it), exit code 1 or 2, no traceback, nothing executed, and the project (its
-trainings directory, its MLflow database) byte for byte as it was.
+trainings directory, its MLflow database) byte for byte as it was. The matrix runs netrain
+in this process (click's CliRunner); netrain.yaml's own values are checked in
+tests/unit/test_config.py.
 
-Then the inputs that must succeed although they look hostile (--desc), the disk check, two
-`add`s racing on one batch, and Ctrl-C during generate's configuration check.
+Then the inputs that must succeed although they look hostile (--desc), the disk check, and,
+as real processes, two `add`s racing on one batch and Ctrl-C during generate's check.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from tests.hostile.conftest import (
     Template,
     assert_one_line_error,
     assert_unchanged,
+    ni,
     no_marker_files,
-    nr,
     picture,
 )
 
@@ -189,9 +191,10 @@ MODELS_CASES = [
 ]
 
 NUMBER_CASES = [
-    Case("array-zero", (*GEN, OK_MODELS, "--array", "0"), ("--array must be at least 1, got 0",)),
-    Case("array-negative", (*GEN, OK_MODELS, "--array", "-5"), ("--array must be at least 1",
-                                                                "got -5")),
+    Case("array-zero", (*GEN, OK_MODELS, "--array", "0"),
+         ("'--array'", "0 is not in the range x>=1")),
+    Case("array-negative", (*GEN, OK_MODELS, "--array", "-5"),
+         ("'--array'", "-5 is not in the range x>=1")),
     Case("array-word", (*GEN, OK_MODELS, "--array", "many"),
          ("'--array'", "'many' is not a valid integer", "netrain generate --help")),
     Case("array-fraction", (*GEN, OK_MODELS, "--array", "1.5"),
@@ -200,21 +203,23 @@ NUMBER_CASES = [
          ("--array 10000001 is larger than any cluster allows", "use fewer array tasks")),
     Case("array-enormous", (*GEN, OK_MODELS, "--array", "1" + "0" * 30),
          ("larger than any cluster allows",)),
-    Case("nb-epoch-zero", (*GEN, OK_MODELS, "--nb-epoch", "0"), ("--nb-epoch must be at least 1",)),
+    Case("nb-epoch-zero", (*GEN, OK_MODELS, "--nb-epoch", "0"),
+         ("'--nb-epoch'", "0 is not in the range x>=1")),
     Case("epoch-samples-negative", (*GEN, OK_MODELS, "--epoch_samples", "-1"),
-         ("--epoch-samples must be at least 1",)),
+         ("'--epoch-samples'", "-1 is not in the range x>=1")),
     Case("max-running-zero", (*GEN, OK_MODELS, "--max-running", "0"),
-         ("--max-running", "must be at least 1")),
-    Case("workers-zero", (*GEN, OK_MODELS, "--workers", "0"), ("--workers", "must be at least 1")),
+         ("--max-running", "not in the range x>=1")),
+    Case("workers-zero", (*GEN, OK_MODELS, "--workers", "0"),
+         ("--workers", "not in the range x>=1")),
     Case("intelligent-maybe", (*GEN, OK_MODELS, "--intelligent", "maybe"),
-         ("'--intelligent'", "'maybe' is not one of")),
+         ("'--intelligent'", "'maybe' is not a valid boolean")),
     Case("models-option-missing", ("generate", "--no-check"), ("Missing option '--models'",
                                                                "netrain generate --help")),
     Case("unknown-option", (*GEN, OK_MODELS, "--gpus"), ("No such option", "--gpus",
                                                          "netrain generate --help")),
     Case("unknown-command", ("frobnicate",), ("No such command 'frobnicate'", "netrain --help")),
     Case("run-workers-zero", ("run", "{batch}", "--workers", "0"), ("--workers",
-                                                                    "must be at least 1")),
+                                                                    "not in the range x>=1")),
     Case("run-tasks-backwards", ("run", "{batch}", "--tasks", "3-1"),
          ("'3-1' runs backwards", "write 1-3")),
     Case("run-tasks-hostile", ("run", "{batch}", "--tasks", "0;touch PWNED"),
@@ -222,7 +227,7 @@ NUMBER_CASES = [
     Case("run-models-no-class", ("run", "{batch}", "--models", "narrow"),
          ("'narrow' needs a class", "write class.architecture")),
     Case("add-array-zero", ("add", "{batch}", "--no-check", "--models", "regressor.wide=1",
-                            "--array", "0"), ("--array must be at least 1",)),
+                            "--array", "0"), ("'--array'", "not in the range x>=1")),
 ]
 
 CONFIG_CASES = [
@@ -238,93 +243,13 @@ CONFIG_CASES = [
     Case("yaml-syntax", (*GEN, OK_MODELS), ("netrain.yaml line", "YAML syntax error",
                                             "fix the file"),
          code=1, setup=raw_conf("trainings_dir: [runs\nmain_script: src/main.py\n")),
-    Case("yaml-tab-indent", (*GEN, OK_MODELS), ("YAML syntax error", "fix the file"), code=1,
-         setup=raw_conf("trainings_dir: runs\n\tmain_script: src/main.py\n")),
-    Case("yaml-not-a-mapping", (*GEN, OK_MODELS), ("expected a mapping of keys",), code=1,
-         setup=raw_conf("- trainings_dir\n- runs\n")),
-    Case("yaml-nested-too-deep", (*GEN, OK_MODELS), ("nested too deeply", "fix the file"),
-         code=1, setup=raw_conf("[" * 50_000)),
-    Case("yaml-not-utf8", (*GEN, OK_MODELS), ("cannot read", "netrain.yaml", "save it as UTF-8"),
-         code=1,
-         setup=raw_conf(b"trainings_dir: \xff\xfe runs\n")),
-    Case("config-unknown-key", (*GEN, OK_MODELS), ("unknown key 'trainingsdir'",
-                                                   "allowed keys are"),
-         code=1, setup=conf("trainingsdir: runs")),
-    Case("config-unknown-slurm-key", (*GEN, OK_MODELS), ("slurm: unknown key 'partion'",
-                                                         "allowed keys are"),
-         code=1, setup=conf("slurm:", "  partion: gpu")),
-    Case("config-workers-word", (*GEN, OK_MODELS), ("workers must be a positive integer",
-                                                    "got 'two'"),
-         code=1, setup=conf("workers: two")),
-    Case("config-workers-bool", (*GEN, OK_MODELS), ("workers must be a positive integer",),
-         code=1, setup=conf("workers: true")),
-    Case("config-executor", (*GEN, OK_MODELS), ("executor must be 'local' or 'slurm'",
-                                                "'cloud'"),
-         code=1, setup=conf("executor: cloud")),
-    Case("config-launcher", (*GEN, OK_MODELS),
-         ("launcher must be 'mlflow', 'mlflow-cli' or 'direct'",), code=1,
-         setup=conf("launcher: docker")),
-    Case("config-trainings-dir-number", (*GEN, OK_MODELS), ("trainings_dir must be a directory "
-                                                            "path, got 5",),
-         code=1, setup=conf("trainings_dir: 5")),
-    Case("config-code-exclude-string", (*GEN, OK_MODELS), ("code_exclude must be a list of glob "
-                                                           "patterns", "got '*.npz'"),
-         code=1, setup=conf("code_exclude: '*.npz'")),
-    Case("config-slurm-not-mapping", (*GEN, OK_MODELS), ("slurm must be a mapping", "got 'gpu'"),
-         code=1,
-         setup=conf("slurm: gpu")),
-    Case("config-slurm-max-running", (*GEN, OK_MODELS), ("slurm.max_running must be a positive "
-                                                         "integer, got -1",),
-         code=1, setup=conf("slurm:", "  max_running: -1")),
-    Case("config-slurm-quote", (*GEN, OK_MODELS), ("slurm.partition", "without quotes",
-                                                   "#SBATCH"),
-         code=1, setup=conf("slurm:", "  partition: \"gpu'; touch PWNED\"")),
-    Case("config-slurm-extra-newline", (*GEN, OK_MODELS), ("slurm.extra", "spans lines",
-                                                           "one option per item"),
-         code=1, setup=conf("slurm:", "  extra: [\"--exclusive\\ntouch PWNED\"]")),
-    Case("config-disk-check", (*GEN, OK_MODELS), ("disk.check must be warn, refuse or off",
-                                                  "'maybe'"),
-         code=1, setup=conf("disk:", "  check: maybe")),
-    Case("config-disk-negative", (*GEN, OK_MODELS), ("disk.mb_per_network must be a number of "
-                                                     "megabytes",),
-         code=1, setup=conf("disk:", "  mb_per_network: -1")),
-    Case("config-conda-name-space", (*GEN, OK_MODELS), ("'conda:my env' is not a valid conda "
-                                                        "environment name",
-                                                        "'conda env list'"),
-         code=1, setup=conf("environments:", "  cpu: conda:my env")),
-    Case("config-conda-name-substitution", (*GEN, OK_MODELS), ("'conda:$(touch PWNED)'",
-                                                               "not a valid conda"),
-         code=1, setup=conf("environments:", "  cpu: conda:$(touch PWNED)")),
-    Case("config-conda-name-semicolon", (*GEN, OK_MODELS), ("'conda:base;touch PWNED'",
-                                                            "not a valid conda"),
-         code=1, setup=conf("environments:", "  cpu: conda:base;touch PWNED")),
-    Case("config-environment-unknown", (*GEN, OK_MODELS), ("'docker:tf' is not understood",
-                                                           "use 'python'"),
-         code=1, setup=conf("environments:", "  cpu: docker:tf")),
     Case("config-python-missing", (*GEN, OK_MODELS), ("the task Python /nonexistent/bin/python "
                                                       "does not exist", "fix environments"),
          code=1, setup=conf("environments:", "  cpu: python:/nonexistent/bin/python")),
-    Case("config-file-store", (*GEN, OK_MODELS), ("deprecated file store",
-                                                  "sqlite:///path/mlflow.db"),
-         code=1, setup=conf("tracking_uri: ./mlruns")),
-    Case("config-sqlite-two-slashes", (*GEN, OK_MODELS), ("'sqlite://x.db'",
-                                                          "write sqlite:///path/to/mlflow.db"),
-         code=1, setup=conf("tracking_uri: sqlite://x.db")),
-    Case("config-credentials-in-uri", (*GEN, OK_MODELS), ("tracking_uri contains credentials",
-                                                          "MLFLOW_TRACKING_PASSWORD"),
-         code=1, setup=conf("tracking_uri: http://alice:s3cr3t-pw@127.0.0.1:5000"),
-         forbidden=("s3cr3t-pw",)),
-    Case("config-token-in-uri", (*GEN, OK_MODELS), ("tracking_uri contains credentials",
-                                                    "MLFLOW_TRACKING_TOKEN"),
-         code=1, setup=conf("tracking_uri: https://tok-9f8e7d@mlflow.example.org"),
-         forbidden=("tok-9f8e7d",)),
     Case("config-credentials-in-env-uri", (*GEN, OK_MODELS), ("$NETRAIN_TRACKING_URI",
                                                               "contains credentials"), code=1,
          env={"NETRAIN_TRACKING_URI": "https://bob:hunter2-pw@mlflow.example.org"},
          forbidden=("hunter2-pw",)),
-    Case("config-broken-uri-with-credentials", (*GEN, OK_MODELS), ("not a valid URI",
-                                                                   "fix tracking_uri"),
-         code=1, setup=conf("tracking_uri: 'http://u:pw-2b8c@[bad'"), forbidden=("pw-2b8c",)),
     Case("config-unreachable-server", (*GEN, OK_MODELS), ("tracking server http://127.0.0.1:9 "
                                                           "is unreachable", "start it or fix"),
          code=1, setup=conf("tracking_uri: http://127.0.0.1:9"), max_seconds=30),
@@ -469,11 +394,8 @@ BATCH_CASES = [
 ]
 
 CASES = MODELS_CASES + NUMBER_CASES + CONFIG_CASES + USER_CODE_CASES + BATCH_CASES
-
-
-def test_matrix_is_large_and_ids_unique() -> None:
-    assert len(CASES) >= 40
-    assert len({c.id for c in CASES}) == len(CASES)
+if len({c.id for c in CASES}) != len(CASES):  # a collection error, not a test
+    raise ValueError("two cases of the matrix share an id")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -486,7 +408,7 @@ def test_bad_input(case: Case, proj: Path, template: Template, tmp_path: Path) -
             for a in case.args]
     before = picture(proj)
     start = time.monotonic()
-    r = nr(*args, cwd=cwd, env=case.env)
+    r = ni(*args, cwd=cwd, env=case.env)
     seconds = time.monotonic() - start
     message = assert_one_line_error(r, case.code)
     for fragment in case.fragments:
@@ -494,16 +416,11 @@ def test_bad_input(case: Case, proj: Path, template: Template, tmp_path: Path) -
     for secret in case.forbidden:
         assert secret not in r.text
     assert_unchanged(before, picture(proj))
-    no_marker_files(tmp_path)
+    # The copy's manifest points at the template's database: that must not change either.
+    assert_unchanged(template.before, picture(template.path))
+    no_marker_files(tmp_path, template.path)
     if case.max_seconds is not None:
         assert seconds < case.max_seconds, f"took {seconds:.1f} s"
-
-
-def test_template_is_untouched(template: Template) -> None:
-    """The copies' manifests point at the template's database: it must not have changed
-    either (this test runs after the matrix)."""
-    assert_unchanged(template.before, picture(template.path))
-    no_marker_files(template.path)
 
 
 # --- hostile-looking input that must succeed ---------------------------------------------
@@ -514,16 +431,16 @@ DESC = ("it's \"quoted\" $(touch PWNED) `touch PWNED2`; touch PWNED3 && echo $HO
 
 def test_desc_is_stored_and_shown_verbatim_and_never_executed(proj: Path,
                                                               tmp_path: Path) -> None:
-    r = nr(*GEN, OK_MODELS, "--desc", DESC, cwd=proj)
+    r = ni(*GEN, OK_MODELS, "--desc", DESC, cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
     assert yaml.safe_load((batch / "batch.yaml").read_text())["description"] == DESC
-    r = nr("show", "--json", "--no-scheduler", cwd=proj)
+    r = ni("show", "--json", "--no-scheduler", cwd=proj)
     assert r.code == 0, r.text
     assert {b["id"]: b["description"] for b in json.loads(r.out)}[batch.name] == DESC
-    r = nr("show", batch.name, "--json", "--no-scheduler", cwd=proj)
+    r = ni("show", batch.name, "--json", "--no-scheduler", cwd=proj)
     assert r.code == 0 and json.loads(r.out)["description"] == DESC, r.text
-    r = nr("show", batch.name, "--no-scheduler", cwd=proj)
+    r = ni("show", batch.name, "--no-scheduler", cwd=proj)
     assert r.code == 0 and repr(DESC) in r.out, r.text
     from tests.conftest import mlflow_client
 
@@ -536,7 +453,7 @@ def test_desc_is_stored_and_shown_verbatim_and_never_executed(proj: Path,
 
 def test_disk_warn_succeeds_with_one_warning_line(proj: Path) -> None:
     conf("disk:", "  check: warn", "  mb_per_network: 1e9")(proj, "")
-    r = nr(*GEN, OK_MODELS, cwd=proj)
+    r = ni(*GEN, OK_MODELS, cwd=proj)
     assert r.code == 0, r.text
     warnings = [ln for ln in r.err.splitlines() if ln.startswith("netrain: warning:")]
     assert len(warnings) == 1, r.err
@@ -554,7 +471,7 @@ def test_failed_generate_in_a_fresh_project_leaves_no_trainings_dir(template: Te
         if setup is not None:
             setup(fresh, "")
         before = picture(fresh)
-        r = nr("generate", "--models", OK_MODELS, cwd=fresh, env=env)
+        r = ni("generate", "--models", OK_MODELS, cwd=fresh, env=env)
         assert_one_line_error(r, 1)
         assert_unchanged(before, picture(fresh))
         assert not (fresh / "runs").exists()

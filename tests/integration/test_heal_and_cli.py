@@ -1,9 +1,12 @@
 """Pieces that need real MLflow but no SLURM: closing the runs of a task SLURM saw die,
---dry-run, and the promise that `netrain --help` imports neither TensorFlow nor MLflow."""
+--dry-run, and the promise that `netrain --help` imports neither TensorFlow nor MLflow.
+The CLI runs in this process (CliRunner); the import check needs a fresh interpreter."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ from netrain.batch import Batch
 from netrain.heal import heal
 from netrain.records import NetRecord, TaskRecord, read_record, record_path, write_record
 from netrain.status import State, batch_status
-from tests.conftest import mlflow_client, run_cli, snapshot_tree
+from tests.conftest import invoke, mlflow_client, snapshot_tree
 
 
 def test_help_and_import_stay_light() -> None:
@@ -29,7 +32,7 @@ def test_help_and_import_stay_light() -> None:
 
 def test_dry_run_writes_nothing(userproj: Path) -> None:
     before = snapshot_tree(userproj)
-    r = run_cli("generate", "--models", "regressor.narrow=2", "--array", "3", "--dry-run",
+    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "3", "--dry-run",
                 "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     assert "would create batch" in r.err and "regressor-narrow-sbatch.sh" in r.err
@@ -38,7 +41,7 @@ def test_dry_run_writes_nothing(userproj: Path) -> None:
 
 
 def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
-    r = run_cli("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
+    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
                 cwd=userproj)
     assert r.code == 0, r.text
     batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
@@ -65,7 +68,7 @@ def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
     assert rec is not None and rec.state == "died" and "TIMEOUT" in rec.error
     assert rec.nets["1"].state == "failed" and rec.nets["0"].state == "finished"
     assert heal(batch, batch_status(batch, {"regressor.narrow": {0: ("77", "TIMEOUT")}})) == 0
-    r = run_cli("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
+    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "died"
 
 
@@ -73,7 +76,7 @@ def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
     """Tracking down: the record stays running (nothing written) and the next show heals."""
     from netrain.errors import TrackingUnavailable
 
-    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
                 cwd=userproj)
     assert r.code == 0, r.text
     batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
@@ -116,3 +119,53 @@ def test_mlflow_store_errors_are_typed(userproj: Path) -> None:
     # the backend that may hold it is down: that wins over "not found" in the other
     with pytest.raises(TrackingUnavailable, match=r"127\.0\.0\.1:9"):
         mlflow_store.find_run([uri, "http://127.0.0.1:9"], missing)
+
+
+def _running_task(userproj: Path, pid: int) -> tuple[Batch, Path, str]:
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+               cwd=userproj)
+    assert r.code == 0, r.text
+    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
+    path = record_path(batch.path, "regressor-narrow", 0)
+    write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
+                                  executor="local", host=socket.gethostname(), pid=pid,
+                                  parent_run_id=parent))
+    return batch, path, parent
+
+
+def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> None:
+    from netrain.errors import TrackingUnavailable
+    from netrain.heal import heal_exited
+
+    batch, path, parent = _running_task(userproj, os.getpid())
+    c = mlflow_client(batch.manifest.tracking["uri"])
+
+    def down(uri: str, run_ids: list[str], status: str) -> int:
+        raise TrackingUnavailable("down")
+
+    assert not heal_exited(batch, path, -9, close=down)
+    assert read_record(path).state == "running"  # type: ignore[union-attr]
+    assert not heal_exited(batch, path, 0)
+    assert heal_exited(batch, path, -9)
+    assert c.get_run(parent).info.status == "KILLED"
+    rec = read_record(path)
+    assert rec is not None and rec.state == "died" and "code -9" in rec.error
+
+
+def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    batch, _, parent = _running_task(userproj, gone.pid)
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
+    assert r.code == 0, r.text
+    task = json.loads(r.out)["models"][0]["tasks"][0]
+    assert task["state"] == "died" and "process is gone" in task["error"]
+    assert c.get_run(parent).info.status == "FAILED"
+    # a task whose process is alive (this one) is left alone
+    batch2, _, parent2 = _running_task(userproj, os.getpid())
+    r = invoke("show", batch2.id, "--json", "--no-scheduler", cwd=userproj)
+    assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
+    assert c.get_run(parent2).info.status == "RUNNING"

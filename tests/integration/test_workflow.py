@@ -1,5 +1,7 @@
-"""The whole workflow through the real CLI: init, generate, run locally, MLflow, show, add,
-retrain, note. One batch is trained once per module and inspected by several tests."""
+"""The whole workflow through the CLI: init, generate, run locally, MLflow, show, add,
+retrain, note. One batch is trained once per module and inspected by several tests. Commands
+that start training tasks (run, add --run, retrain) run as the real console script; the
+others in this process (CliRunner)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import mlflow_client, run_cli, snapshot_tree
+from tests.conftest import invoke, mlflow_client, run_cli, snapshot_tree
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +23,9 @@ MODELS = "classifier.clu_one=2, chransynth=2, autoencoder.classical=2"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     proj = tmp_path_factory.mktemp("demo")
-    r = run_cli("init", str(proj), cwd=proj.parent)
+    r = invoke("init", str(proj), cwd=proj.parent)
     assert r.code == 0, r.text
-    r = run_cli("generate", "--models", MODELS, "--array", "2", "--nb-epoch", "2",
+    r = invoke("generate", "--models", MODELS, "--array", "2", "--nb-epoch", "2",
                 "--epoch-samples", "300", "--desc", "demo batch $(touch pwned)", cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
@@ -86,12 +88,12 @@ def test_mlflow_experiment_and_runs(demo: dict) -> None:
 
 
 def test_show_reports_finished(demo: dict) -> None:
-    r = run_cli("show", cwd=demo["proj"])
+    r = invoke("show", cwd=demo["proj"])
     assert r.code == 0, r.text
     line = next(ln for ln in r.out.splitlines() if ln.startswith(demo["batch"].name))
     assert "(+1)" in line  # the MODELS column counts what does not fit
     assert re.search(r"\s12\s+12\s+0\s+0\s", line), line
-    r = run_cli("show", demo["batch"].name[:15], "--json", cwd=demo["proj"])
+    r = invoke("show", demo["batch"].name[:15], "--json", cwd=demo["proj"])
     data = json.loads(r.out)
     assert data["finished"] == 12 and data["failed"] == 0
     states = {t["state"] for m in data["models"] for t in m["tasks"]}
@@ -105,9 +107,9 @@ def _digest(p: Path) -> str:
 def test_add_networks_and_model(demo: dict) -> None:
     b: Path = demo["batch"]
     before = {p.name: _digest(p) for p in (b / "weights").iterdir()}
-    r = run_cli("add", b.name, "--models", "classifier.missing_arch=1", cwd=demo["proj"])
+    r = invoke("add", b.name, "--models", "classifier.missing_arch=1", cwd=demo["proj"])
     assert r.code == 1 and "missing_arch" in r.err, r.text
-    r = run_cli("add", b.name, "--models", "classifier.clu_one=1", "--array", "1",
+    r = invoke("add", b.name, "--models", "classifier.clu_one=1", "--array", "1",
                 "--nb-epoch", "1", "--epoch-samples", "100", cwd=demo["proj"])
     assert r.code == 0, r.text
     script = (b / "scripts" / "classifier-clu_one-sbatch.sh").read_text()
@@ -137,19 +139,19 @@ def test_retrain_creates_tagged_run(demo: dict) -> None:
     assert children[0].data.tags["net_index"] == "1"
     assert {p: _digest(p) for p in weights} == before
     assert len(list((demo["batch"] / "weights").glob("*retrain-*.weights.h5"))) == 1
-    r = run_cli("show", demo["batch"].name, cwd=demo["proj"])
+    r = invoke("show", demo["batch"].name, cwd=demo["proj"])
     assert "retrains:" in r.out and net.info.run_id[:12] in r.out
 
 
 def test_note_on_batch_and_run(demo: dict) -> None:
     c = mlflow_client(demo["uri"])
     b: Path = demo["batch"]
-    r = run_cli("note", b.name, "learning rate too high", cwd=demo["proj"])
+    r = invoke("note", b.name, "learning rate too high", cwd=demo["proj"])
     assert r.code == 0, r.text
     exp = c.get_experiment_by_name(b.name)
     assert "learning rate too high" in exp.tags["mlflow.note.content"]
     run = c.search_runs([exp.experiment_id], "tags.net_index = '0'", max_results=1)[0]
-    r = run_cli("note", run.info.run_id, "best so far", cwd=demo["proj"])
+    r = invoke("note", run.info.run_id, "best so far", cwd=demo["proj"])
     assert r.code == 0, r.text
     assert c.get_run(run.info.run_id).data.tags["mlflow.note.content"] == "best so far"
     notes = yaml.safe_load((b / "batch.yaml").read_text())["notes"]
@@ -158,7 +160,7 @@ def test_note_on_batch_and_run(demo: dict) -> None:
 
 def test_generate_missing_loss_writes_nothing(userproj: Path) -> None:
     before = snapshot_tree(userproj)
-    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "2", cwd=userproj,
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "2", cwd=userproj,
                 env={"USERPROJ_OMIT": "loss"})
     assert r.code == 1, r.text
     assert "'loss'" in r.err and "regressor.narrow" in r.err

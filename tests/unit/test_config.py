@@ -328,3 +328,83 @@ def test_no_config_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         load_config()
     cfg = load_config(required=False)
     assert cfg.path is None and cfg.trainings_dir == tmp_path.resolve() / "trainings"
+
+
+# ------------------------------------------- the messages a user reads (from the old CLI table)
+
+BASE = ("trainings_dir: runs\nmain_script: src/main.py\n"
+        "tracking_uri: sqlite:///tracking/custom.db\nlauncher: direct\nworkers: 2\n")
+
+
+def _with(*lines: str) -> str:
+    keys = {ln.split(":", 1)[0] for ln in lines if not ln.startswith((" ", "-"))}
+    base = [ln for ln in BASE.splitlines() if ln.split(":", 1)[0] not in keys]
+    return "\n".join([*base, *lines]) + "\n"
+
+
+@pytest.mark.parametrize("text, fragments, forbidden", [
+    ("trainings_dir: runs\n\tmain_script: src/main.py\n", ("YAML syntax error", "fix the file"),
+     ()),
+    ("- trainings_dir\n- runs\n", ("expected a mapping of keys",), ()),
+    ("[" * 50_000, ("nested too deeply", "fix the file"), ()),
+    (b"trainings_dir: \xff\xfe runs\n", ("cannot read", "netrain.yaml", "save it as UTF-8"), ()),
+    (_with("trainingsdir: runs"), ("unknown key 'trainingsdir'", "allowed keys are"), ()),
+    (_with("slurm:", "  partion: gpu"), ("slurm: unknown key 'partion'", "allowed keys are"), ()),
+    (_with("workers: two"), ("workers must be a positive integer", "got 'two'"), ()),
+    (_with("workers: true"), ("workers must be a positive integer",), ()),
+    (_with("executor: cloud"), ("executor must be 'local' or 'slurm'", "'cloud'"), ()),
+    (_with("launcher: docker"), ("launcher must be 'mlflow', 'mlflow-cli' or 'direct'",), ()),
+    (_with("trainings_dir: 5"), ("trainings_dir must be a directory path, got 5",), ()),
+    (_with("code_exclude: '*.npz'"), ("code_exclude must be a list of glob patterns",
+                                      "got '*.npz'"), ()),
+    (_with("slurm: gpu"), ("slurm must be a mapping", "got 'gpu'"), ()),
+    (_with("slurm:", "  max_running: -1"), ("slurm.max_running must be a positive integer, "
+                                            "got -1",), ()),
+    (_with("slurm:", "  partition: \"gpu'; touch PWNED\""), ("slurm.partition",
+                                                            "without quotes", "#SBATCH"), ()),
+    (_with("slurm:", "  extra: [\"--exclusive\\ntouch PWNED\"]"),
+     ("slurm.extra", "spans lines", "one option per item"), ()),
+    (_with("disk:", "  check: maybe"), ("disk.check must be warn, refuse or off", "'maybe'"),
+     ()),
+    (_with("disk:", "  mb_per_network: -1"), ("disk.mb_per_network must be a number of "
+                                              "megabytes",), ()),
+    (_with("environments:", "  cpu: conda:my env"), ("'conda:my env' is not a valid conda "
+                                                     "environment name", "'conda env list'"),
+     ()),
+    (_with("environments:", "  cpu: conda:$(touch PWNED)"), ("'conda:$(touch PWNED)'",
+                                                            "not a valid conda"), ()),
+    (_with("environments:", "  cpu: conda:base;touch PWNED"), ("'conda:base;touch PWNED'",
+                                                              "not a valid conda"), ()),
+    (_with("environments:", "  cpu: docker:tf"), ("'docker:tf' is not understood",
+                                                  "use 'python'"), ()),
+    (_with("tracking_uri: ./mlruns"), ("deprecated file store", "sqlite:///path/mlflow.db"), ()),
+    (_with("tracking_uri: sqlite://x.db"), ("'sqlite://x.db'",
+                                            "write sqlite:///path/to/mlflow.db"), ()),
+    (_with("tracking_uri: http://alice:s3cr3t-pw@127.0.0.1:5000"),
+     ("tracking_uri contains credentials", "MLFLOW_TRACKING_PASSWORD"), ("s3cr3t-pw",)),
+    (_with("tracking_uri: https://tok-9f8e7d@mlflow.example.org"),
+     ("tracking_uri contains credentials", "MLFLOW_TRACKING_TOKEN"), ("tok-9f8e7d",)),
+    (_with("tracking_uri: 'http://u:pw-2b8c@[bad'"), ("not a valid URI", "fix tracking_uri"),
+     ("pw-2b8c",)),
+], ids=["tab-indent", "not-a-mapping", "nested-too-deep", "not-utf8", "unknown-key",
+        "unknown-slurm-key", "workers-word", "workers-bool", "executor", "launcher",
+        "trainings-dir-number", "code-exclude-string", "slurm-not-mapping",
+        "slurm-max-running", "slurm-quote", "slurm-extra-newline", "disk-check",
+        "disk-negative", "conda-name-space", "conda-name-substitution",
+        "conda-name-semicolon", "environment-unknown", "file-store", "sqlite-two-slashes",
+        "credentials-in-uri", "token-in-uri", "broken-uri-with-credentials"])
+def test_bad_netrain_yaml_says_what_and_how_to_fix(tmp_path: Path, text: str | bytes,
+                                                   fragments: tuple[str, ...],
+                                                   forbidden: tuple[str, ...]) -> None:
+    path = tmp_path / "netrain.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    for fragment in fragments:
+        assert fragment in message
+    for secret in forbidden:
+        assert secret not in message

@@ -9,8 +9,8 @@ import sys
 HEAVY = ("tensorflow", "keras", "mlflow")
 PURE = ("netrain", "netrain.spec", "netrain.contract", "netrain.config", "netrain.render",
         "netrain.slurm", "netrain.status", "netrain.batch", "netrain.records",
-        "netrain.builder", "netrain.report", "netrain.executor", "netrain.heal", "netrain.params",
-        "netrain.cli")
+        "netrain.builder", "netrain.report", "netrain.executor", "netrain.heal",
+        "netrain.params", "netrain.mlflow_store", "netrain.lookup", "netrain.cli")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:
