@@ -63,6 +63,7 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
         lines.append(f"--signal={directive(s['signal'])}")
     if s.get("requeue", True):
         lines.append("--requeue")
+        lines.append("--open-mode=append")  # a requeued attempt adds to the log, not over it
     for key, opt in (("partition", "partition"), ("time", "time"), ("mem", "mem"),
                      ("cpus_per_task", "cpus-per-task"), ("account", "account"), ("qos", "qos")):
         if s.get(key) is not None:

@@ -6,6 +6,7 @@
 #SBATCH --error=logs/%x_%A_%a.log
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 # netrain batch 20240102-030405-abcd: model classifier.clu_one.
 # 'bash <this script>' submits the array with sbatch (as runbatch.sh and netrain
 # submit do); under sbatch it trains one array task; netrain run runs it locally.

@@ -6,6 +6,7 @@
 #SBATCH --error=logs/%x_%A_%a.log
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --partition=gpu
 #SBATCH --time=02:00:00
 #SBATCH --mem=8G
