@@ -88,6 +88,7 @@ class Manifest:
     models: list[ModelEntry] = field(default_factory=list)
     notes: list[dict[str, str]] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
 
     def model(self, key: str) -> ModelEntry:
         for m in self.models:
@@ -136,6 +137,7 @@ class Manifest:
                 models=models,
                 notes=list(d.get("notes") or []),
                 retrains=list(d.get("retrains") or []),
+                versions={str(k): str(v) for k, v in (d.get("versions") or {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BatchError(f"{where} is corrupt ({type(exc).__name__}: {exc}): restore it "

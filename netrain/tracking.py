@@ -108,7 +108,8 @@ def create_batch_experiment(uri: str, name: str, description: str,
         if c.get_experiment_by_name(name) is not None:
             raise TrackingError(f"an MLflow experiment named {name} already exists in "
                                 f"{_describe_uri(uri)}: pick another batch id")
-        all_tags = dict(tags)
+        # Makes mlflow ui open the experiment on its runs, not on the GenAI overview.
+        all_tags = {"mlflow.experimentKind": "custom_model_development", **tags}
         if description:
             all_tags["mlflow.note.content"] = description
         return str(c.create_experiment(name, artifact_location=artifact_location, tags=all_tags))

@@ -120,7 +120,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       netrain generate --models "classifier.clu_one=2, chransynth=2" --array 4 \\
           --nb-epoch 10 --epoch-samples 2000 --desc "first try" --run
       netrain show
-      mlflow ui --backend-store-uri sqlite:///trainings/mlflow.db
+      netrain report BATCH && netrain ui BATCH
     """
     ctx.obj = Context(config_path, debug)
 
@@ -128,18 +128,23 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 def _register() -> None:
     from netrain.cli import (
         add,
+        best,
         cancel,
+        describe,
         generate,
         init,
         note,
+        report,
         resubmit,
         retrain,
         run,
         show,
         submit,
+        ui,
     )
 
-    for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit):
+    for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit,
+                report, best, describe, ui):
         cli.add_command(mod.command)
 
 
