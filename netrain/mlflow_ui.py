@@ -53,7 +53,8 @@ def check_port(port: int) -> None:
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Its own process group, so stopping it stops its worker too.
-    return subprocess.Popen(argv, env=env, start_new_session=True)
+    # Its messages go to stderr: stdout carries only the URL.
+    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=sys.stderr)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], base: str, timeout: float = 120) -> None:
