@@ -200,3 +200,133 @@ def test_describe_and_retrain_reproduces(trained: dict) -> None:
     assert re.search(r"model\s+classifier.clu_one\s+task 0\s+net 1\s+seed \d+", r.out), r.out
     r = run_cli("describe", "0" * 32, cwd=proj)
     assert r.code == 1 and r.err.startswith("netrain: error: no MLflow run"), r.text
+
+
+# ----------------------------------------------------------------------- netrain ui, browser
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ui(trained: dict):  # type: ignore[no-untyped-def]
+    """`netrain ui BATCH` as a user starts it; yields the URL it printed."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import BIN
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "NETRAIN_CONFIG"}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    proc = subprocess.Popen([str(BIN / "netrain"), "ui", trained["batch"].name, "--port",
+                             str(port)], cwd=trained["proj"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()  # printed once /health answers
+        yield {"url": url, "port": port, "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        time.sleep(0.5)
+
+
+def test_ui_serves_the_batch(trained: dict, ui: dict) -> None:
+    import urllib.request
+
+    exp = mlflow_client(trained["uri"]).get_experiment_by_name(trained["batch"].name)
+    assert ui["url"] == (f"http://127.0.0.1:{ui['port']}/#/experiments/{exp.experiment_id}"
+                         "/runs?workflowType=machine_learning")
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui['port']}/health", timeout=10) as r:
+        assert r.status == 200
+    r = run_cli("ui", "--port", str(ui["port"]), cwd=trained["proj"])
+    assert r.code == 1 and f"port {ui['port']} on 127.0.0.1 is in use" in r.err, r.text
+    r = run_cli("ui", "--print-only", cwd=trained["proj"])
+    assert "--workers 1" in r.out and "--host 127.0.0.1" in r.out
+
+
+def _browser():  # type: ignore[no-untyped-def]
+    import os
+
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        from selenium import webdriver
+    except ImportError:
+        missing.append("selenium (pip install -e '.[test]')")
+    if missing:
+        msg = (f"browser test needs {', '.join(missing)}: apt-get install chromium "
+               "chromium-driver (scripts/run-tests.sh does it as root)")
+        if os.environ.get("NETRAIN_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1400,900"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+
+
+def _wait(driver, cond, timeout: float = 60):  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(cond)
+
+
+def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Path) -> None:
+    """Headless Chromium opens the batch from the URL `netrain ui` printed: the experiment
+    opens on its runs table, which lists every network of a model under the batch, class and
+    architecture tags; a network's page shows those tags. Saves a screenshot."""
+    import os
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    b = trained["batch"].name
+    nets = {r.info.run_id: r for r in _nets(trained) if r.data.tags["class"] == "classifier"
+            and "retrain_of" not in r.data.tags}
+    d = _browser()
+    try:
+        d.get(ui["url"])
+        _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
+        assert "/runs" in d.current_url and "Token Usage" not in d.find_element(
+            By.TAG_NAME, "body").text
+        flt = (f"tags.batch = '{b}' and tags.class = 'classifier' and "
+               "tags.architecture = 'clu_one' and tags.net_index LIKE '%'")
+        d.get(ui["url"] + "&searchFilter=" + quote(flt))
+        _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
+        for button in d.find_elements(By.CSS_SELECTOR,
+                                      "button[data-component-id*='runnamecellrenderer']"):
+            button.click()  # expand each task's run: its networks are nested under it
+
+        def network_rows(d):  # type: ignore[no-untyped-def]
+            ids = {r.get_attribute("row-id") for r in d.find_elements(By.CSS_SELECTOR,
+                                                                       "[role=row][row-id]")}
+            return ids if set(nets) <= ids else False
+
+        ids = _wait(d, network_rows)
+        assert set(nets) <= ids and len(nets) == 2
+        shot = Path(os.environ.get("NETRAIN_UI_SCREENSHOT") or tmp_path / "ui-runs.png")
+        d.save_screenshot(str(shot))
+        assert shot.read_bytes().startswith(PNG)
+        run_id = sorted(nets)[0]
+        exp = nets[run_id].info.experiment_id
+        d.get(f"http://127.0.0.1:{ui['port']}/#/experiments/{exp}/runs/{run_id}")
+        _wait(d, lambda d: "architecture" in d.find_element(By.TAG_NAME, "body").text)
+        text = d.find_element(By.TAG_NAME, "body").text
+        for key, value in (("batch", b), ("class", "classifier"), ("architecture", "clu_one")):
+            assert re.search(rf"{key}\s*\n?:\s*{re.escape(value)}", text), (key, text[:2000])
+    finally:
+        d.quit()
