@@ -330,3 +330,28 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
             assert re.search(rf"{key}\s*\n?:\s*{re.escape(value)}", text), (key, text[:2000])
     finally:
         d.quit()
+
+
+def test_untrained_batch_and_bad_input(userproj: Path, tmp_path: Path) -> None:
+    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+                cwd=userproj)
+    assert r.code == 0, r.text
+    batch = Path(r.out.strip().splitlines()[-1])
+    r = run_cli("best", batch.name, cwd=userproj)
+    assert r.code == 1 and r.err.startswith("netrain: error: batch ") and \
+        "no finished network yet" in r.err, r.text
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = run_cli("report", batch.name, "--out", str(a_file), cwd=userproj)
+    assert r.code in (1, 2) and r.err.startswith("netrain: error:") and \
+        "Traceback" not in r.err, r.text
+    assert a_file.read_text() == "x"
+    r = run_cli("report", batch.name, "--no-mlflow", cwd=userproj)
+    assert r.code == 0 and "no trained network yet" in r.err, r.text
+    assert (batch / "report" / "report.html").is_file()
+    r = run_cli("report", "nosuchbatch", cwd=userproj)
+    assert r.code == 1 and "no batch 'nosuchbatch'" in r.err, r.text
+    r = run_cli("describe", "not-a-run", cwd=userproj)
+    assert r.code == 1 and "is not an MLflow run id" in r.err, r.text
+    r = run_cli("best", batch.name, "--model", "regressor.nope", cwd=userproj)
+    assert r.code == 1 and "has no model regressor.nope" in r.err, r.text
