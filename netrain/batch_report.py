@@ -32,12 +32,12 @@ class Report:
     mode: str = "min"
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float, layout: str | None = "constrained") -> Any:
     # The object API with the Agg canvas: no pyplot, no display, no global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -54,7 +54,9 @@ def curves_figure(model: str, nets: list[Network], highlight: Network | None, pa
     keys = [(k, label) for k, label in CURVES if any(k in n.history for n in nets)]
     if not keys:
         keys = [(k, k) for k in list(dict.fromkeys(k for n in nets for k in n.history))[:2]]
-    fig = _figure(5.2 * max(1, len(keys)), 3.8)
+    # A fixed layout: the constrained one costs a second drawing of every line.
+    fig = _figure(5.2 * max(1, len(keys)), 3.8, layout=None)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.86, wspace=0.25)
     axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     for ax, (key, label) in zip(axes, keys, strict=False):
         segs = []

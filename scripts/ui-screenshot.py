@@ -15,7 +15,7 @@ def main(url: str, out: str) -> None:
     opts = Options()
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1500,900"):
+              "--window-size=1400,820"):
         opts.add_argument(a)
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     try:
@@ -25,6 +25,8 @@ def main(url: str, out: str) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the runs table did not appear")
             time.sleep(0.5)
+        for b in d.find_elements(By.CSS_SELECTOR, "button[aria-label=Close]"):
+            b.click()  # the assistant's side panel
         for b in d.find_elements(By.CSS_SELECTOR,
                                  "button[data-component-id*='runnamecellrenderer']")[:2]:
             b.click()
