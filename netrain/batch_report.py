@@ -32,7 +32,7 @@ class Report:
     mode: str = "min"
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained") -> Any:
+def _figure(width: float, height: float, layout: Any = "constrained") -> Any:
     # The object API with the Agg canvas: no pyplot, no display, no global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
