@@ -26,10 +26,10 @@ def main(url: str, out: str) -> None:
                 raise SystemExit("the runs table did not appear")
             time.sleep(0.5)
         for b in d.find_elements(By.CSS_SELECTOR, "button[aria-label=Close]"):
-            b.click()  # the assistant's side panel
+            d.execute_script("arguments[0].click()", b)  # the assistant's side panel
         for b in d.find_elements(By.CSS_SELECTOR,
                                  "button[data-component-id*='runnamecellrenderer']")[:2]:
-            b.click()
+            d.execute_script("arguments[0].click()", b)  # expand a task's run
         time.sleep(2)
         d.save_screenshot(out)
     finally:

@@ -279,6 +279,13 @@ def _browser():  # type: ignore[no-untyped-def]
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
 
 
+EXPAND_ALL = """
+for (const b of document.querySelectorAll("button[data-component-id*='runnamecellrenderer']")) {
+  const p = b.querySelector("path");
+  if (p && (p.getAttribute("d") || "").startsWith("M7.25 7.25V4.5")) b.click();
+}"""
+
+
 def _wait(driver, cond, timeout: float = 60):  # type: ignore[no-untyped-def]
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -307,11 +314,11 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
                "tags.architecture = 'clu_one' and tags.net_index LIKE '%'")
         d.get(ui["url"] + "&searchFilter=" + quote(flt))
         _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
-        for button in d.find_elements(By.CSS_SELECTOR,
-                                      "button[data-component-id*='runnamecellrenderer']"):
-            button.click()  # expand each task's run: its networks are nested under it
 
         def network_rows(d):  # type: ignore[no-untyped-def]
+            # Expand every collapsed task run (its button shows a plus): the networks are
+            # nested under their task's run.
+            d.execute_script(EXPAND_ALL)
             ids = {r.get_attribute("row-id") for r in d.find_elements(By.CSS_SELECTOR,
                                                                        "[role=row][row-id]")}
             return ids if set(nets) <= ids else False
