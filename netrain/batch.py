@@ -89,6 +89,7 @@ class Manifest:
     notes: list[dict[str, str]] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
 
     def model(self, key: str) -> ModelEntry:
         for m in self.models:
@@ -138,6 +139,7 @@ class Manifest:
                 notes=list(d.get("notes") or []),
                 retrains=list(d.get("retrains") or []),
                 checkpoint=dict(d.get("checkpoint") or {}),
+                versions={str(k): str(v) for k, v in (d.get("versions") or {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BatchError(f"{where} is corrupt ({type(exc).__name__}: {exc}): restore it "

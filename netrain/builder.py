@@ -126,6 +126,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
              gpu: bool, check: bool = True, dry_run: bool = False,
              say: Say = print) -> tuple[Path, Manifest]:
     """Build a batch directory atomically; returns its final path and manifest."""
+    from netrain.provenance import experiment_tags, git_state, versions
     from netrain.snapshot import git_commit, snapshot_code
 
     check_options(opts, description)
@@ -165,6 +166,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                                  skip_paths=(cfg.trainings_dir,))
             code["source"] = str(cfg.code_dir)
             code["git_commit"] = git_commit(cfg.code_dir)
+            code["git"] = git_state(cfg.code_dir, (cfg.trainings_dir,))
             if check:
                 python = env.value if env.kind == "python" else sys.executable
                 for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):
@@ -186,6 +188,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 tracking={"uri": cfg.tracking_uri, "experiment_id": "", "artifact_location": art},
                 environment={"kind": env.kind, "value": env.value}, launcher=cfg.launcher,
                 slurm=slurm, models=models, checkpoint=dict(cfg.checkpoint),
+                versions=versions(),
             )
             if dry_run:
                 manifest.tracking["experiment_id"] = "(created by generate)"
@@ -200,7 +203,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
                 experiment_id = mlflow_store.create_batch_experiment(
                     cfg.tracking_uri, batch_id, description, art,
-                    {"netrain.batch_dir": str(final), "netrain.batch": batch_id},
+                    {"netrain.batch_dir": str(final), "netrain.batch": batch_id,
+                     **experiment_tags(manifest.versions, code["git"])},
                 )
             manifest.tracking["experiment_id"] = experiment_id
             write_scripts(tmp, final, manifest, models)

@@ -107,7 +107,7 @@ def create_batch_experiment(uri: str, name: str, description: str,
         if c.get_experiment_by_name(name) is not None:
             raise TrackingError(f"an MLflow experiment named {name} already exists in "
                                 f"{_describe_uri(uri)}: pick another batch id")
-        all_tags = dict(tags)
+        all_tags = {"mlflow.experimentKind": "custom_model_development", **tags}
         if description:
             all_tags["mlflow.note.content"] = description
         return str(c.create_experiment(name, artifact_location=artifact_location, tags=all_tags))
@@ -134,6 +134,11 @@ class RunInfo:
     status: str  # RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each
+    name: str = ""
+    start_time: int | None = None  # ms since the epoch
+    end_time: int | None = None
+    artifact_uri: str = ""
 
 
 #: MLflow's error codes for "there is no such thing" (a REST 404 or a store lookup).
@@ -147,7 +152,9 @@ def error_code(exc: BaseException) -> str:
 
 def _run_info(uri: str, run: Any) -> RunInfo:
     return RunInfo(uri, run.info.run_id, str(run.info.experiment_id), str(run.info.status),
-                   dict(run.data.tags), dict(run.data.params))
+                   dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                   str(run.info.run_name or ""), run.info.start_time, run.info.end_time,
+                   str(run.info.artifact_uri or ""))
 
 
 def get_run(uri: str, run_id: str) -> RunInfo:

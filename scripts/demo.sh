@@ -16,5 +16,6 @@ batch=$(netrain generate \
 netrain run "$batch"
 netrain show
 netrain show "$batch" --all
+netrain report "$batch"
 echo
-echo "Browse the runs:  cd $DEMO && ../.venv/bin/mlflow ui --backend-store-uri sqlite:///trainings/mlflow.db"
+echo "Browse the runs:  cd $DEMO && ../.venv/bin/netrain ui $(basename "$batch")"

@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check netrain mlproject tests bench
 .venv/bin/mypy
+if [ "$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  # Debian's headless Chromium and its driver, for the browser test of `netrain ui`.
+  echo "run-tests: installing chromium and chromium-driver (apt)" >&2
+  apt-get update -q >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      chromium chromium-driver >/dev/null ||
+    echo "run-tests: could not install chromium; the browser test will say so" >&2
+fi
 if [ "${NETRAIN_SLURM:-auto}" != "off" ] && [ "$(id -u)" = 0 ] && [ -f scripts/slurm-cluster.sh ]; then
   # A small MaxArraySize so the test of split arrays stays small.
   if bash scripts/slurm-cluster.sh install >&2 &&

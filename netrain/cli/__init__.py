@@ -26,7 +26,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       netrain generate --models "classifier.clu_one=2, chransynth=2" --array 4 \\
           --nb-epoch 10 --epoch-samples 2000 --desc "first try" --run
       netrain show
-      mlflow ui --backend-store-uri sqlite:///trainings/mlflow.db
+      netrain report BATCH && netrain ui BATCH
     """
     ctx.obj = Context(config_path, debug)
 
@@ -34,10 +34,13 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 def _register() -> None:
     from netrain.cli import (
         add,
+        best,
         cancel,
+        describe,
         generate,
         init,
         note,
+        report,
         resubmit,
         retrain,
         run,
@@ -45,10 +48,11 @@ def _register() -> None:
         show,
         submit,
         sync,
+        ui,
     )
 
     for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit, sync,
-                server):
+                server, report, best, describe, ui):
         cli.add_command(mod.command)
 
 

@@ -31,14 +31,14 @@ def env() -> dict[str, str]:
 
 
 def client(uri: str) -> Any:
-    from netrain.tracking import client as make
+    from netrain.mlflow_store import client as make
 
     return make(uri)
 
 
 def make_batch(root: Path, uri: str) -> tuple[Path, str]:
     """A batch directory with a manifest and its MLflow experiment; (dir, experiment id)."""
-    from netrain.tracking import initialise_sqlite
+    from netrain.mlflow_store import initialise_sqlite
 
     batch_id = new_batch_id()
     batch = root / batch_id
