@@ -325,6 +325,8 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
 
         ids = _wait(d, network_rows)
         assert set(nets) <= ids and len(nets) == 2
+        names = {r.info.run_name for r in nets.values()}  # told apart at a glance
+        assert names == {"classifier-clu_one_t0_n0", "classifier-clu_one_t0_n1"}, names
         shot = Path(os.environ.get("NETRAIN_UI_SCREENSHOT") or tmp_path / "ui-runs.png")
         d.save_screenshot(str(shot))
         assert shot.read_bytes().startswith(PNG)
@@ -333,6 +335,7 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
         d.get(f"http://127.0.0.1:{ui['port']}/#/experiments/{exp}/runs/{run_id}")
         _wait(d, lambda d: "architecture" in d.find_element(By.TAG_NAME, "body").text)
         text = d.find_element(By.TAG_NAME, "body").text
+        assert nets[run_id].info.run_name in text
         for key, value in (("batch", b), ("class", "classifier"), ("architecture", "clu_one")):
             assert re.search(rf"{key}\s*\n?:\s*{re.escape(value)}", text), (key, text[:2000])
     finally:
