@@ -14,6 +14,8 @@ from typing import Any
 
 #: Training time a checkpoint may cost in the automatic interval.
 AUTO_BUDGET = 0.02
+#: Beside a checkpoint's model file: early stopping's best weights (``<model file>`` + this).
+BEST_SUFFIX = ".best.npz"
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ def commit(batch_dir: Path, meta: Meta, write_model: Any) -> float:
     generation = f"{meta.stem}.{int(time.time() * 1000)}.{os.getpid()}.keras"
     tmp = d / f".{generation}.tmp.keras"
     write_model(tmp)
+    extra = tmp.with_name(tmp.name + BEST_SUFFIX)
+    if extra.is_file():
+        os.replace(extra, d / (generation + BEST_SUFFIX))
     os.replace(tmp, d / generation)
     old = read(batch_dir, meta.stem, meta.key)
     meta.model_file = generation
@@ -152,8 +157,9 @@ def commit(batch_dir: Path, meta: Meta, write_model: Any) -> float:
         os.fsync(fh.fileno())
     os.replace(mtmp, meta_path(batch_dir, meta.stem))
     if old is not None and old.model_file != generation:
-        with contextlib.suppress(OSError):
-            os.unlink(d / old.model_file)
+        for name in (old.model_file, old.model_file + BEST_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(d / name)
     return time.perf_counter() - start
 
 
@@ -164,6 +170,8 @@ def remove(batch_dir: Path, stem: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         name = json.loads(meta_file.read_text(encoding="utf-8")).get("model_file") or ""
         if name:
+            with contextlib.suppress(OSError):
+                os.unlink(d / (name + BEST_SUFFIX))
             os.unlink(d / name)
     with contextlib.suppress(OSError):
         os.unlink(meta_file)

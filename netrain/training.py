@@ -202,11 +202,14 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
     return Guard()
 
 
-def _resume_callback(keras: Any, stopper: Any, state: dict[str, Any]) -> Any:
+def _resume_callback(keras: Any, stopper: Any, state: dict[str, Any],
+                     best: list[Any] | None) -> Any:
     class Restore(keras.callbacks.Callback):
         """Put the early-stopping state of the checkpoint back after Keras reset it."""
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            if best is not None:
+                stopper.best_weights = best
             if "wait" in state:
                 stopper.wait = int(state["wait"])
             if state.get("best") is not None:
@@ -236,7 +239,7 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: b
         if best is not None:
             import numpy as np
 
-            with open(path.with_suffix(".best.npz"), "wb") as fh:
+            with open(path.with_name(path.name + checkpoint.BEST_SUFFIX), "wb") as fh:
                 np.savez(fh, *best)
 
     meta = checkpoint.Meta(key=job.key, stem=job.stem, epoch=progress.epochs,
@@ -248,8 +251,10 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: b
     return seconds
 
 
-def _load_checkpoint(model: Any, job: NetworkJob, stopper: Any, fit_kwargs: dict[str, Any]
-                     ) -> None:
+def _load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
+                     ) -> list[Any] | None:
+    """Load the checkpoint into the compiled model (weights and optimizer state); return
+    early stopping's best weights when the checkpoint has them."""
     meta = job.resume
     assert meta is not None and job.batch_dir is not None
     if not model.built:
@@ -257,12 +262,13 @@ def _load_checkpoint(model: Any, job: NetworkJob, stopper: Any, fit_kwargs: dict
     model.optimizer.build(model.trainable_variables)
     path = checkpoint.model_file(job.batch_dir, meta)
     model.load_weights(str(path))
-    best = path.with_suffix(".best.npz")
-    if stopper is not None and best.is_file():
-        import numpy as np
+    best = path.with_name(path.name + checkpoint.BEST_SUFFIX)
+    if not best.is_file():
+        return None
+    import numpy as np
 
-        with np.load(best) as data:
-            stopper.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+    with np.load(best) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
 def _build_on_data(model: Any, fit_kwargs: dict[str, Any]) -> None:
@@ -295,6 +301,10 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
         fit_kwargs.update(validation_inputs(cfg.evaluation_generator, cfg.validation_steps,
                                             fit_kwargs, job.model_key))
 
+    restored_best = None
+    if job.resume is not None:
+        restored_best = _load_checkpoint(model, job, fit_kwargs)
+        job.checkpoint_epoch = job.resume.epoch
     callbacks: list[Any] = [_Relay.make(keras, job, observer)]
     stopper = None
     if job.intelligent:
@@ -308,7 +318,8 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
         )
         callbacks.append(stopper)
         if job.resume is not None and job.resume.early_stopping:
-            callbacks.append(_resume_callback(keras, stopper, job.resume.early_stopping))
+            callbacks.append(_resume_callback(keras, stopper, job.resume.early_stopping,
+                                              restored_best))
         if es.get("threshold") is not None:
             callbacks.append(_threshold_callback(keras, monitor, float(es["threshold"]), mode))
     user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
@@ -318,8 +329,6 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
                                      checkpoint.Schedule(job.policy)))
 
     if job.resume is not None:
-        _load_checkpoint(model, job, stopper, fit_kwargs)
-        job.checkpoint_epoch = job.resume.epoch
         keras.utils.set_random_seed(seed + start_epoch)  # a fresh shuffle for the rest
 
     start = time.perf_counter()
@@ -431,7 +440,8 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
             if len(d) == 3:
                 out["sample_weight"] = d[2]
             return out
-        return {"x": ArraySampler.make(x, y, bs, epoch_samples, start_epoch)}
+        return {"x": ArraySampler.make(x, y, bs, epoch_samples, start_epoch),
+                "steps_per_epoch": ArraySampler.steps(bs, epoch_samples)}
     if hasattr(d, "element_spec"):  # tf.data.Dataset
         first = next(iter(d))
         n = _batch_len(first, model_key, "training_generator")
@@ -483,37 +493,40 @@ def _generator(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 
 class ArraySampler:
-    """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled."""
+    """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled.
+
+    A generator, not a PyDataset: Keras reads a generator strictly in sequence (a read-ahead
+    takes the next batches of the same sequence), so the batches of epoch e depend only on e
+    and a network resumed at epoch e sees exactly what it would have seen without a stop.
+    """
 
     @staticmethod
     def make(x: Any, y: Any, batch_size: int, epoch_samples: int, start_epoch: int = 0) -> Any:
-        import keras
         import numpy as np
 
-        class _Sampler(keras.utils.PyDataset):
-            def __init__(self) -> None:
-                super().__init__()
-                self.rng = np.random.default_rng(0)
-                self.order = self._order()
-                for _ in range(start_epoch):  # the same data order as without a stop
-                    self.order = self._order()
+        xs, ys = np.asarray(x), np.asarray(y)
+        rng = np.random.default_rng(0)
 
-            def _order(self) -> Any:
-                reps = math.ceil(epoch_samples / len(x))
-                return np.concatenate([self.rng.permutation(len(x)) for _ in range(reps)])[
-                    :epoch_samples]
+        def order() -> Any:
+            reps = math.ceil(epoch_samples / len(xs))
+            return np.concatenate([rng.permutation(len(xs)) for _ in range(reps)])[
+                :epoch_samples]
 
-            def __len__(self) -> int:
-                return math.ceil(epoch_samples / batch_size)
+        for _ in range(start_epoch):  # the same data order as without a stop
+            order()
 
-            def __getitem__(self, i: int) -> Any:
-                idx = self.order[i * batch_size:(i + 1) * batch_size]
-                return np.asarray(x)[idx], np.asarray(y)[idx]
+        def batches() -> Iterator[Any]:
+            while True:
+                idx = order()
+                for i in range(0, epoch_samples, batch_size):
+                    sel = idx[i:i + batch_size]
+                    yield xs[sel], ys[sel]
 
-            def on_epoch_end(self) -> None:
-                self.order = self._order()
+        return batches()
 
-        return _Sampler()
+    @staticmethod
+    def steps(batch_size: int, epoch_samples: int) -> int:
+        return math.ceil(epoch_samples / batch_size)
 
 
 def peek_data(data: Any, model_key: str, what: str) -> int:
