@@ -74,23 +74,10 @@ def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
 
 def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
     """Tracking down: the record stays running (nothing written) and the next show heals."""
-    from netrain.errors import TrackingUnavailable
-
-    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
-                cwd=userproj)
-    assert r.code == 0, r.text
-    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
+    batch, path, parent = _running_task(userproj, executor="slurm", slurm_job_id="78_0")
     c = mlflow_client(batch.manifest.tracking["uri"])
-    parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
-    path = record_path(batch.path, "regressor-narrow", 0)
-    write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
-                                  slurm_job_id="78_0", parent_run_id=parent))
     before = path.read_bytes()
     view = {"regressor.narrow": {0: ("78", "CANCELLED")}}
-
-    def down(uri: str, run_ids: list[str], status: str) -> int:
-        raise TrackingUnavailable("tracking server is unreachable")
-
     assert heal(batch, batch_status(batch, view), close=down) == 0
     assert path.read_bytes() == before
     assert c.get_run(parent).info.status == "RUNNING"
@@ -121,7 +108,15 @@ def test_mlflow_store_errors_are_typed(userproj: Path) -> None:
         mlflow_store.find_run([uri, "http://127.0.0.1:9"], missing)
 
 
-def _running_task(userproj: Path, pid: int) -> tuple[Batch, Path, str]:
+def down(uri: str, run_ids: list[str], status: str) -> int:
+    """A closer for a tracking backend that is down."""
+    from netrain.errors import TrackingUnavailable
+
+    raise TrackingUnavailable("tracking server is unreachable")
+
+
+def _running_task(userproj: Path, **fields: object) -> tuple[Batch, Path, str]:
+    """A batch with one task whose record says running, and its parent run (RUNNING)."""
     r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
                cwd=userproj)
     assert r.code == 0, r.text
@@ -130,21 +125,19 @@ def _running_task(userproj: Path, pid: int) -> tuple[Batch, Path, str]:
     parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
     path = record_path(batch.path, "regressor-narrow", 0)
     write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
-                                  executor="local", host=socket.gethostname(), pid=pid,
-                                  parent_run_id=parent))
+                                  parent_run_id=parent, **fields))  # type: ignore[arg-type]
     return batch, path, parent
 
 
+def here(pid: int) -> dict[str, object]:
+    return {"executor": "local", "host": socket.gethostname(), "pid": pid}
+
+
 def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> None:
-    from netrain.errors import TrackingUnavailable
     from netrain.heal import heal_exited
 
-    batch, path, parent = _running_task(userproj, os.getpid())
+    batch, path, parent = _running_task(userproj, **here(os.getpid()))
     c = mlflow_client(batch.manifest.tracking["uri"])
-
-    def down(uri: str, run_ids: list[str], status: str) -> int:
-        raise TrackingUnavailable("down")
-
     assert not heal_exited(batch, path, -9, close=down)
     assert read_record(path).state == "running"  # type: ignore[union-attr]
     assert not heal_exited(batch, path, 0)
@@ -157,7 +150,7 @@ def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> 
 def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
-    batch, _, parent = _running_task(userproj, gone.pid)
+    batch, _, parent = _running_task(userproj, **here(gone.pid))
     c = mlflow_client(batch.manifest.tracking["uri"])
     r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert r.code == 0, r.text
@@ -165,7 +158,7 @@ def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
     assert task["state"] == "died" and "process is gone" in task["error"]
     assert c.get_run(parent).info.status == "FAILED"
     # a task whose process is alive (this one) is left alone
-    batch2, _, parent2 = _running_task(userproj, os.getpid())
+    batch2, _, parent2 = _running_task(userproj, **here(os.getpid()))
     r = invoke("show", batch2.id, "--json", "--no-scheduler", cwd=userproj)
     assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
     assert c.get_run(parent2).info.status == "RUNNING"
