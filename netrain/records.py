@@ -6,16 +6,14 @@ atomically at every change, so `show` can read the state of a batch without MLfl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import now_iso
+from netrain.batch import atomic_write, now_iso
 
 
 @dataclass
@@ -86,15 +84,7 @@ def record_path(batch_dir: Path, slug: str, index: int, retrain_key: str = "") -
 
 def write_record(path: Path, record: TaskRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(record.to_json())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, record.to_json())
 
 
 def read_record(path: Path) -> TaskRecord | None:

@@ -26,6 +26,7 @@ from netrain.batch import Batch, now_iso
 from netrain.contract import build_input, call_config_function, first_line
 from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
 from netrain.journal import JournalWriter, journal_path, logged_steps
+from netrain.params import TASK_PARAMS, parse_bool
 from netrain.records import (
     NetRecord,
     TaskRecord,
@@ -57,12 +58,10 @@ class TaskArgs(ModelName):
 
 
 def _bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "y", "on"):
-        return True
-    if t in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _none(text: str) -> str:
@@ -70,18 +69,17 @@ def _none(text: str) -> str:
 
 
 def parse_task_args(argv: list[str]) -> TaskArgs:
-    """The task's command line, as the sbatch script and the MLproject pass it."""
+    """The task's command line, as the sbatch script and the MLproject pass it (the
+    parameters are netrain.params.TASK_PARAMS)."""
     p = argparse.ArgumentParser(prog="netrain task", add_help=True)
-    p.add_argument("--class", dest="cls", required=True)
-    p.add_argument("--architecture", required=True)
-    p.add_argument("--nb-epoch", "--nb_epoch", type=int, required=True)
-    p.add_argument("--epoch-samples", "--epoch_samples", type=int, required=True)
-    p.add_argument("--nnets", type=int, default=1)
-    p.add_argument("--intelligent", type=_bool, default=False)
-    p.add_argument("--trainingrun", type=int, required=True)
-    p.add_argument("--net-index", "--net_index", type=int, default=-1)
-    p.add_argument("--retrain-of", "--retrain_of", type=_none, default="")
-    p.add_argument("--from-weights", "--from_weights", type=_none, default="")
+    for param in TASK_PARAMS:
+        dest = "cls" if param.name == "class" else param.name
+        flags = {f"--{param.name.replace('_', '-')}", f"--{param.name}"}
+        kind: Any = {int: int, bool: _bool}.get(param.type, _none if param.default else str)
+        if param.default is None:
+            p.add_argument(*sorted(flags), dest=dest, type=kind, required=True)
+        else:
+            p.add_argument(*sorted(flags), dest=dest, type=kind, default=kind(param.default))
     ns = p.parse_args(argv)
     return TaskArgs(**vars(ns))
 

@@ -1,5 +1,5 @@
-"""The only module that imports keras: train the N networks of one array task, with
-checkpoints, resume and stopping at a batch boundary on a signal.
+"""Keras training of one array task's networks, one after another, with checkpoints,
+resume and stopping at a batch boundary on a signal (packed.py trains them together).
 
 The interface is "train these networks of this model" (:func:`train_networks`), not one
 network at a time, so a packed trainer can replace the sequential loop without touching
