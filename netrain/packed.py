@@ -121,10 +121,18 @@ def model_refusal(model: Any, keras: Any) -> str | None:
     return None
 
 
-def pack_refusal(jobs: Sequence[NetworkJob]) -> str | None:
-    """Why these networks cannot be trained packed, or None. Static checks only: what a
-    network's built model adds (custom train_step, ...) is checked when it is built."""
+def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str | None:
+    """Why these networks cannot be trained packed, or None. Without ``models`` the checks
+    are those that need no model (backend, callbacks, data forms); with the networks' built
+    and compiled models, :func:`model_refusal` too (custom train_step, optimizer...). What
+    only tracing shows (Python control flow on tensors, a variable without gradient) makes
+    the packed step fail before it trains, which falls back the same way."""
     import keras
+
+    for model in models:
+        why = model_refusal(model, keras)
+        if why:
+            return why
 
     if len(jobs) < 2:
         return "only one network to train"
@@ -261,13 +269,13 @@ def train_networks_packed(
 
         def again(i: int) -> NetworkJob:
             job = make_job(i) if fresh else jobs[i]
-            setattr(job, "pack_fallback", reason)
+            _mark(job, reason, 0)
             jobs[i] = job
             return job
 
         for i in idx:
-            setattr(jobs[i], "pack_fallback", reason)
-        for i, r in zip(idx, train_networks(idx, again, observer)):
+            _mark(jobs[i], reason, 0)
+        for i, r in zip(idx, train_networks(idx, again, observer), strict=True):
             results[i] = r
 
     reason = pack_refusal(list(jobs.values()))
@@ -276,16 +284,19 @@ def train_networks_packed(
         return [results[i] for i in indices]
 
     groups: dict[Any, list[_Member]] = {}
+    refused: dict[str, list[int]] = {}
     for index, job in jobs.items():
         try:
             built = _build_member(index, job, keras)
         except Exception as exc:
             _reraise_interrupt(exc)
-            built = f"building it failed ({type(exc).__name__}: {exc})"
+            built = f"building it failed ({type(exc).__name__}: {_first_line(exc)})"
         if isinstance(built, str):
-            fallback([index], built)
+            refused.setdefault(built, []).append(index)
             continue
         groups.setdefault(built.key, []).append(built)
+    for why, idx in refused.items():
+        fallback(idx, why)
 
     for members in groups.values():
         idx = [m.index for m in members]
@@ -298,18 +309,36 @@ def train_networks_packed(
             _reraise_interrupt(exc)
             del members[:]
             keras.backend.clear_session(free_memory=True)
-            fallback(idx, f"the packed step failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
+            fallback(idx, f"the packed step failed ({type(exc).__name__}: {_first_line(exc)})")
             continue
         say(f"packed {len(members)} networks ({', '.join(map(str, idx))}) into one step: "
             f"{seconds:.1f} s")
         for m in members:
-            setattr(m.job, "pack_fallback", None)
-            setattr(m.job, "pack_group", len(members))
+            _mark(m.job, None, len(members))
             results[m.index] = _finish(m, observer, seconds / len(members))
         del members[:]
         keras.backend.clear_session(free_memory=True)
     return [results[i] for i in indices]
+
+
+def _mark(job: NetworkJob, fallback: str | None, group: int) -> None:
+    """Leave on the job why it was not packed (``pack_fallback``) and its group's size."""
+    vars(job).update(pack_fallback=fallback, pack_group=group)
+
+
+def pack_fallback(job: NetworkJob) -> str | None:
+    """Why this network was trained one by one (None when it was packed or not tried)."""
+    return vars(job).get("pack_fallback")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message's first line; for an error tf.function re-raised ("in user code: ..."
+    and a stack), the original message, which is its last line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    line = lines[-1] if lines[0].startswith("in user code") and len(lines) > 1 else lines[0]
+    return line.removeprefix(f"{type(exc).__name__}: ")
 
 
 def _reraise_interrupt(exc: BaseException) -> None:
@@ -423,11 +452,12 @@ class _PackedGroup:
 
     def _update_metrics(self, mv: Any, loss: Any, x: Any, y: Any, y_pred: Any) -> list[Any]:
         t = self.template
-        with self.keras.StatelessScope(state_mapping=list(zip(self.mvars, mv))) as scope:
+        mapping = list(zip(self.mvars, mv, strict=True))
+        with self.keras.StatelessScope(state_mapping=mapping) as scope:
             t._loss_tracker.update_state(loss, sample_weight=x.shape[0])
             t.compute_metrics(x, y, y_pred, sample_weight=None)
         out = []
-        for ref, old in zip(self.mvars, mv):
+        for ref, old in zip(self.mvars, mv, strict=True):
             new = scope.get_current_value(ref)
             out.append(old if new is None else new)
         return out
@@ -453,12 +483,13 @@ class _PackedGroup:
             raise ValueError(f"the vectorized step updates {len(grads) - missing} of the model's "
                              f"{len(self.tvars)} trainable variables")
         self.optimizer.apply(grads, self.svars)
-        for var, old in zip(self.svars, tv):
+        for var, old in zip(self.svars, tv, strict=True):
             new = tf.convert_to_tensor(var.value)
             if self.scale is not None:
                 new = old + (new - old) * self._per_net(self.scale, old)
             var.assign(tf.where(self._per_net(active, old), new, old))
-        new_ntv = [tf.where(self._per_net(active, o), n, o) for n, o in zip(new_ntv, ntv)]
+        new_ntv = [tf.where(self._per_net(active, o), n, o)
+                   for n, o in zip(new_ntv, ntv, strict=True)]
         return new_ntv, new_mv
 
     def _test_step(self, ntv: list[Any], mv: list[Any], idx: Any) -> Any:
@@ -476,7 +507,7 @@ class _PackedGroup:
     def _results(self, mv: list[Any]) -> dict[str, Any]:
         def one(mv_k: Any) -> dict[str, Any]:
             out: dict[str, Any] = {}
-            with self.keras.StatelessScope(state_mapping=list(zip(self.mvars, mv_k))):
+            with self.keras.StatelessScope(state_mapping=list(zip(self.mvars, mv_k, strict=True))):
                 for metric in self.template.metrics:
                     r = metric.result()
                     if isinstance(r, dict):
@@ -485,7 +516,7 @@ class _PackedGroup:
                         out[metric.name] = r
             return out
 
-        return self.keras.ops.vectorized_map(one, mv)  # type: ignore[no-any-return]
+        return self.keras.ops.vectorized_map(one, mv)
 
     def _per_net(self, v: Any, like: Any) -> Any:
         """A [K] vector shaped to broadcast against a stacked [K, ...] value."""
@@ -511,7 +542,8 @@ class _PackedGroup:
             active_t = tf.constant(active)
             mv = self.mv_reset
             for s in range(steps):
-                ntv, mv = self.train_step(ntv, mv, active_t, tf.constant(order[:, s * bs:(s + 1) * bs]))
+                idx = tf.constant(order[:, s * bs:(s + 1) * bs])
+                ntv, mv = self.train_step(ntv, mv, active_t, idx)
             logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
             if self.has_val:
                 mv = self.mv_reset
@@ -569,7 +601,7 @@ class _PackedGroup:
         ntv_np = [v.numpy() for v in ntv]
         for i in which:
             model = self.members[i].model
-            for var, val in zip(model.trainable_variables, tv_np):
+            for var, val in zip(model.trainable_variables, tv_np, strict=True):
                 var.assign(val[i])
-            for var, val in zip(model.non_trainable_variables, ntv_np):
+            for var, val in zip(model.non_trainable_variables, ntv_np, strict=True):
                 var.assign(val[i])

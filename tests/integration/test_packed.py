@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from netrain.contract import validate_output
-from netrain.packed import epoch_order, network_rng, train_networks_packed
+from netrain.packed import epoch_order, network_rng, pack_fallback, train_networks_packed
 from netrain.training import NetworkJob
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def test_dense_weights_match_alone(tmp_path: Path, capsys: Any) -> None:
     for j in jobs_():
         ref, losses = alone(j)
         got = saved(j)
-        for a, b in zip(got, ref.get_weights()):
+        for a, b in zip(got, ref.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
         np.testing.assert_allclose(rec.logs[j.net_index][-1]["loss"], losses[-1], rtol=1e-5)
     assert (tmp_path / "m" / "n_t0_n3.csv").read_text().count("\n") == 4
@@ -133,3 +133,127 @@ def _adam(lr: float) -> Any:
     import keras
 
     return keras.optimizers.Adam(lr)
+
+
+def bn_dropout() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                             keras.layers.Dense(1)])
+
+
+def conv() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((12, 2)), keras.layers.Conv1D(4, 3, activation="relu"),
+                             keras.layers.Conv1D(4, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(1)])
+
+
+def seq_data(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12, 2)).astype("float32")
+    return x, x[:, :, 0].mean(axis=1, keepdims=True).astype("float32")
+
+
+@pytest.mark.parametrize("kind", ["bn-dropout", "conv"])
+def test_bn_dropout_and_conv_losses_match_alone(tmp_path: Path, kind: str) -> None:
+    gen, mk = (bn_dropout, data) if kind == "bn-dropout" else (conv, seq_data)
+
+    def jobs_() -> list[NetworkJob]:  # networks 0 and 1 share data; 2 has its own
+        return [make_job(tmp_path, i, gen=gen, train=mk(seed=0 if i < 2 else 5),
+                         evaluation=mk(32, seed=7)) for i in range(3)]
+
+    rec = Recorder()
+    results = train_networks_packed(range(3), lambda i: jobs_()[i], rec)
+    assert not rec.failed and all(r is not None for r in results)
+    for j in jobs_():
+        _, losses = alone(j)
+        got = [e["loss"] for e in rec.logs[j.net_index]]
+        np.testing.assert_allclose(got, losses, rtol=1e-4)
+
+
+def test_early_stopping_per_network(tmp_path: Path) -> None:
+    lrs = [0.05, 1e-5]  # the first reaches the threshold within a few epochs, the second never
+    es = {"monitor": "loss", "threshold": 1.0, "restore_best_weights": False}
+
+    def jobs_(epochs: int = 8) -> list[NetworkJob]:
+        return [make_job(tmp_path, i, epochs=epochs, intelligent=True,
+                         extra={"optimizer": _adam(lr), "early_stopping": es})
+                for i, lr in enumerate(lrs)]
+
+    rec = Recorder()
+    fast, slow = train_networks_packed(range(2), lambda i: jobs_()[i], rec)
+    assert fast is not None and slow is not None
+    assert fast.stopped_early and 1 <= fast.epochs < 8 and fast.history["loss"][-1] <= 1.0
+    assert slow.epochs == 8 and not slow.stopped_early
+    assert len(rec.logs[0]) == fast.epochs
+    # frozen at its stop: the same network trained alone for exactly those epochs
+    j = jobs_(epochs=fast.epochs)[0]
+    ref, _ = alone(j)
+    for a, b in zip(saved(j), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def custom_step() -> Any:
+    import keras
+
+    class Custom(keras.Model):
+        def train_step(self, data: Any) -> Any:
+            return super().train_step(data)
+
+    inp = keras.Input((4,))
+    return Custom(inp, keras.layers.Dense(1)(inp))
+
+
+def test_custom_train_step_falls_back_and_trains(tmp_path: Path, capsys: Any) -> None:
+    jobs = [make_job(tmp_path, i, gen=custom_step) for i in range(2)]
+    rec = Recorder()
+    results = train_networks_packed(range(2), lambda i: jobs[i], rec)
+    out = capsys.readouterr().out
+    assert "netrain: packing off for network(s) 0, 1: Custom has a custom train_step" in out
+    assert all(r is not None and r.epochs == 3 for r in results)
+    assert all(pack_fallback(j) == "Custom has a custom train_step" for j in jobs)
+    assert (tmp_path / "w" / "n_t0_n1.weights.h5").is_file()
+
+
+def unused_weight() -> Any:
+    import keras
+
+    class Extra(keras.layers.Layer):
+        def build(self, shape: Any) -> None:
+            self.w = self.add_weight(shape=(shape[-1], 1))
+            self.unused = self.add_weight(shape=(1,))  # no gradient ever reaches it
+
+        def call(self, x: Any) -> Any:
+            return keras.ops.matmul(x, self.w)
+
+    return keras.Sequential([keras.Input((4,)), Extra()])
+
+
+def test_variable_count_guard_falls_back(tmp_path: Path, capsys: Any) -> None:
+    rec = Recorder()
+    results = train_networks_packed(range(2), lambda i: make_job(tmp_path, i, gen=unused_weight),
+                                    rec)
+    out = capsys.readouterr().out
+    assert "the vectorized step updates 1 of the model's 2 trainable variables" in out
+    assert "training them one by one" in out
+    assert all(r is not None and r.epochs == 3 for r in results) and not rec.failed
+
+
+def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
+    from netrain.packed import pack_refusal
+
+    def two(**kw: Any) -> list[NetworkJob]:
+        return [make_job(tmp_path, i, **kw) for i in range(2)]
+
+    assert pack_refusal(two()) is None
+    assert pack_refusal(two()[:1]) == "only one network to train"
+    gen = (b for b in [data()])
+    assert "iterator" in str(pack_refusal(two(train=gen)))
+    x, y = data()
+    assert "sample weights" in str(pack_refusal(two(train=(x, y, np.ones(len(x))))))
+    assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: []})))
+    assert "needs one array" in str(pack_refusal(two(train=({"a": x}, y))))
+    assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
