@@ -88,11 +88,11 @@ def peak_kib() -> int:
 
 def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh one by main)."""
+    import keras  # noqa: F401  (imported before the baseline)
+
     from netrain.contract import validate_output
     from netrain.packed import train_networks_packed
     from netrain.training import NetworkJob, train_networks
-
-    import keras  # noqa: F401  (imported before the baseline)
 
     data = dataset(kind, samples)
     base = rss_kib()

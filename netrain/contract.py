@@ -51,6 +51,7 @@ OPTIONAL_OUTPUT = (
     "verbose",
     "seed",
     "tags",
+    "pack",
 )
 
 
@@ -77,6 +78,7 @@ class NetworkConfig:
     verbose: int = 0
     seed: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    pack: bool | None = None
     unknown_keys: tuple[str, ...] = ()
 
     def scalar_params(self) -> dict[str, Any]:
@@ -245,6 +247,12 @@ def validate_output(out: Any, model: str,
     if not isinstance(tags, Mapping):
         raise fail("returned 'tags' that is not a dict")
 
+    pack = out.get("pack")
+    if pack is not None and not isinstance(pack, bool):
+        raise fail(f"returned 'pack' = {pack!r}: it must be true or false (train this model's "
+                   "networks packed together or one by one; leave it out for the batch's "
+                   "--pack)")
+
     known = set(REQUIRED_OUTPUT) | set(OPTIONAL_OUTPUT)
     unknown = tuple(sorted(str(k) for k in out if k not in known))
     return NetworkConfig(
@@ -267,6 +275,7 @@ def validate_output(out: Any, model: str,
         verbose=verbose,
         seed=seed,
         tags={str(k): str(v) for k, v in tags.items()},
+        pack=pack,
         unknown_keys=unknown,
     )
 

@@ -341,6 +341,35 @@ def _first_line(exc: BaseException) -> str:
     return line.removeprefix(f"{type(exc).__name__}: ")
 
 
+def train_networks_maybe_packed(
+    indices: Sequence[int],
+    make_job: Callable[[int], NetworkJob],
+    observer: Observer,
+    pack: bool,
+) -> list[NetworkResult | None]:
+    """The task's entry: the batch's ``pack`` flag, unless the configuration's output says
+    ``pack: true/false`` for this model (asked of the task's first network; a task trains
+    one model). Without packing this is exactly ``training.train_networks``."""
+    if not indices:
+        return []
+    first: dict[int, NetworkJob] = {}
+    try:
+        first[indices[0]] = make_job(indices[0])
+    except Exception as exc:  # the trainer asks again and reports it at its turn
+        _reraise_interrupt(exc)
+    wanted = first[indices[0]].config.pack if first else None
+    if wanted is None:
+        wanted = pack
+
+    def cached(i: int) -> NetworkJob:
+        job = first.pop(i, None)
+        return job if job is not None else make_job(i)
+
+    if not wanted:
+        return train_networks(indices, cached, observer)
+    return train_networks_packed(indices, cached, observer)
+
+
 def _reraise_interrupt(exc: BaseException) -> None:
     signum = pending_interrupt()
     if signum is not None:

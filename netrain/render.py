@@ -21,9 +21,11 @@ TASK_PARAMS = (
     "net_index",
     "retrain_of",
     "from_weights",
+    "pack",
 )
 #: Default of the optional parameters ("none" because MLflow treats "" as missing).
-OPTIONAL_DEFAULTS = {"net_index": "-1", "retrain_of": "none", "from_weights": "none"}
+OPTIONAL_DEFAULTS = {"net_index": "-1", "retrain_of": "none", "from_weights": "none",
+                     "pack": "false"}
 
 
 def q(value: object) -> str:
@@ -47,6 +49,7 @@ class SegmentText:
     nb_epoch: int
     epoch_samples: int
     intelligent: bool
+    pack: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def _segment_case(spec: ScriptSpec) -> list[str]:
         out.append(
             f'{kw} [ "$index" -ge {seg.start} ] && [ "$index" -lt {seg.stop} ]; then '
             f"nnets={seg.nnets}; nb_epoch={seg.nb_epoch}; epoch_samples={seg.epoch_samples}; "
-            f"intelligent={'true' if seg.intelligent else 'false'}"
+            f"intelligent={'true' if seg.intelligent else 'false'}; "
+            f"pack={'true' if seg.pack else 'false'}"
         )
     out.append("else")
     model = q(f"{spec.cls}.{spec.architecture}")
@@ -141,6 +145,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         "nnets": '"$nnets"',
         "intelligent": '"$intelligent"',
         "trainingrun": '"$index"',
+        "pack": '"$pack"',
     }
     for key, value in spec.extra_params:
         if key not in OPTIONAL_DEFAULTS:

@@ -30,6 +30,9 @@ def training_options(f):
         click.option("--intelligent", type=BOOL, is_flag=False, flag_value="true",
                      default="false", metavar="[true|false]",
                      help="Stop a network when its validation loss stops improving."),
+        click.option("--pack", is_flag=True,
+                     help="Train each task's networks together in one vectorized step "
+                          "(same results, many times faster for small networks)."),
         click.option("--no-check", is_flag=True,
                      help="Do not call the configuration function before writing the batch."),
     ]):
@@ -50,8 +53,8 @@ def training_options(f):
               help="SLURM: at most K tasks of each array at once (--array=0-N%K).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and submitted.")
 @click.pass_obj
-def command(obj, models, array, nb_epoch, epoch_samples, intelligent, no_check, gpu, desc,
-            run_, executor, workers, max_running, dry_run) -> None:
+def command(obj, models, array, nb_epoch, epoch_samples, intelligent, pack, no_check, gpu,
+            desc, run_, executor, workers, max_running, dry_run) -> None:
     """Build a batch: code snapshot, one sbatch array script per model, runbatch.sh."""
     import dataclasses
 
@@ -68,7 +71,7 @@ def command(obj, models, array, nb_epoch, epoch_samples, intelligent, no_check, 
         cfg = dataclasses.replace(cfg, slurm=dataclasses.replace(cfg.slurm,
                                                                  max_running=max_running))
     opts = TrainOptions(array=array, nb_epoch=nb_epoch, epoch_samples=epoch_samples,
-                        intelligent=to_bool(intelligent))
+                        intelligent=to_bool(intelligent), pack=pack)
     path, manifest = generate(cfg, specs, opts, description=desc, gpu=gpu,
                               check=not no_check, dry_run=dry_run, say=warn)
     if dry_run:

@@ -26,8 +26,8 @@ export NETRAIN_BATCH_DIR="$batch_dir"
 : "${SLURM_ARRAY_TASK_ID:?is not set: submit this script with sbatch, or use netrain run}"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
 export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.out}"
-if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true
-elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false
+if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true; pack=false
+elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false; pack=true
 else
   echo "netrain: array index $index is not a task of "autoencoder.classical >&2; exit 2
 fi
@@ -36,7 +36,7 @@ conda activate netrain-gpu
 # Run the task in its own process group so a signal reaches all of it: SLURM's
 # time-limit warning (USR1), scancel (TERM) and Ctrl-C close its MLflow runs as KILLED.
 set -m
-python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 &
+python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 --pack "$pack" &
 child=$!
 trap 'kill -TERM -- -"$child" 2>/dev/null' USR1 TERM INT
 while :; do

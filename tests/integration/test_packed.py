@@ -257,3 +257,22 @@ def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
     assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: []})))
     assert "needs one array" in str(pack_refusal(two(train=({"a": x}, y))))
     assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
+
+
+@pytest.mark.parametrize("flag, key, packed", [(True, None, True), (False, True, True),
+                                               (True, False, False), (False, None, False)])
+def test_the_configuration_pack_key_overrides_the_batch_flag(
+        tmp_path: Path, capsys: Any, flag: bool, key: bool | None, packed: bool) -> None:
+    from netrain.packed import train_networks_maybe_packed
+
+    extra = {} if key is None else {"pack": key}
+    calls: list[int] = []
+
+    def make(i: int) -> NetworkJob:
+        calls.append(i)
+        return make_job(tmp_path, i, epochs=1, extra=extra)
+
+    results = train_networks_maybe_packed([0, 1], make, Recorder(), pack=flag)
+    assert all(r is not None and r.epochs == 1 for r in results)
+    assert ("packed 2 networks" in capsys.readouterr().out) is packed
+    assert calls == [0, 1]  # each network's configuration asked once

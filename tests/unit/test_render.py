@@ -45,7 +45,7 @@ def gpu_direct_spec() -> ScriptSpec:
         architecture="classical",
         array="0-149%4",
         segments=(SegmentText(0, 100, 45, 20, 5000, True),
-                  SegmentText(100, 150, 10, 30, 5000, False)),
+                  SegmentText(100, 150, 10, 30, 5000, False, pack=True)),
         tracking_uri="http://tracking.example:5000",
         experiment_id="12",
         env_kind="conda-name",
@@ -187,7 +187,7 @@ def test_mlflow_launcher_command() -> None:
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
-    assert [p.split("=")[0] for p in params] == list(render.TASK_PARAMS[:7])
+    assert [p.split("=")[0] for p in params] == [*render.TASK_PARAMS[:7], "pack"]
     assert "class=classifier" in params and "architecture=clu_one" in params
 
 
