@@ -10,8 +10,8 @@ Both sides are netrain's own trainers (``training.train_networks`` and
 the figures are training only: model building, compiling/tracing, the steps and saving each
 network's files; no imports, no MLflow. Each case runs in a fresh process, whose peak RSS
 above its RSS after the imports is the memory figure. The sequential time grows linearly
-with N (each network is independent), so it is measured on ``--seq-nets`` networks and
-scaled to N; the packed time is measured at every N.
+with N (each network is independent), so it is measured on ``--seq-nets`` networks, right
+before each packed case, and scaled to N; the packed time is measured at every N.
 """
 
 from __future__ import annotations
@@ -132,9 +132,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "`bench/packed.py`: netrain's sequential trainer against `--pack`'s trainer, in-process,",
         "training only (building, compiling or tracing, every step, saving each network's",
         "files; no imports, no MLflow). Adam, batch 32, "
-        f"{meta['steps']} steps per network, same data. Sequential time is measured on "
-        f"{meta['seq_nets']} networks and scaled to N (networks are independent); packed is",
-        "measured at each N. Memory: the case process's peak RSS above its RSS after imports.",
+        f"{meta['steps']} steps per network, same data. For each N, sequential is measured "
+        f"on min(N, {meta['seq_nets']}) networks and scaled to N (networks are independent),",
+        "right before packed at N (so both see the same load). Memory: the case process's",
+        "peak RSS above its RSS after imports (sequential's does not grow with N).",
         f"Measured {meta['when']} on {meta['machine']}; {meta['note']}",
         "",
         "| model | N | sequential (s) | packed (s) | speedup | peak MiB seq / packed |",
@@ -170,7 +171,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-md", action="store_true")
     ap.add_argument("--nets", default="8,32,128")
-    ap.add_argument("--seq-nets", type=int, default=16)
+    ap.add_argument("--seq-nets", type=int, default=8)
     ap.add_argument("--models", default="mlp,wide,conv")
     ap.add_argument("--note", default="the machine was shared with other work while measured.")
     args = ap.parse_args()
@@ -183,15 +184,16 @@ def main() -> int:
     seq_nets = 2 if args.smoke else args.seq_nets
     rows = []
     for kind in args.models.split(","):
-        seq = run_case(kind, seq_nets, "sequential", samples, epochs)
-        per_net = seq["seconds"] / seq_nets
-        print(f"{kind}: sequential {per_net:.3f} s per network", flush=True)
         for n in nets:
+            # measured side by side, so both see the same load on a shared machine
+            seq = run_case(kind, min(n, seq_nets), "sequential", samples, epochs)
+            per_net = seq["seconds"] / min(n, seq_nets)
             pk = run_case(kind, n, "packed", samples, epochs)
             row = {"kind": kind, "nets": n, "seq": per_net * n, "packed": pk["seconds"],
                    "seq_mib": seq["peak_mib"], "packed_mib": pk["peak_mib"]}
             rows.append(row)
-            print(f"{kind} N={n}: packed {pk['seconds']:.2f} s, "
+            print(f"{kind} N={n}: sequential {per_net:.3f} s per network, "
+                  f"packed {pk['seconds']:.2f} s, "
                   f"{row['seq'] / row['packed']:.1f}x", flush=True)
     meta = {"steps": epochs * -(-samples // 32), "seq_nets": seq_nets,
             "when": time.strftime("%Y-%m-%d"), "note": args.note,

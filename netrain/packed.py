@@ -71,6 +71,40 @@ def network_rng(job: NetworkJob) -> Any:
     return np.random.default_rng(cfg.seed if cfg.seed is not None else job.seed)
 
 
+class SeededBatches:
+    """(x, y) arrays served to ``fit`` in the packed trainer's order: the sequential path
+    gives the same batches with ``fit(SeededBatches.make(job, x, y, batch_size),
+    shuffle=False)`` (which makes a network's results the same with or without --pack)."""
+
+    @staticmethod
+    def make(job: NetworkJob, x: Any, y: Any, batch_size: int) -> Any:
+        import keras
+        import numpy as np
+
+        rng = network_rng(job)
+        n = len(x)
+
+        class _Seeded(keras.utils.PyDataset):
+            def __init__(self) -> None:
+                super().__init__()
+                self.begun = 0
+                self.order = epoch_order(rng, n, job.epoch_samples)
+
+            def __len__(self) -> int:
+                return math.ceil(len(self.order) / batch_size)
+
+            def __getitem__(self, i: int) -> Any:
+                idx = self.order[i * batch_size:(i + 1) * batch_size]
+                return np.asarray(x)[idx], np.asarray(y)[idx]
+
+            def on_epoch_begin(self) -> None:
+                if self.begun:  # the first epoch's order was drawn when made
+                    self.order = epoch_order(rng, n, job.epoch_samples)
+                self.begun += 1
+
+        return _Seeded()
+
+
 # ------------------------------------------------------------------------------- refusal
 
 def _data_refusal(data: Any, what: str, optional: bool) -> str | None:

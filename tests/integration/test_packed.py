@@ -276,3 +276,24 @@ def test_the_configuration_pack_key_overrides_the_batch_flag(
     assert all(r is not None and r.epochs == 1 for r in results)
     assert ("packed 2 networks" in capsys.readouterr().out) is packed
     assert calls == [0, 1]  # each network's configuration asked once
+
+
+def test_fit_on_seeded_batches_matches_packed(tmp_path: Path) -> None:
+    """What the sequential path needs to give --pack's results: fit on SeededBatches."""
+    import keras
+
+    from netrain.packed import SeededBatches
+
+    jobs = [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]  # 40 of 96 per epoch
+    train_networks_packed(range(2), lambda i: jobs[i], Recorder())
+    for j in [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]:
+        cfg = j.config
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(j.seed)
+        model = cfg.model_generator()
+        model.compile(optimizer=cfg.optimizer, loss=cfg.loss)
+        x, y = cfg.training_generator
+        model.fit(SeededBatches.make(j, x, y, 16), shuffle=False, epochs=cfg.nb_epoch,
+                  verbose=0)
+        for a, b in zip(saved(j), model.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
