@@ -149,6 +149,15 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Goals (issue 12, 2 CPU cores, training only): at least 15x at N=32 and 20x at N=128",
         "for the MLPs.",
         "",
+        "Where packed time goes (MLP 6-8-1, N=128, profiled 2026-11-29 at a quieter moment:",
+        "10.4 s in all): building the 128 models under their own seeds 5.3 s and saving their",
+        "files 3.5 s (per-network work the sequential path does too, ~40 ms each), the",
+        "vectorized training of all 128 (192 steps, tracing included) 0.8 s. So the ratio is",
+        "bounded by sequential's per-network time over build + save; with 5 agents on 2 cores",
+        "(load average 6-11 during the run above) every figure moves by 2-5x between runs.",
+        "Conv1D packs less well: TensorFlow's vectorization of a convolution whose filters",
+        "differ per network is slower per step than the dense case.",
+        "",
     ]
     return "\n".join(out)
 

@@ -43,6 +43,13 @@ from netrain.training import (
 #: Optimizer settings that couple the stacked networks (a norm over all of them).
 _COUPLING_OPTIMIZER_KEYS = ("clipnorm", "global_clipnorm", "gradient_accumulation_steps",
                             "loss_scale_factor")
+#: Optimizers whose update is elementwise, so one of them on stacked variables is the
+#: networks' own optimizers side by side (others, e.g. LAMB, use a norm per variable).
+_ELEMENTWISE_OPTIMIZERS = frozenset({"SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop",
+                                     "Adagrad", "Adadelta", "Lion", "Ftrl"})
+#: Of those, the ones whose step is proportional to the learning rate, so networks that
+#: differ only in it share a group (the step is rescaled per network).
+_LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
@@ -146,10 +153,14 @@ def model_refusal(model: Any, keras: Any) -> str | None:
         return "the model has no optimizer"
     if "LossScale" in type(opt).__name__:
         return "a loss-scale optimizer scales all networks together"
+    if type(opt).__name__ not in _ELEMENTWISE_OPTIMIZERS:
+        return (f"optimizer {type(opt).__name__} is not known to update each element on its "
+                "own (a norm over a stacked variable would mix the networks)")
     conf = opt.get_config()
     for key in _COUPLING_OPTIMIZER_KEYS:
-        if conf.get(key) not in (None, 1, 1.0) or (key == "loss_scale_factor" and conf.get(key)):
-            return f"optimizer {key}={conf.get(key)} would couple the stacked networks"
+        value = conf.get(key)
+        if value is not None and not (key == "gradient_accumulation_steps" and value == 1):
+            return f"optimizer {key}={value} would couple the stacked networks"
     if not model.trainable_variables:
         return "the model has no trainable variables after building"
     return None
@@ -248,7 +259,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
     conf.pop("name", None)
     lr_conf = conf.pop("learning_rate", None)
     lr: float | None = None
-    if isinstance(lr_conf, (int, float)):
+    if isinstance(lr_conf, (int, float)) and type(model.optimizer).__name__ in _LINEAR_IN_LR:
         lr = float(lr_conf)
     else:
         conf["learning_rate"] = lr_conf  # a schedule: must be the same for the group

@@ -259,6 +259,26 @@ def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
     assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
 
 
+@pytest.mark.parametrize("optimizer, refused", [
+    ("adam", None), ("sgd", None), ("Lamb", "not known to update each element"),
+    ("clipnorm", "clipnorm=1.0 would couple"), ("global_clipnorm", "global_clipnorm=1.0"),
+])
+def test_optimizers_that_would_couple_the_networks_are_refused(optimizer: str,
+                                                                refused: str | None) -> None:
+    import keras
+
+    from netrain.packed import model_refusal
+
+    opt: Any = {"Lamb": lambda: keras.optimizers.Lamb(),
+                "clipnorm": lambda: keras.optimizers.Adam(clipnorm=1.0),
+                "global_clipnorm": lambda: keras.optimizers.Adam(global_clipnorm=1.0),
+                }.get(optimizer, lambda: optimizer)()
+    model = mlp()
+    model.compile(optimizer=opt, loss="mse")
+    why = model_refusal(model, keras)
+    assert (why is None) if refused is None else (refused in str(why))
+
+
 @pytest.mark.parametrize("flag, key, packed", [(True, None, True), (False, True, True),
                                                (True, False, False), (False, None, False)])
 def test_the_configuration_pack_key_overrides_the_batch_flag(
