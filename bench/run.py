@@ -423,9 +423,9 @@ def to_markdown(res: dict[str, Any]) -> str:
     L += ["## Changes made from these numbers (before -> after, measured in this run)", "",
           "| change | before | after | measured as |", "|---|---|---|---|"]
     L += [f"| {c} | {b} | **{a}** | {m} |" for c, b, a, m in changes]
-    notes = HERE / "NOTES.md"
-    if notes.is_file():
-        L += ["", notes.read_text().strip()]
+    for extra in ("packed.md", "NOTES.md"):  # packed.md: bench/packed.py's last results
+        if (HERE / extra).is_file():
+            L += ["", (HERE / extra).read_text().strip()]
     L.append("")
     return "\n".join(L)
 
