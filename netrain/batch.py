@@ -33,6 +33,7 @@ class Segment:
     epoch_samples: int
     intelligent: bool
     added: str = ""
+    pack: bool = False  # train each task's networks packed (netrain.packed)
 
     @property
     def stop(self) -> int:

@@ -40,6 +40,7 @@ class TrainOptions:
     nb_epoch: int
     epoch_samples: int
     intelligent: bool
+    pack: bool = False
 
 
 def check_options(opts: TrainOptions, description: str = "") -> None:
@@ -178,7 +179,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             created = now_iso()
             models = [ModelEntry(s.cls, s.architecture, [Segment(
                 0, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples, opts.intelligent,
-                created)]) for s in specs]
+                created, opts.pack)]) for s in specs]
             slurm = {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in vars(cfg.slurm).items()}
             art = artifact_location(cfg.tracking_uri, final)
@@ -265,7 +266,7 @@ def add(batch: Batch, cfg_python: str, specs: list[ModelSpec], opts: TrainOption
             existing = next((x for x in m.models if x.key == s.key), None)
             model = existing or ModelEntry(s.cls, s.architecture)
             seg = Segment(model.array, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples,
-                          opts.intelligent, now_iso())
+                          opts.intelligent, now_iso(), opts.pack)
             model.segments.append(seg)
             if existing is None:
                 m.models.append(model)
@@ -282,7 +283,8 @@ def retrain_script(batch: Batch, model: ModelEntry, trainingrun: int, net_index:
     """Write scripts/retrain-<run>.sh: the model's script for one index and one network."""
     seg = model.segment_for(trainingrun)
     text_seg = Segment(trainingrun, 1, seg.nnets, nb_epoch or seg.nb_epoch, seg.epoch_samples,
-                       seg.intelligent)
+                       seg.intelligent,
+                       pack=seg.pack)
     extra = [("net_index", str(net_index)), ("retrain_of", run_id)]
     if from_weights is not None:
         extra.append(("from_weights", str(from_weights)))

@@ -48,6 +48,7 @@ OPTIONAL_OUTPUT = (
     "seed",
     "tags",
     "checkpoint",
+    "pack",
 )
 
 
@@ -74,6 +75,7 @@ class NetworkConfig:
     verbose: int = 0
     seed: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    pack: bool | None = None
     unknown_keys: tuple[str, ...] = ()
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
@@ -250,6 +252,11 @@ def validate_output(out: Any, model: str,
         Policy.from_mapping(ckpt)
     except ValueError as exc:
         raise fail(f"returned {exc}") from None
+    pack = out.get("pack")
+    if pack is not None and not isinstance(pack, bool):
+        raise fail(f"returned 'pack' = {pack!r}: it must be true or false (train this model's "
+                   "networks packed together or one by one; leave it out for the batch's "
+                   "--pack)")
 
     known = set(REQUIRED_OUTPUT) | set(OPTIONAL_OUTPUT)
     unknown = tuple(sorted(str(k) for k in out if k not in known))
@@ -273,6 +280,7 @@ def validate_output(out: Any, model: str,
         verbose=verbose,
         seed=seed,
         tags={str(k): str(v) for k, v in tags.items()},
+        pack=pack,
         unknown_keys=unknown,
         checkpoint=dict(ckpt),
     )

@@ -31,6 +31,7 @@ TASK_PARAMS = (
     TaskParam("net_index", int, "-1"),
     TaskParam("retrain_of", str, "none"),
     TaskParam("from_weights", str, "none", input_key=False),
+    TaskParam("pack", bool, "false", input_key=False),
 )
 TASK_PARAM_NAMES = tuple(p.name for p in TASK_PARAMS)
 #: Default of the optional parameters.

@@ -87,7 +87,8 @@ def _segment_case(spec: ScriptSpec) -> list[str]:
         out.append(
             f'{kw} [ "$index" -ge {seg.start} ] && [ "$index" -lt {seg.stop} ]; then '
             f"nnets={seg.nnets}; nb_epoch={seg.nb_epoch}; epoch_samples={seg.epoch_samples}; "
-            f"intelligent={'true' if seg.intelligent else 'false'}"
+            f"intelligent={'true' if seg.intelligent else 'false'}; "
+            f"pack={'true' if seg.pack else 'false'}"
         )
     out.append("else")
     model = q(f"{spec.cls}.{spec.architecture}")
@@ -120,6 +121,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         "nnets": '"$nnets"',
         "intelligent": '"$intelligent"',
         "trainingrun": '"$index"',
+        "pack": '"$pack"',
     }
     for key, value in spec.extra_params:
         if key not in OPTIONAL_DEFAULTS:

@@ -51,6 +51,7 @@ class TaskArgs(ModelName):
     net_index: int = -1
     retrain_of: str = ""
     from_weights: str = ""
+    pack: bool = False
 
     @property
     def model_key(self) -> str:
@@ -356,12 +357,13 @@ class TaskRunner:
 
     def train_all(self, observer: _TaskObserver) -> int:
         """Train the task's networks; returns how many failed."""
-        from netrain import training
+        from netrain import packed
 
         indices = self.todo()
         self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
                  f"{len(indices)} network(s), attempt {self.record.attempt}")
-        results = training.train_networks(indices, self.make_job, observer)
+        results = packed.train_networks_maybe_packed(indices, self.make_job, observer,
+                                                     pack=self.args.pack)
         failed = sum(1 for r in results if r is None)
         self.record.state = "finished" if failed == 0 else "failed"
         if failed:

@@ -14,7 +14,7 @@ from netrain.cli.generate import training_options
 @click.option("--run", "run_", is_flag=True, help="Start the new tasks right away.")
 @click.option("--executor", type=EXECUTOR, default=None)
 @click.pass_obj
-def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_check,
+def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pack, no_check,
             run_, executor) -> None:
     """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
     from netrain import executor as ex
@@ -27,7 +27,7 @@ def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, no_
     python = b.manifest.environment["value"] if b.manifest.environment["kind"] == "python" \
         else python_executable()
     opts = TrainOptions(array=array, nb_epoch=nb_epoch, epoch_samples=epoch_samples,
-                        intelligent=intelligent)
+                        intelligent=intelligent, pack=pack)
     added = add(b, python, specs, opts, check=not no_check, say=warn)
     for model, seg in added:
         warn(f"{model.key}: tasks {seg.start}-{seg.stop - 1} added ({seg.nnets} network(s) each)")

@@ -29,7 +29,7 @@ export NETRAIN_BATCH_DIR="$batch_dir"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
 export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"
 export NETRAIN_REQUEUE=1
-if [ "$index" -ge 0 ] && [ "$index" -lt 200 ]; then nnets=10; nb_epoch=5; epoch_samples=1000; intelligent=false
+if [ "$index" -ge 0 ] && [ "$index" -lt 200 ]; then nnets=10; nb_epoch=5; epoch_samples=1000; intelligent=false; pack=false
 else
   echo "netrain: array index $index is not a task of "classifier.clu_one >&2; exit 2
 fi
@@ -38,7 +38,7 @@ export PATH=/opt/venv/bin:"$PATH"
 # time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;
 # after USR1 it requeues itself to resume (slurm.requeue).
 set -m
-/opt/venv/bin/python -m netrain.launch "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" &
+/opt/venv/bin/python -m netrain.launch "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" -P pack="$pack" &
 child=$!
 trap 'kill -USR1 -- -"$child" 2>/dev/null' USR1
 trap 'kill -TERM -- -"$child" 2>/dev/null' TERM

@@ -36,8 +36,8 @@ export NETRAIN_BATCH_DIR="$batch_dir"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))
 export NETRAIN_LOG="${NETRAIN_LOG:-$batch_dir/logs/${SLURM_JOB_NAME:-local}_${SLURM_ARRAY_JOB_ID:-local}_${SLURM_ARRAY_TASK_ID}.log}"
 export NETRAIN_REQUEUE=1
-if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true
-elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false
+if [ "$index" -ge 0 ] && [ "$index" -lt 100 ]; then nnets=45; nb_epoch=20; epoch_samples=5000; intelligent=true; pack=false
+elif [ "$index" -ge 100 ] && [ "$index" -lt 150 ]; then nnets=10; nb_epoch=30; epoch_samples=5000; intelligent=false; pack=true
 else
   echo "netrain: array index $index is not a task of "autoencoder.classical >&2; exit 2
 fi
@@ -47,7 +47,7 @@ conda activate netrain-gpu
 # time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;
 # after USR1 it requeues itself to resume (slurm.requeue).
 set -m
-python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 &
+python mlproject/entry.py --class autoencoder --architecture classical --nb-epoch "$nb_epoch" --epoch-samples "$epoch_samples" --nnets "$nnets" --intelligent "$intelligent" --trainingrun "$index" --net-index 3 --retrain-of abc123 --pack "$pack" &
 child=$!
 trap 'kill -USR1 -- -"$child" 2>/dev/null' USR1
 trap 'kill -TERM -- -"$child" 2>/dev/null' TERM

@@ -101,7 +101,7 @@ RETRAIN = (("net_index", "0"), ("retrain_of", "0123abc"), ("from_weights", WEIGH
 DIRECT_ARGS = ["mlproject/entry.py", "--class", "regressor", "--architecture", "narrow",
                "--nb-epoch", "7", "--epoch-samples", "64", "--nnets", "1", "--intelligent",
                "true", "--trainingrun", "3", "--net-index", "0", "--retrain-of", "0123abc",
-               "--from-weights", WEIGHTS]
+               "--from-weights", WEIGHTS, "--pack", "false"]
 
 
 def mlflow_args(batch_dir: Path, env_manager: str) -> list[str]:
@@ -109,7 +109,7 @@ def mlflow_args(batch_dir: Path, env_manager: str) -> list[str]:
             "--experiment-id", "7", "-P", "class=regressor", "-P", "architecture=narrow",
             "-P", "nb_epoch=7", "-P", "epoch_samples=64", "-P", "nnets=1",
             "-P", "intelligent=true", "-P", "trainingrun=3", "-P", "net_index=0",
-            "-P", "retrain_of=0123abc", "-P", f"from_weights={WEIGHTS}"]
+            "-P", "retrain_of=0123abc", "-P", f"from_weights={WEIGHTS}", "-P", "pack=false"]
 
 
 @pytest.mark.parametrize("launcher, env_kind", [("direct", "python"), ("mlflow", "python"),
@@ -278,7 +278,7 @@ def test_generated_batch_scripts_under_a_hostile_path(hostile_batch: tuple[Path,
     [task] = rec.records()
     params = [("class", "regressor"), ("architecture", "narrow"), ("nb_epoch", "3"),
               ("epoch_samples", "64"), ("nnets", "2"), ("intelligent", "false"),
-              ("trainingrun", "2")]
+              ("trainingrun", "2"), ("pack", "false")]
     if m["launcher"] == "direct":
         expected = ["mlproject/entry.py"]
         for k, v in params:

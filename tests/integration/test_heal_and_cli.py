@@ -162,3 +162,17 @@ def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
     r = invoke("show", batch2.id, "--json", "--no-scheduler", cwd=userproj)
     assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
     assert c.get_run(parent2).info.status == "RUNNING"
+
+
+def test_pack_is_recorded_per_segment_and_reaches_the_script(userproj: Path) -> None:
+    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
+                "--pack", cwd=userproj)
+    assert r.code == 0, r.text
+    path = Path(r.out.strip().splitlines()[-1])
+    r = invoke("add", str(path), "--models", "regressor.narrow=3", "--no-check", cwd=userproj)
+    assert r.code == 0, r.text
+    [model] = Batch.load(path).manifest.models
+    assert [s.pack for s in model.segments] == [True, False]
+    script = (path / "scripts" / "regressor-narrow-sbatch.sh").read_text()
+    assert "intelligent=false; pack=true" in script and "intelligent=false; pack=false" in script
+    assert 'pack="$pack"' in script or '--pack "$pack"' in script

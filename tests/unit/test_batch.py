@@ -214,3 +214,17 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text("- 1\n")
     with pytest.raises(BatchError, match="not a netrain batch manifest"):
         Batch.load(tmp_path)
+
+
+def test_segment_pack_round_trips_and_defaults_to_false(make_manifest: MakeManifest) -> None:
+    m = make_manifest()
+    m.models[1].segments[1].pack = True
+    d = m.to_dict()
+    assert d["models"][1]["segments"][1]["pack"] is True
+    assert Manifest.from_dict(yaml.safe_load(yaml.safe_dump(d)), "x") == m
+    for seg in d["models"][0]["segments"]:  # a manifest written before --pack existed
+        del seg["pack"]
+    assert Manifest.from_dict(d, "x").models[0].segments[0].pack is False
+    d["models"][0]["segments"][0]["pack"] = "yes"
+    with pytest.raises(BatchError, match="corrupt"):
+        Manifest.from_dict(d, "x")

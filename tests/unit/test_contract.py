@@ -64,16 +64,17 @@ def test_valid_output_passes() -> None:
     assert cfg.model_generator is build_model
     assert cfg.optimizer == "adam" and cfg.loss == "mse"
     assert cfg.metrics == [] and cfg.batch_size is None and cfg.verbose == 0
-    assert cfg.unknown_keys == ()
+    assert cfg.unknown_keys == () and cfg.pack is None
 
 
 def test_valid_output_with_every_optional_key() -> None:
     cfg = validate_output(valid_output(
         metrics=("accuracy",), batch_size=32, callbacks=[], params={"lr": 0.01, "units": 8},
         early_stopping={"monitor": "val_loss", "patience": 2, "threshold": 0.1},
-        validation_steps=4, verbose=2, seed=42, tags={"k": 1},
+        validation_steps=4, verbose=2, seed=42, tags={"k": 1}, pack=True,
         evaluation_generator=([[0.0]], [0]),
     ), MODEL)
+    assert cfg.pack is True
     assert cfg.metrics == ["accuracy"]
     assert cfg.batch_size == 32 and cfg.validation_steps == 4 and cfg.verbose == 2
     assert cfg.seed == 42 and cfg.tags == {"k": "1"}
@@ -152,6 +153,8 @@ def test_contract_error_is_a_netrain_error() -> None:
     ("verbose", "1"),
     ("seed", "1"),
     ("tags", ["a"]),
+    ("pack", "yes"),
+    ("pack", 1),
 ])
 def test_wrong_types_name_the_key_and_the_model(key: str, value: Any) -> None:
     with pytest.raises(ContractError) as exc:

@@ -47,7 +47,7 @@ def gpu_direct_spec() -> ScriptSpec:
         architecture="classical",
         array="0-149%4",
         segments=(Segment(0, 100, 45, 20, 5000, True),
-                  Segment(100, 50, 10, 30, 5000, False)),
+                  Segment(100, 50, 10, 30, 5000, False, pack=True)),
         tracking_uri="http://tracking.example:5000",
         experiment_id="12",
         env_kind="conda-name",
@@ -194,7 +194,7 @@ def test_mlflow_launcher_command() -> None:
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
-    assert [p.split("=")[0] for p in params] == list(TASK_PARAM_NAMES[:7])
+    assert [p.split("=")[0] for p in params] == [*TASK_PARAM_NAMES[:7], "pack"]
     assert "class=classifier" in params and "architecture=clu_one" in params
 
 

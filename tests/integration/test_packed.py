@@ -1,0 +1,319 @@
+"""Packed training against the same networks trained alone (same init, same batch order):
+weights, losses, early stopping per network, fallback and the variable-count guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netrain.contract import validate_output
+from netrain.packed import epoch_order, network_rng, pack_fallback, train_networks_packed
+from netrain.training import NetworkJob
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.logs: dict[int, list[dict[str, float]]] = {}
+        self.finished: dict[int, Any] = {}
+        self.failed: list[BaseException] = []
+
+    def network_started(self, job: NetworkJob) -> None:
+        self.events.append(("started", job.net_index))
+
+    def epoch_end(self, job: NetworkJob, epoch: int, logs: dict[str, float]) -> None:
+        self.events.append(("epoch", job.net_index))
+        self.logs.setdefault(job.net_index, []).append(logs)
+
+    def network_finished(self, job: NetworkJob, result: Any) -> None:
+        self.events.append(("finished", job.net_index))
+        self.finished[job.net_index] = result
+
+    def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
+        self.failed.append(exc)
+
+
+def data(n: int = 96, features: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    return x, (np.sin(x[:, :1]) * 2.0 + x[:, 1:2]).astype("float32")
+
+
+def mlp() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(1)])
+
+
+def make_job(tmp: Path, i: int, *, gen: Any = mlp, train: Any = None, evaluation: Any = None,
+             epochs: int = 3, epoch_samples: int = 0, intelligent: bool = False,
+             extra: dict | None = None) -> NetworkJob:
+    out = {"name": f"n{i}", "nb_epoch": epochs, "wpath": str(tmp / "w"),
+           "archpath": str(tmp / "a"), "metricspath": str(tmp / "m"), "model_generator": gen,
+           "training_generator": train if train is not None else data(),
+           "evaluation_generator": evaluation, "optimizer": "adam", "loss": "mse",
+           "batch_size": 16, **(extra or {})}
+    cfg = validate_output(out, "t.packed")
+    return NetworkJob(i, "t.packed", cfg, 1000 + i, f"n_t0_n{i}", epoch_samples, intelligent)
+
+
+def alone(job: NetworkJob) -> Any:
+    """The reference: the network built as the sequential path builds it, trained by keras'
+    own fit on the same batches (the packed order, no shuffling)."""
+    import keras
+
+    from netrain.training import _materialise
+
+    cfg = job.config
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed if cfg.seed is not None else job.seed)
+    model = cfg.model_generator()
+    model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
+    x, y = _materialise(cfg.training_generator)
+    val = _materialise(cfg.evaluation_generator) if cfg.evaluation_generator is not None else None
+    rng = network_rng(job)
+    losses: list[float] = []
+    for _ in range(cfg.nb_epoch):
+        order = epoch_order(rng, len(x), job.epoch_samples)
+        h = model.fit(x[order], y[order], batch_size=cfg.batch_size, shuffle=False, epochs=1,
+                      verbose=0, validation_data=val)
+        losses.append(h.history["loss"][0])
+    return model, losses
+
+
+def saved(job: NetworkJob) -> list[np.ndarray]:
+    import keras
+
+    keras.backend.clear_session()
+    model = job.config.model_generator()
+    if not model.built:
+        model(np.zeros((1, *np.asarray(_x(job)).shape[1:]), "float32"))
+    model.load_weights(str(job.weights_path))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _x(job: NetworkJob) -> Any:
+    from netrain.training import _materialise
+
+    return _materialise(job.config.training_generator)[0]
+
+
+def test_dense_weights_match_alone(tmp_path: Path, capsys: Any) -> None:
+    lrs = [0.01, 0.01, 0.003, 0.02]
+    def jobs_() -> list[NetworkJob]:  # fresh optimizer objects, as the configuration gives
+        return [make_job(tmp_path, i, evaluation=data(32, seed=9),
+                         extra={"optimizer": _adam(lr), "metrics": ["mae"]})
+                for i, lr in enumerate(lrs)]
+
+    jobs = jobs_()
+    rec = Recorder()
+    results = train_networks_packed(range(4), lambda i: jobs[i], rec)
+    assert "packed 4 networks" in capsys.readouterr().out
+    assert not rec.failed and all(r is not None and r.epochs == 3 for r in results)
+    # the observer hears each network in the sequential order
+    assert rec.events[:5] == [("started", 0), ("epoch", 0), ("epoch", 0), ("epoch", 0),
+                              ("finished", 0)]
+    assert set(rec.logs[0][0]) == {"loss", "mae", "val_loss", "val_mae"}
+    for j in jobs_():
+        ref, losses = alone(j)
+        got = saved(j)
+        for a, b in zip(got, ref.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(rec.logs[j.net_index][-1]["loss"], losses[-1], rtol=1e-5)
+    assert (tmp_path / "m" / "n_t0_n3.csv").read_text().count("\n") == 4
+
+
+def _adam(lr: float) -> Any:
+    import keras
+
+    return keras.optimizers.Adam(lr)
+
+
+def bn_dropout() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                             keras.layers.Dense(1)])
+
+
+def conv() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((12, 2)), keras.layers.Conv1D(4, 3, activation="relu"),
+                             keras.layers.Conv1D(4, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(1)])
+
+
+def seq_data(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12, 2)).astype("float32")
+    return x, x[:, :, 0].mean(axis=1, keepdims=True).astype("float32")
+
+
+@pytest.mark.parametrize("kind", ["bn-dropout", "conv"])
+def test_bn_dropout_and_conv_losses_match_alone(tmp_path: Path, kind: str) -> None:
+    gen, mk = (bn_dropout, data) if kind == "bn-dropout" else (conv, seq_data)
+
+    def jobs_() -> list[NetworkJob]:  # networks 0 and 1 share data; 2 has its own
+        return [make_job(tmp_path, i, gen=gen, train=mk(seed=0 if i < 2 else 5),
+                         evaluation=mk(32, seed=7)) for i in range(3)]
+
+    rec = Recorder()
+    results = train_networks_packed(range(3), lambda i: jobs_()[i], rec)
+    assert not rec.failed and all(r is not None for r in results)
+    for j in jobs_():
+        _, losses = alone(j)
+        got = [e["loss"] for e in rec.logs[j.net_index]]
+        np.testing.assert_allclose(got, losses, rtol=1e-4)
+
+
+def test_early_stopping_per_network(tmp_path: Path) -> None:
+    lrs = [0.05, 1e-5]  # the first reaches the threshold within a few epochs, the second never
+    es = {"monitor": "loss", "threshold": 1.0, "restore_best_weights": False}
+
+    def jobs_(epochs: int = 8) -> list[NetworkJob]:
+        return [make_job(tmp_path, i, epochs=epochs, intelligent=True,
+                         extra={"optimizer": _adam(lr), "early_stopping": es})
+                for i, lr in enumerate(lrs)]
+
+    rec = Recorder()
+    fast, slow = train_networks_packed(range(2), lambda i: jobs_()[i], rec)
+    assert fast is not None and slow is not None
+    assert fast.stopped_early and 1 <= fast.epochs < 8 and fast.history["loss"][-1] <= 1.0
+    assert slow.epochs == 8 and not slow.stopped_early
+    assert len(rec.logs[0]) == fast.epochs
+    # frozen at its stop: the same network trained alone for exactly those epochs
+    j = jobs_(epochs=fast.epochs)[0]
+    ref, _ = alone(j)
+    for a, b in zip(saved(j), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def custom_step() -> Any:
+    import keras
+
+    class Custom(keras.Model):
+        def train_step(self, data: Any) -> Any:
+            return super().train_step(data)
+
+    inp = keras.Input((4,))
+    return Custom(inp, keras.layers.Dense(1)(inp))
+
+
+def test_custom_train_step_falls_back_and_trains(tmp_path: Path, capsys: Any) -> None:
+    jobs = [make_job(tmp_path, i, gen=custom_step) for i in range(2)]
+    rec = Recorder()
+    results = train_networks_packed(range(2), lambda i: jobs[i], rec)
+    out = capsys.readouterr().out
+    assert "netrain: packing off for network(s) 0, 1: Custom has a custom train_step" in out
+    assert all(r is not None and r.epochs == 3 for r in results)
+    assert all(pack_fallback(j) == "Custom has a custom train_step" for j in jobs)
+    assert (tmp_path / "w" / "n_t0_n1.weights.h5").is_file()
+
+
+def unused_weight() -> Any:
+    import keras
+
+    class Extra(keras.layers.Layer):
+        def build(self, shape: Any) -> None:
+            self.w = self.add_weight(shape=(shape[-1], 1))
+            self.unused = self.add_weight(shape=(1,))  # no gradient ever reaches it
+
+        def call(self, x: Any) -> Any:
+            return keras.ops.matmul(x, self.w)
+
+    return keras.Sequential([keras.Input((4,)), Extra()])
+
+
+def test_variable_count_guard_falls_back(tmp_path: Path, capsys: Any) -> None:
+    rec = Recorder()
+    results = train_networks_packed(range(2), lambda i: make_job(tmp_path, i, gen=unused_weight),
+                                    rec)
+    out = capsys.readouterr().out
+    assert "the vectorized step updates 1 of the model's 2 trainable variables" in out
+    assert "training them one by one" in out
+    assert all(r is not None and r.epochs == 3 for r in results) and not rec.failed
+
+
+def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
+    from netrain.packed import pack_refusal
+
+    def two(**kw: Any) -> list[NetworkJob]:
+        return [make_job(tmp_path, i, **kw) for i in range(2)]
+
+    assert pack_refusal(two()) is None
+    assert pack_refusal(two()[:1]) == "only one network to train"
+    gen = (b for b in [data()])
+    assert "iterator" in str(pack_refusal(two(train=gen)))
+    x, y = data()
+    assert "sample weights" in str(pack_refusal(two(train=(x, y, np.ones(len(x))))))
+    assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: []})))
+    assert "needs one array" in str(pack_refusal(two(train=({"a": x}, y))))
+    assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
+
+
+@pytest.mark.parametrize("optimizer, refused", [
+    ("adam", None), ("sgd", None), ("Lamb", "not known to update each element"),
+    ("clipnorm", "clipnorm=1.0 would couple"), ("global_clipnorm", "global_clipnorm=1.0"),
+])
+def test_optimizers_that_would_couple_the_networks_are_refused(optimizer: str,
+                                                                refused: str | None) -> None:
+    import keras
+
+    from netrain.packed import model_refusal
+
+    opt: Any = {"Lamb": lambda: keras.optimizers.Lamb(),
+                "clipnorm": lambda: keras.optimizers.Adam(clipnorm=1.0),
+                "global_clipnorm": lambda: keras.optimizers.Adam(global_clipnorm=1.0),
+                }.get(optimizer, lambda: optimizer)()
+    model = mlp()
+    model.compile(optimizer=opt, loss="mse")
+    why = model_refusal(model, keras)
+    assert (why is None) if refused is None else (refused in str(why))
+
+
+@pytest.mark.parametrize("flag, key, packed", [(True, None, True), (False, True, True),
+                                               (True, False, False), (False, None, False)])
+def test_the_configuration_pack_key_overrides_the_batch_flag(
+        tmp_path: Path, capsys: Any, flag: bool, key: bool | None, packed: bool) -> None:
+    from netrain.packed import train_networks_maybe_packed
+
+    extra = {} if key is None else {"pack": key}
+    calls: list[int] = []
+
+    def make(i: int) -> NetworkJob:
+        calls.append(i)
+        return make_job(tmp_path, i, epochs=1, extra=extra)
+
+    results = train_networks_maybe_packed([0, 1], make, Recorder(), pack=flag)
+    assert all(r is not None and r.epochs == 1 for r in results)
+    assert ("packed 2 networks" in capsys.readouterr().out) is packed
+    assert calls == [0, 1]  # each network's configuration asked once
+
+
+def test_fit_on_seeded_batches_matches_packed(tmp_path: Path) -> None:
+    """What the sequential path needs to give --pack's results: fit on SeededBatches."""
+    import keras
+
+    from netrain.packed import SeededBatches
+
+    jobs = [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]  # 40 of 96 per epoch
+    train_networks_packed(range(2), lambda i: jobs[i], Recorder())
+    for j in [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]:
+        cfg = j.config
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(j.seed)
+        model = cfg.model_generator()
+        model.compile(optimizer=cfg.optimizer, loss=cfg.loss)
+        x, y = cfg.training_generator
+        model.fit(SeededBatches.make(j, x, y, 16), shuffle=False, epochs=cfg.nb_epoch,
+                  verbose=0)
+        for a, b in zip(saved(j), model.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
