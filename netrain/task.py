@@ -131,6 +131,11 @@ class _TaskObserver:
                 "name": job.config.name, **job.config.tags}
         if t.args.retrain_of:
             tags["retrain_of"] = t.args.retrain_of
+        packing = vars(job)
+        if packing.get("pack_group"):
+            tags["netrain.packed"] = packing["pack_group"]  # trained with this many others
+        if packing.get("pack_fallback"):
+            tags["netrain.pack_fallback"] = str(packing["pack_fallback"])[:500]
         t.journal.open_run(job.key, parent=t.key, name=job.stem,
                            experiment_id=t.experiment_id, tags=tags)
         self.current = job

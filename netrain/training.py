@@ -295,7 +295,7 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
 
     start_epoch = job.resume.epoch if job.resume else 0
     fit_kwargs = training_inputs(cfg.training_generator, job.epoch_samples, cfg.batch_size,
-                                 job.model_key, start_epoch=start_epoch)
+                                 job.model_key, start_epoch=start_epoch, seed=seed)
     has_validation = cfg.evaluation_generator is not None
     if has_validation:
         fit_kwargs.update(validation_inputs(cfg.evaluation_generator, cfg.validation_steps,
@@ -427,7 +427,7 @@ def _first_dim(a: Any) -> int | None:
 
 
 def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
-                    model_key: str, start_epoch: int = 0) -> dict[str, Any]:
+                    model_key: str, start_epoch: int = 0, seed: int = 0) -> dict[str, Any]:
     """keras ``fit`` arguments so that one epoch sees ``epoch_samples`` samples (the
     reshuffled sampler positioned at ``start_epoch`` when a network resumes)."""
     d = _materialise(data)
@@ -435,13 +435,18 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
     if _is_array_pair(d):
         x, y = d[0], d[1]
         n = _batch_len(d, model_key, "training_generator")
-        if epoch_samples <= 0 or epoch_samples == n:
+        plain = hasattr(x, "shape") and hasattr(y, "shape")  # not dicts or lists of inputs
+        if len(d) == 3 or (not plain and epoch_samples in (0, n)):
+            # sample weights or several inputs: Keras serves and shuffles them
             out: dict[str, Any] = {"x": x, "y": y, "batch_size": bs, "shuffle": True}
             if len(d) == 3:
                 out["sample_weight"] = d[2]
             return out
-        return {"x": ArraySampler.make(x, y, bs, epoch_samples, start_epoch),
-                "steps_per_epoch": ArraySampler.steps(bs, epoch_samples)}
+        # the network's own batch order, from its seed: the same with or without --pack,
+        # and the same after a resume
+        samples = n if epoch_samples <= 0 else epoch_samples
+        return {"x": ArraySampler.make(x, y, bs, samples, start_epoch, seed),
+                "steps_per_epoch": ArraySampler.steps(bs, samples)}
     if hasattr(d, "element_spec"):  # tf.data.Dataset
         first = next(iter(d))
         n = _batch_len(first, model_key, "training_generator")
@@ -493,7 +498,8 @@ def _generator(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 
 class ArraySampler:
-    """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled.
+    """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled
+    from the network's seed (packed.epoch_order's order, so --pack gives the same batches).
 
     A generator, not a PyDataset: Keras reads a generator strictly in sequence (a read-ahead
     takes the next batches of the same sequence), so the batches of epoch e depend only on e
@@ -501,11 +507,12 @@ class ArraySampler:
     """
 
     @staticmethod
-    def make(x: Any, y: Any, batch_size: int, epoch_samples: int, start_epoch: int = 0) -> Any:
+    def make(x: Any, y: Any, batch_size: int, epoch_samples: int, start_epoch: int = 0,
+             seed: int = 0) -> Any:
         import numpy as np
 
         xs, ys = np.asarray(x), np.asarray(y)
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
 
         def order() -> Any:
             reps = math.ceil(epoch_samples / len(xs))

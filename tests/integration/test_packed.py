@@ -298,22 +298,17 @@ def test_the_configuration_pack_key_overrides_the_batch_flag(
     assert calls == [0, 1]  # each network's configuration asked once
 
 
-def test_fit_on_seeded_batches_matches_packed(tmp_path: Path) -> None:
-    """What the sequential path needs to give --pack's results: fit on SeededBatches."""
-    import keras
+@pytest.mark.parametrize("epoch_samples", [0, 40])  # every sample / 40 of 96 per epoch
+def test_sequential_path_gives_the_packed_results(tmp_path: Path, epoch_samples: int) -> None:
+    """With or without --pack, a network ends with the same weights: the sequential trainer
+    serves each network its own seeded batch order, the order the packed trainer uses."""
+    from netrain.training import train_networks
 
-    from netrain.packed import SeededBatches
-
-    jobs = [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]  # 40 of 96 per epoch
-    train_networks_packed(range(2), lambda i: jobs[i], Recorder())
-    for j in [make_job(tmp_path, i, epoch_samples=40) for i in range(2)]:
-        cfg = j.config
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(j.seed)
-        model = cfg.model_generator()
-        model.compile(optimizer=cfg.optimizer, loss=cfg.loss)
-        x, y = cfg.training_generator
-        model.fit(SeededBatches.make(j, x, y, 16), shuffle=False, epochs=cfg.nb_epoch,
-                  verbose=0)
-        for a, b in zip(saved(j), model.get_weights(), strict=True):
+    packed_jobs = [make_job(tmp_path / "p", i, epoch_samples=epoch_samples) for i in range(3)]
+    train_networks_packed(range(3), lambda i: packed_jobs[i], Recorder())
+    seq_jobs = [make_job(tmp_path / "s", i, epoch_samples=epoch_samples) for i in range(3)]
+    results = train_networks(range(3), lambda i: seq_jobs[i], Recorder())
+    assert all(r is not None for r in results)
+    for p, q in zip(packed_jobs, seq_jobs, strict=True):
+        for a, b in zip(saved(p), saved(q), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

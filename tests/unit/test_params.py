@@ -37,5 +37,6 @@ def test_click_knows_no_word_parse_bool_does_not() -> None:
 def test_task_params() -> None:
     assert TASK_PARAM_NAMES[:7] == ("class", "architecture", "nb_epoch", "epoch_samples",
                                     "nnets", "intelligent", "trainingrun")
-    assert OPTIONAL_DEFAULTS == {"net_index": "-1", "retrain_of": "none", "from_weights": "none"}
+    assert OPTIONAL_DEFAULTS == {"net_index": "-1", "retrain_of": "none", "from_weights": "none",
+                                 "pack": "false"}
     assert all(p.type in (int, str, bool) for p in TASK_PARAMS)
