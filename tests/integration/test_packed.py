@@ -312,3 +312,29 @@ def test_sequential_path_gives_the_packed_results(tmp_path: Path, epoch_samples:
     for p, q in zip(packed_jobs, seq_jobs, strict=True):
         for a, b in zip(saved(p), saved(q), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_generate_pack_run_end_to_end(tmp_path: Path) -> None:
+    """A user's batch with --pack: one task trains its networks as one step; each is still
+    its own finished MLflow run, with its files, tagged with the group it was packed in."""
+    from tests.conftest import mlflow_client, run_cli
+
+    r = run_cli("init", str(tmp_path / "proj"), cwd=tmp_path)
+    assert r.code == 0, r.text
+    proj = tmp_path / "proj"
+    r = run_cli("generate", "--models", "classifier.clu_one=3", "--array", "1", "--nb-epoch",
+                "2", "--epoch-samples", "200", "--pack", "--run", cwd=proj)
+    assert r.code == 0, r.text
+    batch = Path(r.out.strip().splitlines()[0])
+    log = next((batch / "logs").glob("*.log")).read_text()
+    assert "packed 3 networks" in log
+    r = run_cli("sync", batch.name, cwd=proj)
+    assert r.code == 0, r.text
+    c = mlflow_client(f"sqlite:///{proj / 'trainings' / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(batch.name)
+    nets = [x for x in c.search_runs([exp.experiment_id]) if "net_index" in x.data.tags]
+    assert len(nets) == 3 and {x.info.status for x in nets} == {"FINISHED"}
+    assert {x.data.tags["netrain.packed"] for x in nets} == {"3"}
+    for x in nets:
+        assert sorted(m.step for m in c.get_metric_history(x.info.run_id, "loss")) == [0, 1]
+        assert (batch / "weights" / f"{x.info.run_name}.weights.h5").is_file()
