@@ -34,8 +34,11 @@ def client(uri: str) -> Any:
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import logging
+
     from netrain.tracking import client as make_client
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run ..." per run ended
     return make_client(uri)
 
 

@@ -111,6 +111,7 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         initialise_sqlite(backend_uri)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -119,7 +120,8 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
     url = f"http://{host}:{port}"
     started = time.monotonic()
     proc = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers),
-                            env=server_environment(), start_new_session=True)
+                            env=server_environment(), start_new_session=True,
+                            stdout=sys.stderr)  # our stdout: only the tracking_uri line
 
     def stop(signum: int, frame: Any) -> None:
         with contextlib.suppress(OSError):
