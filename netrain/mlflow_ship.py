@@ -34,6 +34,8 @@ def client(uri: str) -> Any:
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # set_terminated would print (and fetch the run for) a "View run" link per run
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import logging
 
     from netrain.tracking import client as make_client
