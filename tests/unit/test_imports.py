@@ -9,7 +9,9 @@ import sys
 HEAVY = ("tensorflow", "keras", "mlflow")
 PURE = ("netrain", "netrain.spec", "netrain.contract", "netrain.config", "netrain.render",
         "netrain.slurm", "netrain.status", "netrain.batch", "netrain.records",
-        "netrain.builder", "netrain.report", "netrain.dispatch", "netrain.cli")
+        "netrain.builder", "netrain.report", "netrain.dispatch", "netrain.cli",
+        "netrain.journal", "netrain.shipper", "netrain.mlflow_ship", "netrain.launch",
+        "netrain.sync", "netrain.server")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:
