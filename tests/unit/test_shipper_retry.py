@@ -3,6 +3,7 @@ or give-up bound, permanent errors at once; one shipper per journal."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_backoff_until_success(shipper: Shipper) -> None:
 
     assert shipper._call("test", flaky) == "ok"
     assert len(calls) == 4
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert all(g >= 0.004 for g in gaps)  # it waited between tries
 
 
