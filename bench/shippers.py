@@ -105,9 +105,11 @@ class _Server:
                                      start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
+        log = (root / "server.log").read_text()
         if line != f"tracking_uri: {self.url}":
-            log = (root / "server.log").read_text()[-500:]
-            raise RuntimeError(f"netrain server did not start: {log}")
+            raise RuntimeError(f"netrain server did not start: {log[-500:]}")
+        ready = [x for x in log.splitlines() if x.startswith("netrain: mlflow server ready")]
+        self.ready = ready[-1].split("ready in ", 1)[1].split(";")[0] if ready else "?"
 
     def stop(self) -> None:
         import signal
@@ -149,6 +151,7 @@ def main() -> None:
     from netrain import mlflow_ship, shipper  # noqa: F401
 
     rows: list[tuple[str, dict[str, Any]]] = []
+    starts: dict[str, str] = {}
     pg, started_pg = _postgres()
     try:
         with tempfile.TemporaryDirectory(prefix="netrain-bench-ship-") as tmp:
@@ -160,6 +163,7 @@ def main() -> None:
                 root = Path(tmp) / f"srv-sqlite-{n}"
                 root.mkdir()
                 srv = _Server(root, f"sqlite:///{root}/trainings/mlflow.db")
+                starts.setdefault("SQLite", srv.ready)
                 try:
                     rows.append(("server on SQLite", run_case(root / "trainings", srv.url, n)))
                 finally:
@@ -169,6 +173,7 @@ def main() -> None:
                     root = Path(tmp) / f"srv-pg-{n}"
                     root.mkdir()
                     srv = _Server(root, pg)
+                    starts["PostgreSQL"] = srv.ready
                     try:
                         rows.append(("server on PostgreSQL",
                                      run_case(root / "trainings", srv.url, n)))
@@ -178,13 +183,13 @@ def main() -> None:
     finally:
         if started_pg:
             _stop_postgres()
-    table = render(rows)
+    table = render(rows, starts)
     print(table)
     if a.md:
         write_md(table)
 
 
-def render(rows: list[tuple[str, dict[str, Any]]]) -> str:
+def render(rows: list[tuple[str, dict[str, Any]]], starts: dict[str, str]) -> str:
     lines = [
         "## Concurrent shippers per tracking backend",
         "",
@@ -200,6 +205,9 @@ def render(rows: list[tuple[str, dict[str, Any]]]) -> str:
     for name, r in rows:
         lines.append(f"| {name} | {r['n']} | {r['wall']:.1f} | {r['runs_s']:.1f} | "
                      f"{r['points_s']:.0f} | {r['errors']} | {r['retried']} | {r['missing']} |")
+    if starts:
+        lines += ["", "`netrain server` start-up to /health (and RSS of all its processes): " +
+                  ", ".join(f"on {k} {v}" for k, v in starts.items()) + "."]
     msgs = sorted({m for _, r in rows for m in r["messages"]})
     if msgs:
         lines += ["", "Errors seen: " + "; ".join(msgs)]

@@ -127,15 +127,24 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGTERM)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
-    if not wait_healthy(url, proc, startup_timeout):
-        stop(signal.SIGTERM, None)
-        proc.wait()
-        raise NetrainError(f"mlflow server did not answer {url}/health within "
-                           f"{startup_timeout:.0f} s: see its messages above")
-    say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
-        f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
-    say(f"tracking_uri: {url}")
-    rc = proc.wait()
+    try:
+        if not wait_healthy(url, proc, startup_timeout):
+            raise NetrainError(f"mlflow server did not answer {url}/health within "
+                               f"{startup_timeout:.0f} s: see its messages above")
+        say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
+            f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
+        say(f"tracking_uri: {url}")
+        rc = proc.wait()
+    finally:
+        # Whatever ends us (an error, a closed terminal), the server goes with us.
+        if proc.poll() is None:
+            stop(signal.SIGTERM, None)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return 0 if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else rc

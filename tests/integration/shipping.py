@@ -174,7 +174,10 @@ class Server:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # printed once /health answers
         self.startup = time.monotonic() - t0
-        assert line.strip() == f"tracking_uri: {self.url}", (line, log.read_text()[-2000:])
+        if line.strip() != f"tracking_uri: {self.url}":
+            self.stop()
+            raise AssertionError(f"netrain server did not start: {line!r} "
+                                 f"{log.read_text()[-2000:]}")
         self.ready_line = line.strip()
         return self
 

@@ -95,6 +95,11 @@ def test_server_down_for_the_whole_follow_then_sync(tmp_path: Path) -> None:
         _, err = follower.communicate(timeout=120)
         assert follower.returncode == 3, err  # not everything shipped: left for sync
         assert pending(batch) == [journal_path(batch, "c-a", 1)]
+        down = subprocess.run([str(BIN / "netrain"), "sync", "--retry-for", "1"], cwd=proj,
+                              env=env(), capture_output=True, text=True, timeout=300)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert down.stderr.startswith("netrain: error: 1 journal(s) not fully shipped")
+        assert pending(batch) == [journal_path(batch, "c-a", 1)]
         server.start()
         sync = subprocess.run([str(BIN / "netrain"), "sync"], cwd=proj, env=env(),
                               capture_output=True, text=True, timeout=300)
