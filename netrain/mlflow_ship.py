@@ -33,7 +33,10 @@ def client(uri: str) -> Any:
     """An MlflowClient that does not retry HTTP calls itself: the shipper retries, and an
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # A long timeout: a request given up on by the client may still be done by a busy
+    # server later (a second run). The shipper is off the training path: it can wait.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get("NETRAIN_SHIP_HTTP_TIMEOUT",
+                                                               "120")
     # set_terminated would print (and fetch the run for) a "View run" link per run
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import logging
@@ -102,6 +105,17 @@ def run_exists(c: Any, run_id: str) -> bool:
             raise
         return False
     return bool(run.info.lifecycle_stage == "active")
+
+
+def delete_duplicates(c: Any, experiment_id: str, key_value: str, keep: str) -> int:
+    """Delete (soft: lifecycle "deleted") the other live runs tagged with this key that hold
+    no metrics: a create that the server finished after the client had given up on it."""
+    deleted = 0
+    for run_id in find_runs_by_key(c, experiment_id, key_value):
+        if run_id != keep and not c.get_run(run_id).data.metrics:
+            c.delete_run(run_id)
+            deleted += 1
+    return deleted
 
 
 def create_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],
