@@ -43,8 +43,11 @@ def client(uri: str) -> Any:
 
     from netrain.tracking import client as make_client
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run ..." per run ended
-    return make_client(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    c = make_client(uri)
+    # "database is locked" is logged there with a traceback, then raised: we retry it.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    return c
 
 
 def error_code(exc: BaseException) -> str:
