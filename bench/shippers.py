@@ -49,7 +49,8 @@ def _worker(journal: str, batch: str, uri: str, ready: Any, start: Any, out: Any
         start.wait()
         r = s.ship_all()
         bad = len(r.errors) + (0 if r.complete else 1)
-        out.put((r.created, r.metric_points, bad, bool(retried), time.time(), ""))
+        out.put((r.created, r.metric_points, bad, bool(retried), time.time(),
+                 "; ".join(r.errors[:1])[:300]))
     except Exception as exc:
         ready.release()
         out.put((0, 0, 1, bool(retried), time.time(), repr(exc)[:200]))
@@ -142,8 +143,11 @@ def _stop_postgres() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="8,32,64")
+    ap.add_argument("--backends", default="sqlite,server-sqlite,server-pg",
+                    help="some of sqlite, server-sqlite, server-pg")
     ap.add_argument("--md", action="store_true", help="rewrite the section in BENCHMARKS.md")
     a = ap.parse_args()
+    backends = set(a.backends.split(","))
     sizes = [int(x) for x in a.sizes.split(",")]
     import mlflow  # noqa: F401  (imported once; the shippers are forked from here)
     import sqlalchemy  # noqa: F401
@@ -152,23 +156,27 @@ def main() -> None:
 
     rows: list[tuple[str, dict[str, Any]]] = []
     starts: dict[str, str] = {}
-    pg, started_pg = _postgres()
+    pg, started_pg = _postgres() if "server-pg" in backends else (None, False)
     try:
         with tempfile.TemporaryDirectory(prefix="netrain-bench-ship-") as tmp:
             for n in sizes:
-                root = Path(tmp) / f"sqlite-{n}"
-                root.mkdir()
-                rows.append(("SQLite file, direct", run_case(root, f"sqlite:///{root}/m.db", n)))
-                print(rows[-1], file=sys.stderr)
-                root = Path(tmp) / f"srv-sqlite-{n}"
-                root.mkdir()
-                srv = _Server(root, f"sqlite:///{root}/trainings/mlflow.db")
-                starts.setdefault("SQLite", srv.ready)
-                try:
-                    rows.append(("server on SQLite", run_case(root / "trainings", srv.url, n)))
-                finally:
-                    srv.stop()
-                print(rows[-1], file=sys.stderr)
+                if "sqlite" in backends:
+                    root = Path(tmp) / f"sqlite-{n}"
+                    root.mkdir()
+                    rows.append(("SQLite file, direct",
+                                 run_case(root, f"sqlite:///{root}/m.db", n)))
+                    print(rows[-1], file=sys.stderr)
+                if "server-sqlite" in backends:
+                    root = Path(tmp) / f"srv-sqlite-{n}"
+                    root.mkdir()
+                    srv = _Server(root, f"sqlite:///{root}/trainings/mlflow.db")
+                    starts.setdefault("SQLite", srv.ready)
+                    try:
+                        rows.append(("server on SQLite",
+                                     run_case(root / "trainings", srv.url, n)))
+                    finally:
+                        srv.stop()
+                    print(rows[-1], file=sys.stderr)
                 if pg:
                     root = Path(tmp) / f"srv-pg-{n}"
                     root.mkdir()

@@ -78,9 +78,14 @@ def is_transient(exc: BaseException) -> bool:
     return bool(_TRANSIENT_TEXT.search(str(exc)))
 
 
+_DB_LAYER = re.compile(r"sqlalche\.me|sqlalchemy|sqlite3\.|psycopg2?\.|QueuePool",
+                       re.IGNORECASE)
+
+
 def is_internal(exc: BaseException) -> bool:
-    """A server's INTERNAL_ERROR: retried a few times, then taken as permanent."""
-    return error_code(exc) == "INTERNAL_ERROR"
+    """A server's INTERNAL_ERROR, or a database-layer error that MLflow passed on as
+    BAD_REQUEST (HTTP 400) under load: retried several times, then taken as permanent."""
+    return error_code(exc) == "INTERNAL_ERROR" or bool(_DB_LAYER.search(str(exc)))
 
 
 def describe(exc: BaseException) -> str:

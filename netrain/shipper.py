@@ -20,7 +20,7 @@ from netrain.journal import read_events, read_state, unshipped_bytes, write_stat
 
 CHUNK_EVENTS = 2000
 MAX_RECORDED_ERRORS = 50
-INTERNAL_RETRIES = 5
+INTERNAL_RETRIES = 10
 
 
 def _env_float(name: str, default: float) -> float:

@@ -81,7 +81,7 @@ def test_internal_error_retried_a_few_times(shipper: Shipper) -> None:
 
     with pytest.raises(FakeMlflowError):
         shipper._call("test", broken)
-    assert len(calls) == 6
+    assert len(calls) == 11
 
 
 def test_deadline_and_give_up(shipper: Shipper) -> None:
@@ -104,3 +104,17 @@ def test_one_shipper_per_journal(shipper: Shipper) -> None:
         Shipper(shipper.path, shipper.batch_dir, shipper.uri)
     shipper.close()
     Shipper(shipper.path, shipper.batch_dir, shipper.uri).close()
+
+
+def test_database_layer_bad_request_is_retried_a_while(shipper: Shipper) -> None:
+    calls = []
+
+    def overloaded() -> str:
+        calls.append(1)
+        if len(calls) < 5:
+            raise FakeMlflowError("BAD_REQUEST: (sqlite3.IntegrityError) ... (Background on "
+                                  "this error at: https://sqlalche.me/e/21/gkpj)",
+                                  error_code="BAD_REQUEST")
+        return "ok"
+
+    assert shipper._call("test", overloaded) == "ok"
