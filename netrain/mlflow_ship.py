@@ -33,10 +33,10 @@ def client(uri: str) -> Any:
     """An MlflowClient that does not retry HTTP calls itself: the shipper retries, and an
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    # A long timeout: a request given up on by the client may still be done by a busy
-    # server later (a second run). The shipper is off the training path: it can wait.
+    # Long enough for a busy server (a request the client gives up on may still be carried
+    # out: see "uncertain" in shipper.py), short enough to keep the drain bound.
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get("NETRAIN_SHIP_HTTP_TIMEOUT",
-                                                               "120")
+                                                               "60")
     # set_terminated would print (and fetch the run for) a "View run" link per run
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import logging
@@ -80,6 +80,16 @@ def is_transient(exc: BaseException) -> bool:
 
 _DB_LAYER = re.compile(r"sqlalche\.me|sqlalchemy|sqlite3\.|psycopg2?\.|QueuePool",
                        re.IGNORECASE)
+
+
+_NOT_SENT = re.compile(r"connection refused|failed to establish a new connection|"
+                       r"name or service not known|temporary failure in name resolution|"
+                       r"no route to host", re.IGNORECASE)
+
+
+def never_arrived(exc: BaseException) -> bool:
+    """True when the request cannot have reached the server (nobody listening)."""
+    return isinstance(exc, ConnectionRefusedError) or bool(_NOT_SENT.search(str(exc)))
 
 
 def is_internal(exc: BaseException) -> bool:

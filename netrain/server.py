@@ -100,6 +100,26 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def _reap_group(pgid: int, grace: float = 10.0) -> None:
+    """Wait for every process of the group to end; SIGKILL what is left after ``grace``."""
+    end = time.monotonic() + grace
+    sent_term = False
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if time.monotonic() > end:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        if not sent_term:
+            sent_term = True
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGTERM)
+        time.sleep(0.1)
+
+
 def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: int,
           say: Any, startup_timeout: float = 120.0) -> int:
     """Run the server in the foreground until it exits or we get SIGTERM/SIGINT."""
@@ -138,7 +158,8 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         say(f"tracking_uri: {url}")
         rc = proc.wait()
     finally:
-        # Whatever ends us (an error, a closed terminal), the server goes with us.
+        # Whatever ends us (an error, a closed terminal), the server goes with us, workers
+        # included: a worker left behind would keep the port and leave clients hanging.
         if proc.poll() is None:
             stop(signal.SIGTERM, None)
             try:
@@ -147,4 +168,5 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        _reap_group(proc.pid)
     return 0 if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else rc

@@ -367,21 +367,26 @@ class Shipper:
             self._opened(key)
             return
 
-        attempts = []
+        uncertain = []
 
         def find_or_create() -> tuple[str, bool]:
             # Searched again on every retry: a create whose answer was lost is found here.
-            attempts.append(1)
             found = mlflow_ship.find_runs_by_key(self.client, experiment_id, key_value)
             if found:
                 return found[0], False
             start = ev.get("t")
-            return mlflow_ship.create_run(self.client, experiment_id, name, tags,
-                                          int(start) if isinstance(start, int) else None), True
+            try:
+                return mlflow_ship.create_run(self.client, experiment_id, name, tags,
+                                              int(start) if isinstance(start, int) else None
+                                              ), True
+            except Exception as exc:
+                if not mlflow_ship.never_arrived(exc):
+                    uncertain.append(1)
+                raise
 
         run_id, created = self._call("create a run", find_or_create)
         self.state["runs"][key] = run_id
-        if len(attempts) > 1:
+        if uncertain:
             # An earlier try failed after it may have reached the server, which may still
             # create that run later: checked again at the run's end and by later sessions.
             self.state.setdefault("uncertain", {})[key] = [experiment_id, time.time()]
@@ -523,7 +528,7 @@ class Shipper:
         n = self._call("look for a second run", lambda: mlflow_ship.delete_duplicates(
             self.client, experiment_id, f"{self.batch_id}:{key}", run_id))
         self.report.duplicates_deleted += n
-        if time.time() - float(when) > 2 * _env_float("NETRAIN_SHIP_HTTP_TIMEOUT", 120):
+        if time.time() - float(when) > 2 * _env_float("NETRAIN_SHIP_HTTP_TIMEOUT", 60):
             del self.state["uncertain"][key]
 
     # --- loops -------------------------------------------------------------------------

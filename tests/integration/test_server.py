@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netrain.journal import journal_path, pending
+from netrain.journal import journal_path, pending, unshipped_bytes
 from netrain.server import healthy, rss_mib
 from tests.integration.shipping import (
     BIN,
@@ -28,6 +28,7 @@ from tests.integration.shipping import (
 def _follower(batch: Path, uri: str, spec: TaskSpec, pid: int, drain: str = "120") -> Any:
     e = env()
     e["NETRAIN_SHIP_BACKOFF_MAX"] = "1"
+    e["NETRAIN_SHIP_HTTP_TIMEOUT"] = "10"
     e["NETRAIN_DRAIN_TIMEOUT"] = drain
     j = journal_path(batch, "c-a", spec.index)
     return subprocess.Popen([sys.executable, "-m", "netrain.shipper", "follow", str(j),
@@ -76,7 +77,7 @@ def test_server_stopped_mid_follow_and_restarted(tmp_path: Path) -> None:
         _, err = follower.communicate(timeout=180)
         assert follower.returncode == 0, err
         assert "retrying" in err
-        assert pending(batch) == []
+        assert unshipped_bytes(journal_path(batch, "c-a", 0)) == 0
         verify(server.url, exp_id, batch, [spec])
     finally:
         server.stop()
