@@ -294,5 +294,7 @@ def unshipped_bytes(journal: Path) -> int:
 
 
 def pending(batch_dir: Path) -> list[Path]:
-    """Journals of the batch with complete lines not yet shipped."""
-    return [p for p in journals(batch_dir) if unshipped_bytes(p) > 0]
+    """Journals of the batch with complete lines not yet shipped (or a run creation whose
+    outcome the shipper still has to check: "uncertain" in the state file)."""
+    return [p for p in journals(batch_dir)
+            if unshipped_bytes(p) > 0 or read_state(p).get("uncertain")]

@@ -158,16 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     received: list[int] = []
+    started: list[subprocess.Popen[Any]] = []
 
     def forward(signum: int, frame: Any) -> None:
         received.append(signum)
-        with contextlib.suppress(OSError):
-            os.killpg(child.pid, signum)
+        if started:
+            with contextlib.suppress(OSError):
+                os.kill(started[0].pid, signum)
 
-    # The child gets its own process group: a signal reaches it once, through us.
-    child = subprocess.Popen(cmd, cwd=batch_dir, env=env, start_new_session=True)
+    # Handlers first: a signal that comes while the child starts is forwarded right after.
+    # The child stays in our process group, so a signal to the group (the sbatch script's
+    # trap, SLURM, Ctrl-C) or a SIGKILL of the group reaches it directly; a second copy
+    # from us is ignored by a task that is already stopping.
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    child = subprocess.Popen(cmd, cwd=batch_dir, env=env)
+    started.append(child)
+    for signum in received:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signum)
     uri = _tracking_uri(batch_dir)
     shipper: _ShipThread | None = None
     if uri:

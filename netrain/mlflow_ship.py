@@ -33,10 +33,21 @@ def client(uri: str) -> Any:
     """An MlflowClient that does not retry HTTP calls itself: the shipper retries, and an
     MLflow-level retry of a POST that did arrive could create a second run."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # Long enough for a busy server (a request the client gives up on may still be carried
+    # out: see "uncertain" in shipper.py), short enough to keep the drain bound.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get("NETRAIN_SHIP_HTTP_TIMEOUT",
+                                                               "60")
+    # set_terminated would print (and fetch the run for) a "View run" link per run
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    import logging
+
     from netrain.mlflow_store import client as make_client
 
-    return make_client(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    c = make_client(uri)
+    # "database is locked" is logged there with a traceback, then raised: we retry it.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    return c
 
 
 def error_code(exc: BaseException) -> str:
@@ -67,9 +78,24 @@ def is_transient(exc: BaseException) -> bool:
     return bool(_TRANSIENT_TEXT.search(str(exc)))
 
 
+_DB_LAYER = re.compile(r"sqlalche\.me|sqlalchemy|sqlite3\.|psycopg2?\.|QueuePool",
+                       re.IGNORECASE)
+
+
+_NOT_SENT = re.compile(r"connection refused|failed to establish a new connection|"
+                       r"name or service not known|temporary failure in name resolution|"
+                       r"no route to host", re.IGNORECASE)
+
+
+def never_arrived(exc: BaseException) -> bool:
+    """True when the request cannot have reached the server (nobody listening)."""
+    return isinstance(exc, ConnectionRefusedError) or bool(_NOT_SENT.search(str(exc)))
+
+
 def is_internal(exc: BaseException) -> bool:
-    """A server's INTERNAL_ERROR: retried a few times, then taken as permanent."""
-    return error_code(exc) == "INTERNAL_ERROR"
+    """A server's INTERNAL_ERROR, or a database-layer error that MLflow passed on as
+    BAD_REQUEST (HTTP 400) under load: retried several times, then taken as permanent."""
+    return error_code(exc) == "INTERNAL_ERROR" or bool(_DB_LAYER.search(str(exc)))
 
 
 def describe(exc: BaseException) -> str:
@@ -97,6 +123,17 @@ def run_exists(c: Any, run_id: str) -> bool:
             raise
         return False
     return bool(run.info.lifecycle_stage == "active")
+
+
+def delete_duplicates(c: Any, experiment_id: str, key_value: str, keep: str) -> int:
+    """Delete (soft: lifecycle "deleted") the other live runs tagged with this key that hold
+    no metrics: a create that the server finished after the client had given up on it."""
+    deleted = 0
+    for run_id in find_runs_by_key(c, experiment_id, key_value):
+        if run_id != keep and not c.get_run(run_id).data.metrics:
+            c.delete_run(run_id)
+            deleted += 1
+    return deleted
 
 
 def create_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],

@@ -100,6 +100,26 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def _reap_group(pgid: int, grace: float = 10.0) -> None:
+    """Wait for every process of the group to end; SIGKILL what is left after ``grace``."""
+    end = time.monotonic() + grace
+    sent_term = False
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if time.monotonic() > end:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        if not sent_term:
+            sent_term = True
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGTERM)
+        time.sleep(0.1)
+
+
 def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: int,
           say: Any, startup_timeout: float = 120.0) -> int:
     """Run the server in the foreground until it exits or we get SIGTERM/SIGINT."""
@@ -111,6 +131,7 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         initialise_sqlite(backend_uri)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -119,21 +140,33 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
     url = f"http://{host}:{port}"
     started = time.monotonic()
     proc = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers),
-                            env=server_environment(), start_new_session=True)
+                            env=server_environment(), start_new_session=True,
+                            stdout=sys.stderr)  # our stdout: only the tracking_uri line
 
     def stop(signum: int, frame: Any) -> None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGTERM)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
-    if not wait_healthy(url, proc, startup_timeout):
-        stop(signal.SIGTERM, None)
-        proc.wait()
-        raise NetrainError(f"mlflow server did not answer {url}/health within "
-                           f"{startup_timeout:.0f} s: see its messages above")
-    say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
-        f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
-    say(f"tracking_uri: {url}")
-    rc = proc.wait()
+    try:
+        if not wait_healthy(url, proc, startup_timeout):
+            raise NetrainError(f"mlflow server did not answer {url}/health within "
+                               f"{startup_timeout:.0f} s: see its messages above")
+        say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
+            f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
+        say(f"tracking_uri: {url}")
+        rc = proc.wait()
+    finally:
+        # Whatever ends us (an error, a closed terminal), the server goes with us, workers
+        # included: a worker left behind would keep the port and leave clients hanging.
+        if proc.poll() is None:
+            stop(signal.SIGTERM, None)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        _reap_group(proc.pid)
     return 0 if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else rc

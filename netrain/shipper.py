@@ -20,7 +20,7 @@ from netrain.journal import read_events, read_state, unshipped_bytes, write_stat
 
 CHUNK_EVENTS = 2000
 MAX_RECORDED_ERRORS = 50
-INTERNAL_RETRIES = 5
+INTERNAL_RETRIES = 10
 
 
 def _env_float(name: str, default: float) -> float:
@@ -47,6 +47,7 @@ class ShipReport:
     adopted: int = 0
     metric_points: int = 0
     duplicates_dropped: int = 0
+    duplicates_deleted: int = 0
     params: int = 0
     tags: int = 0
     artifacts: int = 0
@@ -69,6 +70,8 @@ class ShipReport:
                   f"{self.ended} ended", f"{self.events} events"]
         if self.duplicates_dropped:
             parts.append(f"{self.duplicates_dropped} already-logged points skipped")
+        if self.duplicates_deleted:
+            parts.append(f"{self.duplicates_deleted} duplicate runs deleted")
         if self.errors:
             parts.append(f"{len(self.errors)} events refused by MLflow (see the state file)")
         if self.bad_lines:
@@ -364,17 +367,29 @@ class Shipper:
             self._opened(key)
             return
 
+        uncertain = []
+
         def find_or_create() -> tuple[str, bool]:
             # Searched again on every retry: a create whose answer was lost is found here.
             found = mlflow_ship.find_runs_by_key(self.client, experiment_id, key_value)
             if found:
                 return found[0], False
             start = ev.get("t")
-            return mlflow_ship.create_run(self.client, experiment_id, name, tags,
-                                          int(start) if isinstance(start, int) else None), True
+            try:
+                return mlflow_ship.create_run(self.client, experiment_id, name, tags,
+                                              int(start) if isinstance(start, int) else None
+                                              ), True
+            except Exception as exc:
+                if not mlflow_ship.never_arrived(exc):
+                    uncertain.append(1)
+                raise
 
         run_id, created = self._call("create a run", find_or_create)
         self.state["runs"][key] = run_id
+        if uncertain:
+            # An earlier try failed after it may have reached the server, which may still
+            # create that run later: checked again at the run's end and by later sessions.
+            self.state.setdefault("uncertain", {})[key] = [experiment_id, time.time()]
         if created:
             self.report.created += 1
         else:
@@ -498,6 +513,23 @@ class Shipper:
             self.client, run_id, status, int(t) if isinstance(t, int) else None))
         self.report.ended += 1
         self.state["open"] = [k for k in self.state.get("open", []) if k != key]
+        if key in self.state.get("uncertain", {}):
+            self._reconcile(key)
+
+    def _reconcile(self, key: str) -> None:
+        """Delete a second run of an uncertain create; forget the key once the create is
+        old enough that no server can still be working on it."""
+        from netrain import mlflow_ship
+
+        experiment_id, when = self.state["uncertain"][key]
+        run_id = self.state["runs"].get(key)
+        if run_id is None:
+            return
+        n = self._call("look for a second run", lambda: mlflow_ship.delete_duplicates(
+            self.client, experiment_id, f"{self.batch_id}:{key}", run_id))
+        self.report.duplicates_deleted += n
+        if time.time() - float(when) > 2 * _env_float("NETRAIN_SHIP_HTTP_TIMEOUT", 60):
+            del self.state["uncertain"][key]
 
     # --- loops -------------------------------------------------------------------------
     def ship_all(self) -> ShipReport:
@@ -526,6 +558,15 @@ class Shipper:
         return self._finish()
 
     def _finish(self) -> ShipReport:
+        if self.state.get("uncertain") and not self.report.stopped:
+            try:
+                for key in list(self.state["uncertain"]):
+                    self._reconcile(key)
+                if not self.state["uncertain"]:
+                    del self.state["uncertain"]
+                self._save()
+            except GiveUp as exc:
+                self.report.stopped = str(exc)
         self.report.left_bytes = unshipped_bytes(self.path)
         return self.report
 

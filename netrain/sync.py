@@ -23,7 +23,8 @@ def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
     from netrain.shipper import Busy, ship
 
     result = SyncResult()
-    for journal in pending(batch_dir):
+    todo = pending(batch_dir)
+    for i, journal in enumerate(todo):
         name = f"{batch_dir.name} {os.path.relpath(journal, batch_dir)}"
 
         def log(text: str, name: str = name) -> None:
@@ -39,4 +40,11 @@ def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
         say(f"{name}: {report.summary()}")
         if not report.complete:
             result.incomplete.append(name)
+            if report.stopped:  # tracking unreachable: the next journals would wait too
+                left = todo[i + 1:]
+                result.incomplete += [f"{batch_dir.name} {os.path.relpath(j, batch_dir)}"
+                                      for j in left]
+                if left:
+                    say(f"{batch_dir.name}: {len(left)} more journal(s) not tried")
+                break
     return result

@@ -15,15 +15,27 @@ if [ "$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedri
       chromium chromium-driver >/dev/null ||
     echo "run-tests: could not install chromium; the browser test will say so" >&2
 fi
+cleanup=()
+trap 'for c in ${cleanup[@]+"${cleanup[@]}"}; do eval "$c"; done' EXIT
 if [ "${NETRAIN_SLURM:-auto}" != "off" ] && [ "$(id -u)" = 0 ] && [ -f scripts/slurm-cluster.sh ]; then
   # A small MaxArraySize so the test of split arrays stays small.
   if bash scripts/slurm-cluster.sh install >&2 &&
       out=$(NETRAIN_SLURM_MAX_ARRAY_SIZE=${NETRAIN_SLURM_MAX_ARRAY_SIZE:-16} \
             bash scripts/slurm-cluster.sh start); then
     eval "$out"
-    trap 'bash scripts/slurm-cluster.sh stop >&2 || true' EXIT
+    cleanup+=("bash scripts/slurm-cluster.sh stop >&2 || true")
   elif [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ]; then
     echo "run-tests: the local SLURM cluster did not come up" >&2
+    exit 1
+  fi
+fi
+if [ "${NETRAIN_POSTGRES:-auto}" != "off" ] && [ "$(id -u)" = 0 ] && [ -z "${NETRAIN_TEST_PG_URI:-}" ]; then
+  # A private PostgreSQL cluster on loopback for the server-on-PostgreSQL tests.
+  if bash scripts/postgres.sh install >&2 && out=$(bash scripts/postgres.sh start); then
+    eval "$out"
+    cleanup+=("bash scripts/postgres.sh stop >&2 || true")
+  elif [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ]; then
+    echo "run-tests: the PostgreSQL test cluster did not come up" >&2
     exit 1
   fi
 fi

@@ -166,15 +166,18 @@ class Server:
         if self.backend:
             args += ["--backend-store-uri", self.backend]
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(args, cwd=self.project, env=env(), text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        log = self.project / f"server-{self.port}.log"
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen(args, cwd=self.project, env=env(), text=True,
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # printed once /health answers
         self.startup = time.monotonic() - t0
-        assert line.strip() == f"tracking_uri: {self.url}", (
-            line, self.proc.stderr.read() if self.proc.poll() is not None and
-            self.proc.stderr else "")
+        if line.strip() != f"tracking_uri: {self.url}":
+            self.stop()
+            raise AssertionError(f"netrain server did not start: {line!r} "
+                                 f"{log.read_text()[-2000:]}")
         self.ready_line = line.strip()
         return self
 

@@ -231,3 +231,73 @@ def test_retrain_journal_path(tmp_path: Path) -> None:
     assert journal_for(tmp_path, {"class": "c", "architecture": "a", "trainingrun": "9",
                                   "retrain_of": "none"}) == \
         tmp_path / "journal" / "c-a" / "9.jsonl"
+
+
+def test_a_create_finished_after_the_client_gave_up(sqlite_batch: tuple[Path, str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first create_run "times out" on the client, and the server creates that run
+    later anyway (after the retry created one): the late one is deleted at the run's end."""
+    import threading
+
+    from netrain import mlflow_ship
+
+    batch, exp_id, uri = sqlite_batch
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.01")
+    real = mlflow_ship.create_run
+    late: list[threading.Timer] = []
+
+    def flaky_create(c, experiment_id, name, tags, start_time):  # type: ignore[no-untyped-def]
+        if not late:
+            late.append(threading.Timer(0.3, real, (c, experiment_id, name, tags, start_time)))
+            late[0].start()
+            raise TimeoutError("read timed out")
+        return real(c, experiment_id, name, tags, start_time)
+
+    monkeypatch.setattr(mlflow_ship, "create_run", flaky_create)
+    j = batch / "journal" / "c-a" / "0.jsonl"
+    w = JournalWriter(j, batch)
+    w.open_run("n", parent=None, name="n", experiment_id=exp_id, tags={})
+    w.log_metrics("n", 0, {"loss": 1.0})
+    w.flush()
+    r = ship(j, batch, uri)
+    assert r.created == 1
+    late[0].join()
+    key = f"{batch.name}:n"
+    c = client(uri)
+    assert len(c.search_runs([exp_id], f"tags.`netrain.key` = '{key}'")) == 2
+    assert "n" in read_state(j)["uncertain"] and pending(batch) == [j]
+    w.end_run("n", "FINISHED")
+    w.close()
+    r = ship(j, batch, uri)
+    assert r.duplicates_deleted == 1
+    runs = c.search_runs([exp_id], f"tags.`netrain.key` = '{key}'")
+    assert [x.info.run_id for x in runs] == [read_state(j)["runs"]["n"]]
+    assert runs[0].data.metrics == {"loss": 1.0}
+
+
+def test_launcher_forwards_sigterm(sqlite_batch: tuple[Path, str, str]) -> None:
+    batch, exp_id, uri = sqlite_batch
+    _launcher_batch(batch, exit_code=0)
+    (batch / "mlproject" / "entry.py").write_text(
+        "import os, signal, sys, time\nfrom pathlib import Path\n"
+        "from netrain.journal import JournalWriter\n"
+        "w = JournalWriter(Path(os.environ['NETRAIN_JOURNAL']), Path.cwd())\n"
+        "stop = []\nsignal.signal(signal.SIGTERM, lambda *a: stop.append(1))\n"
+        "w.open_run('t', parent=None, name='t', experiment_id=os.environ['MLFLOW_EXPERIMENT_ID'],"
+        " tags={})\n"
+        "Path('started').write_text('')\n"
+        "while not stop:\n    time.sleep(0.05)\n"
+        "w.end_run('t', 'KILLED')\nw.close()\nsys.exit(143)\n")
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = uri
+    p = subprocess.Popen([sys.executable, "-m", "netrain.launch", str(batch), "--experiment-id",
+                          exp_id, "-P", "class=c", "-P", "architecture=a", "-P",
+                          "trainingrun=2"], cwd=ROOT, env=e, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (batch / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)  # the launcher alone: it must pass it on
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    state = read_state(batch / "journal" / "c-a" / "2.jsonl")
+    assert client(uri).get_run(state["runs"]["t"]).info.status == "KILLED"

@@ -10,7 +10,9 @@ HEAVY = ("tensorflow", "keras", "mlflow")
 PURE = ("netrain", "netrain.spec", "netrain.contract", "netrain.config", "netrain.render",
         "netrain.slurm", "netrain.status", "netrain.batch", "netrain.records",
         "netrain.builder", "netrain.report", "netrain.executor", "netrain.heal",
-        "netrain.params", "netrain.mlflow_store", "netrain.lookup", "netrain.cli")
+        "netrain.params", "netrain.mlflow_store", "netrain.lookup", "netrain.cli",
+        "netrain.journal", "netrain.shipper", "netrain.mlflow_ship", "netrain.launch",
+        "netrain.sync", "netrain.server")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:

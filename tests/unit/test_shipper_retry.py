@@ -1,0 +1,120 @@
+"""The shipper's retry policy: which errors are transient, backoff until success, a deadline
+or give-up bound, permanent errors at once; one shipper per journal."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from netrain.mlflow_ship import is_transient
+from netrain.shipper import Busy, GiveUp, Shipper
+
+
+class FakeMlflowError(Exception):
+    def __init__(self, message: str, error_code: str = "") -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+@pytest.mark.parametrize(("exc", "transient"), [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (TimeoutError("timed out"), True),
+    (FakeMlflowError("API request to http://h/api/2.0/mlflow/runs/log-batch failed with "
+                     "exception HTTPConnectionPool(host='h', port=1): Max retries exceeded"),
+     True),
+    (FakeMlflowError("API request to endpoint /x failed with error code 503 != 200"), True),
+    (FakeMlflowError("(sqlite3.OperationalError) database is locked"), True),
+    (FakeMlflowError("anything", error_code="TEMPORARILY_UNAVAILABLE"), True),
+    (FakeMlflowError("Changing param values is not allowed.",
+                     error_code="INVALID_PARAMETER_VALUE"), False),
+    (FakeMlflowError("Run 'abc' not found", error_code="RESOURCE_DOES_NOT_EXIST"), False),
+    (ValueError("bad"), False),
+])
+def test_transient_errors(exc: Exception, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+@pytest.fixture
+def shipper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Shipper:
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.01")
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF_MAX", "0.05")
+    (tmp_path / "journal").mkdir()
+    return Shipper(tmp_path / "journal" / "0.jsonl", tmp_path, "http://127.0.0.1:1")
+
+
+def test_backoff_until_success(shipper: Shipper) -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 4:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "ok"
+
+    assert shipper._call("test", flaky) == "ok"
+    assert len(calls) == 4
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert all(g >= 0.004 for g in gaps)  # it waited between tries
+
+
+def test_permanent_error_is_not_retried(shipper: Shipper) -> None:
+    calls = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise FakeMlflowError("no", error_code="INVALID_PARAMETER_VALUE")
+
+    with pytest.raises(FakeMlflowError):
+        shipper._call("test", refused)
+    assert calls == [1]
+
+
+def test_internal_error_retried_a_few_times(shipper: Shipper) -> None:
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise FakeMlflowError("boom", error_code="INTERNAL_ERROR")
+
+    with pytest.raises(FakeMlflowError):
+        shipper._call("test", broken)
+    assert len(calls) == 11
+
+
+def test_deadline_and_give_up(shipper: Shipper) -> None:
+    def down() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    shipper.deadline = time.monotonic() + 0.2
+    t = time.monotonic()
+    with pytest.raises(GiveUp, match="deadline"):
+        shipper._call("test", down)
+    assert time.monotonic() - t < 2
+    shipper.deadline = None
+    shipper.give_up_after = 0.2
+    with pytest.raises(GiveUp, match="tracking failing"):
+        shipper._call("test", down)
+
+
+def test_one_shipper_per_journal(shipper: Shipper) -> None:
+    with pytest.raises(Busy):
+        Shipper(shipper.path, shipper.batch_dir, shipper.uri)
+    shipper.close()
+    Shipper(shipper.path, shipper.batch_dir, shipper.uri).close()
+
+
+def test_database_layer_bad_request_is_retried_a_while(shipper: Shipper) -> None:
+    calls = []
+
+    def overloaded() -> str:
+        calls.append(1)
+        if len(calls) < 5:
+            raise FakeMlflowError("BAD_REQUEST: (sqlite3.IntegrityError) ... (Background on "
+                                  "this error at: https://sqlalche.me/e/21/gkpj)",
+                                  error_code="BAD_REQUEST")
+        return "ok"
+
+    assert shipper._call("test", overloaded) == "ok"
