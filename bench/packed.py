@@ -5,7 +5,7 @@ BENCHMARKS.md's "Packed training" section.
     .venv/bin/python bench/packed.py --smoke      # tiny, to keep it working
     .venv/bin/python bench/packed.py --no-md      # print only
 
-The section is also kept in bench/packed.md, which bench/run.py puts back when it rewrites
+The section is also kept in bench/sections/packed.md, which bench/run.py puts back when it rewrites
 BENCHMARKS.md. Both sides are netrain's own trainers (``training.train_networks`` and
 ``packed.train_networks_packed``) called in-process with an observer that does nothing, so
 the figures are training only: model building, compiling/tracing, the steps and saving each
@@ -212,7 +212,7 @@ def main() -> int:
     print(text)
     if not args.no_md and not args.smoke:
         write_section(text)
-        (HERE / "packed.md").write_text(text, encoding="utf-8")  # bench/run.py keeps it
+        (HERE / "sections" / "packed.md").write_text(text, encoding="utf-8")  # run.py keeps it
     return 0
 
 

@@ -232,6 +232,8 @@ def write_md(table: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     md.write_text(text)
+    # bench/run.py rewrites BENCHMARKS.md and appends bench/sections/*.md
+    (ROOT / "bench" / "sections" / "shippers.md").write_text(table)
 
 
 if __name__ == "__main__":
