@@ -605,9 +605,20 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _pid_follower(s: Shipper, pid: int, drain: float) -> Callable[[], bool]:
+    born = _start_time(pid)
+
     def alive() -> bool:
-        if pid_alive(pid):
+        if pid_alive(pid) and _start_time(pid) == born:
             return True
         if s.deadline is None:
             s.deadline = time.monotonic() + drain
