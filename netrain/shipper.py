@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -655,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "once":
             report = ship(a.journal, a.batch_dir, a.uri, log=_stderr)
         else:
+            # scancel and SLURM's end of a job signal every process of the job: the follower
+            # keeps shipping the task's last events (bounded by the drain time) instead of
+            # dying with them; SLURM's SIGKILL after KillWait still ends it
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
             drain = a.drain_timeout if a.drain_timeout is not None else drain_timeout()
             with Shipper(a.journal, a.batch_dir, a.uri, wait_for_lock=True, log=_stderr) as s:
                 report = s.follow(_pid_follower(s, a.pid, drain))

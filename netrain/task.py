@@ -459,7 +459,17 @@ class TaskRunner:
             self.journal.end_run(self.key, status)
         with contextlib.suppress(Exception):
             self.journal.close()
+        self._wait_for_shipper()
 
+    def _wait_for_shipper(self) -> None:
+        """Without the launcher, the task's own follower ships the journal's end: give it the
+        drain time before the task exits (a batch job's end would kill it with the job)."""
+        if self._shipper is None:
+            return
+        from netrain.shipper import drain_timeout
+
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self._shipper.wait(timeout=drain_timeout() + 5)
     def _start_shipper(self) -> None:
         """Without the launcher (which ships), a separate process ships the journal."""
         if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:

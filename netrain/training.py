@@ -446,7 +446,7 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
         # and the same after a resume
         samples = n if epoch_samples <= 0 else epoch_samples
         return {"x": ArraySampler.make(x, y, bs, samples, start_epoch, seed),
-                "steps_per_epoch": ArraySampler.steps(bs, samples)}
+                "steps_per_epoch": ArraySampler.steps(bs, samples), "shuffle": False}
     if hasattr(d, "element_spec"):  # tf.data.Dataset
         first = next(iter(d))
         n = _batch_len(first, model_key, "training_generator")
