@@ -129,6 +129,8 @@ class _TaskObserver:
         t = self.t
         tags = {**t.common_tags, **t.source_tags, "net_index": job.net_index,
                 "name": job.config.name, **job.config.tags}
+        if "~" in t.key:  # trained again from scratch (netrain run --rerun): new runs
+            tags["rerun"] = t.record.attempt
         if t.args.retrain_of:
             tags["retrain_of"] = t.args.retrain_of
         packing = vars(job)
@@ -504,10 +506,18 @@ def _user() -> str:
     return os.environ.get("USER", "")
 
 
+#: The handlers the user's code had installed before the task's (called after ours).
+_USER_HANDLERS: dict[int, Any] = {}
+
+
 def _note_signal(signum: int, frame: Any) -> None:
-    """Only remember the signal: training stops at the next batch boundary."""
+    """Only remember the signal: training stops at the next batch boundary. A handler the
+    user's own code had installed is called too (ours only sets a flag)."""
     if pending_interrupt() is None:
         note_interrupt(signum)
+    user = _USER_HANDLERS.get(signum)
+    if callable(user) and user is not signal.default_int_handler:
+        user(signum, frame)
 
 
 def _install_signal_handlers() -> dict[int, Any]:
@@ -515,10 +525,12 @@ def _install_signal_handlers() -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         with contextlib.suppress(ValueError):  # not the main thread
             old[sig] = signal.signal(sig, _note_signal)
+            _USER_HANDLERS[sig] = old[sig]
     return old
 
 
 def _restore_signal_handlers(old: dict[int, Any]) -> None:
+    _USER_HANDLERS.clear()
     for sig, handler in old.items():
         with contextlib.suppress(ValueError):
             signal.signal(sig, handler)

@@ -3,6 +3,8 @@ has not got yet (after an outage, a killed shipper, or a batch trained offline).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from netrain.cli.common import load_batch, say, warn
@@ -27,6 +29,7 @@ def command(obj, batch, retry_for) -> None:
         if trainings is None:
             obj.config()  # raises the "no netrain.yaml" error
         batches = [Batch.load(p) for p in list_batches(trainings)]
+    _heal(batches)
     shipped = busy = 0
     incomplete: list[str] = []
     for b in batches:
@@ -42,3 +45,16 @@ def command(obj, batch, retry_for) -> None:
                            "unreachable?): run netrain sync again when it is back")
     if busy:
         warn(f"{busy} journal(s) are being shipped by their task right now")
+
+
+def _heal(batches: list[Any]) -> None:
+    """Close (in their journals) the runs of tasks that died without a word, as `show` does,
+    so that what sync ships leaves no run RUNNING."""
+    from netrain import executor
+    from netrain.heal import heal
+    from netrain.status import batch_status
+
+    asked = [b for b in batches if executor.has_slurm_jobs(b)]
+    view = executor.scheduler_view(asked)
+    for b in batches:
+        heal(b, batch_status(b, view.tasks.get(b.id)), view.retrains.get(b.id))
