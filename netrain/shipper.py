@@ -107,6 +107,10 @@ class Shipper:
         self.batch_id = self.batch_dir.resolve().name
         self.uri = uri
         self.deadline = deadline  # a time.monotonic() value, or None
+        #: follow() ends once a "close" event past this offset is shipped (None: only when
+        #: the writer is gone); closed_at is the offset of the last close event shipped
+        self.stop_at_close: int | None = None
+        self.closed_at = -1
         self.give_up_after = give_up_after
         self.root_tags = dict(root_tags or {})
         self.chunk_events = chunk_events or int(_env_float("NETRAIN_SHIP_CHUNK_EVENTS",
@@ -265,7 +269,10 @@ class Shipper:
             self.report.events += 1
             kind = ev["ev"]
             key = ev.get("key")
-            if kind == "close" or not isinstance(key, str):
+            if kind == "close":
+                self.closed_at = off  # the writer said it is done (its session ends here)
+                continue
+            if not isinstance(key, str):
                 continue
             if kind in ("metrics", "params", "tags"):
                 buf = pending.setdefault(key, _Pending())
@@ -550,6 +557,8 @@ class Shipper:
                 self.ship_available()
                 if not writer_alive:
                     break
+                if self.stop_at_close is not None and self.closed_at > self.stop_at_close:
+                    break  # the writer closed its session: done, even if it still lives
                 if self._past_deadline():
                     raise GiveUp("deadline passed")
                 self.wake.wait(poll)
@@ -662,7 +671,12 @@ def main(argv: list[str] | None = None) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
             drain = a.drain_timeout if a.drain_timeout is not None else drain_timeout()
+            try:
+                start = a.journal.stat().st_size  # the writer's session begins past here
+            except OSError:
+                start = 0
             with Shipper(a.journal, a.batch_dir, a.uri, wait_for_lock=True, log=_stderr) as s:
+                s.stop_at_close = start - 1
                 report = s.follow(_pid_follower(s, a.pid, drain))
     except Busy as exc:
         _stderr(str(exc))
