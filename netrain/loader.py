@@ -69,7 +69,8 @@ def load_config_function(main: Path, argv: list[str] | None = None) -> ConfigFun
             except SystemExit as exc:
                 if exc.code not in (None, 0) and not state.functions:
                     raise ScriptError(f"main script {main.name} exited with code {exc.code} "
-                                      "while loading") from None
+                                      "while loading: remove the exit, end the script with "
+                                      "Netrain(model_configuration_function).run()") from None
     finally:
         _ACTIVE.pop()
     if not state.functions:
