@@ -285,7 +285,8 @@ USER_CODE_CASES = [
     Case("code-never-calls-run", CHECKED, ("never calls Netrain(model_configuration_function)"
                                            ".run()", "add those lines"),
          code=1, setup=main_script("from mymodels import configure\n")),
-    Case("code-exits-at-import", CHECKED, ("main.py exited with code 3 while loading", "remove the exit"), code=1,
+    Case("code-exits-at-import", CHECKED,
+         ("main.py exited with code 3 while loading", "remove the exit"), code=1,
          setup=main_script("import sys\nsys.exit(3)\n")),
     Case("code-app-not-callable", CHECKED, ("takes the model configuration function itself",),
          code=1, setup=main_script("from netrain import Netrain\nNetrain(42).run()\n")),
