@@ -298,8 +298,13 @@ def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
                                    for k in range(10)})
             write_record(record_path(batch_dir, "show-big", i), rec)
         b = Batch.load(batch_dir)
-        detail = median_time(lambda b=b: report.detail(Batch.load(b.path), scheduler=False),
-                             reps)
+        def read_and_render(path: Path) -> str:
+            from netrain.status import batch_status
+
+            batch = Batch.load(path)
+            return report.detail(batch, batch_status(batch))
+
+        detail = median_time(lambda b=b: read_and_render(b.path), reps)
         wall = median_time(lambda b=b: cli("show", b.path.name, "--no-scheduler",
                                            cwd=cfg.parent), reps)
         rows.append({"networks": tasks * 10, "tasks": tasks, "detail_s": detail,
