@@ -23,14 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-PROJECT = HERE / "project"
-PY = sys.executable
-BIN = Path(PY).parent
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import BIN, HERE, PROJECT, PY
+
 EPOCHS = 3
 
 

@@ -222,7 +222,6 @@ def batch_status(batch: Batch,
         id=m.id, path=batch.path, created=m.created, description=m.description,
         models=[model_status(batch, model, sched.get(model.key)) for model in m.models],
         retrains=read_retrain_records(batch.path),
-        code_edited=code_edited(batch),
     )
 
 

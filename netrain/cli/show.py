@@ -40,5 +40,8 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     if batch is None:
         say(report.overview(statuses, trainings, broken, view.note, as_json))
     else:
+        from netrain.status import code_edited
+
+        statuses[0].code_edited = code_edited(batches[0])  # hashes the snapshot: one batch
         say(report.detail(batches[0], statuses[0], all_tasks, view.note,
                           view.retrains.get(batches[0].id), as_json))
