@@ -97,7 +97,9 @@ def close_in_journal(batch_dir: Path, rec: TaskRecord, why: str) -> None:
 
 
 def ship_quietly(batch_dir: Path, rec: TaskRecord, uri: str, seconds: float = 10.0) -> None:
-    """Try to ship a healed journal now; what does not go stays for `netrain sync`."""
+    """Try to ship a healed journal now; what does not go stays for `netrain sync`. The dead
+    task's own follower may still hold the journal while it drains: wait for it (up to
+    ``seconds``) rather than leave the closing events to the next sync."""
     import contextlib
     import time
 
@@ -106,28 +108,31 @@ def ship_quietly(batch_dir: Path, rec: TaskRecord, uri: str, seconds: float = 10
     with contextlib.suppress(Exception):
         from netrain.shipper import ship
 
-        ship(batch_dir / rec.journal, batch_dir, uri, deadline=time.monotonic() + seconds)
+        ship(batch_dir / rec.journal, batch_dir, uri, follow=lambda: False,
+             deadline=time.monotonic() + seconds)
 
 
-def mark_died(batch_dir: Path, path: Path, rec: TaskRecord, why: str, uri: str = "") -> None:
-    """A task with a journal died: close its runs there, write its record, try to ship."""
+def mark_died(batch_dir: Path, path: Path, rec: TaskRecord, why: str, uri: str = "",
+              ship_within: float = 10.0) -> None:
+    """A task with a journal died: close its runs there, write its record, try to ship
+    (for up to ``ship_within`` seconds)."""
     close_in_journal(batch_dir, rec, why)
     rec.state = "died"
     rec.ended = rec.ended or now_iso()
     rec.error = why
     write_record(path, rec)
-    ship_quietly(batch_dir, rec, uri)
+    ship_quietly(batch_dir, rec, uri, ship_within)
 
 
 def _close_and_mark(batch: Batch, path: Path, rec: TaskRecord, run_status: str, error: str,
-                    close: Closer) -> bool:
+                    close: Closer, ship_within: float = 10.0) -> bool:
     """Close the task's runs that are still open, then write its record as died. False (and
     nothing written) when the runs could not be closed, or the task still holds its lock."""
     if rec.journal:
         if task_alive(batch.path, rec):
             return False
         mark_died(batch.path, path, rec, error.split(" (closed as")[0].split(" (its runs")[0],
-                  str(batch.manifest.tracking.get("uri", "")))
+                  str(batch.manifest.tracking.get("uri", "")), ship_within)
         return True
     run_ids = [rec.parent_run_id] + [n.run_id for n in rec.nets.values()
                                     if n.state == "running" and n.run_id]
@@ -161,10 +166,12 @@ def heal_exited(batch: Batch, path: Path, returncode: int,
     rec = read_record(path)
     if returncode == 0 or rec is None or rec.state != "running":
         return False
+    from netrain.shipper import drain_timeout
+
     run_status = "KILLED" if returncode < 0 or returncode > 128 else "FAILED"
     return _close_and_mark(batch, path, rec, run_status,
                            f"the task process exited with code {returncode} before finishing "
-                           f"(its runs closed as {run_status})", close)
+                           f"(its runs closed as {run_status})", close, drain_timeout())
 
 
 def _gone_here(rec: TaskRecord) -> bool:

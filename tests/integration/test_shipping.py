@@ -301,3 +301,33 @@ def test_launcher_forwards_sigterm(sqlite_batch: tuple[Path, str, str]) -> None:
     assert p.returncode == 143, err
     state = read_state(batch / "journal" / "c-a" / "2.jsonl")
     assert client(uri).get_run(state["runs"]["t"]).info.status == "KILLED"
+
+
+def test_healing_waits_for_a_draining_follower(sqlite_batch: tuple[Path, str, str]) -> None:
+    """A dead task's own follower may still hold its journal while heal writes the closing
+    events: heal waits for the lock and ships them, so no run is left RUNNING."""
+    from netrain.heal import mark_died
+    from netrain.records import TaskRecord, record_path
+
+    batch, exp_id, uri = sqlite_batch
+    j = batch / "journal" / "c-a" / "0.jsonl"
+    w = JournalWriter(j, batch)
+    w.open_run("task-0", parent=None, name="c.a/0", experiment_id=exp_id, tags={})
+    w.open_run("net-0-0", parent="task-0", name="net 0", experiment_id=exp_id, tags={})
+    w.log_metrics("net-0-0", 0, {"loss": 1.0})
+    w.close()
+    ship(j, batch, uri)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(3)", str(j)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    rec = TaskRecord(model="c-a", index=0, key="task-0", journal=str(j.relative_to(batch)), state="running")
+    path = record_path(batch, "c-a", 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mark_died(batch, path, rec, "killed", uri, ship_within=30)
+    holder.wait(10)
+    statuses = {r.data.tags.get("netrain.key"): r.info.status
+                for r in client(uri).search_runs([exp_id])}
+    assert statuses == {f"{batch.name}:task-0": "KILLED", f"{batch.name}:net-0-0": "FAILED"}
+    assert read_state(j)["offset"] == j.stat().st_size
