@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, mlflow_client, run_cli
+from tests.conftest import FIXTURES, invoke, mlflow_client
 from tests.integration.shipping import Server
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def _project(tmp_path: Path) -> tuple[Path, Server]:
 
 
 def _generate(proj: Path) -> Path:
-    r = run_cli("generate", "--models", "regressor.wide=2", "--array", "2", "--nb-epoch",
+    r = invoke("generate", "--models", "regressor.wide=2", "--array", "2", "--nb-epoch",
                 str(EPOCHS), "--epoch-samples", "64", "--no-check", cwd=proj)
     assert r.code == 0, r.text
     return Path(r.out.strip().splitlines()[-1])
@@ -55,7 +55,7 @@ def _metric_lines(batch: Path) -> int:
 
 
 def _everything_arrived(proj: Path, server: Server, batch: Path) -> None:
-    r = run_cli("sync", batch.name, cwd=proj)
+    r = invoke("sync", batch.name, cwd=proj)
     assert r.code == 0, r.text
     c = mlflow_client(server.url)
     exp = c.get_experiment_by_name(batch.name)
@@ -67,7 +67,7 @@ def _everything_arrived(proj: Path, server: Server, batch: Path) -> None:
         for key in ("loss", "val_loss"):
             steps = [m.step for m in c.get_metric_history(x.info.run_id, key)]
             assert sorted(steps) == list(range(EPOCHS)), (x.info.run_name, key, steps)
-    again = run_cli("sync", batch.name, cwd=proj)
+    again = invoke("sync", batch.name, cwd=proj)
     assert again.code == 0 and "nothing to ship" in again.text, again.text
 
 
@@ -101,7 +101,7 @@ def test_server_down_for_the_whole_batch_then_sync(tmp_path: Path) -> None:
         out, _ = run.communicate(timeout=600)
         assert run.returncode == 0 and "2 ok, 0 failed" in out, out
         assert len(list((batch / "weights").glob("*.weights.h5"))) == 4
-        r = run_cli("show", batch.name, "--json", cwd=proj)
+        r = invoke("show", batch.name, "--json", cwd=proj)
         data = json.loads(r.out)
         assert data["events_waiting"] == 2
         assert [t["state"] for t in data["models"][0]["tasks"]] == ["finished", "finished"]

@@ -317,18 +317,18 @@ def test_sequential_path_gives_the_packed_results(tmp_path: Path, epoch_samples:
 def test_generate_pack_run_end_to_end(tmp_path: Path) -> None:
     """A user's batch with --pack: one task trains its networks as one step; each is still
     its own finished MLflow run, with its files, tagged with the group it was packed in."""
-    from tests.conftest import mlflow_client, run_cli
+    from tests.conftest import invoke, mlflow_client
 
-    r = run_cli("init", str(tmp_path / "proj"), cwd=tmp_path)
+    r = invoke("init", str(tmp_path / "proj"), cwd=tmp_path)
     assert r.code == 0, r.text
     proj = tmp_path / "proj"
-    r = run_cli("generate", "--models", "classifier.clu_one=3", "--array", "1", "--nb-epoch",
+    r = invoke("generate", "--models", "classifier.clu_one=3", "--array", "1", "--nb-epoch",
                 "2", "--epoch-samples", "200", "--pack", "--run", cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[0])
     log = next((batch / "logs").glob("*.log")).read_text()
     assert "packed 3 networks" in log
-    r = run_cli("sync", batch.name, cwd=proj)
+    r = invoke("sync", batch.name, cwd=proj)
     assert r.code == 0, r.text
     c = mlflow_client(f"sqlite:///{proj / 'trainings' / 'mlflow.db'}")
     exp = c.get_experiment_by_name(batch.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import mlflow_client, run_cli
+from tests.conftest import invoke, mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,12 @@ def _git(cwd: Path, *args: str) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     proj = tmp_path_factory.mktemp("results") / "proj"
-    r = run_cli("init", str(proj), cwd=proj.parent)
+    r = invoke("init", str(proj), cwd=proj.parent)
     assert r.code == 0, r.text
     _git(proj, "init", "-q", "-b", "main")
     _git(proj, "add", "-A")
     _git(proj, "commit", "-qm", "models")
-    r = run_cli("generate", "--models", MODELS, "--array", "1", "--nb-epoch", "2",
+    r = invoke("generate", "--models", MODELS, "--array", "1", "--nb-epoch", "2",
                 "--epoch-samples", "200", "--desc", "results test", "--run", cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
@@ -70,7 +70,7 @@ def test_generate_records_versions_and_git(trained: dict) -> None:
 def test_report_files_html_and_mlflow(trained: dict, tmp_path: Path) -> None:
     b: Path = trained["batch"]
     out = tmp_path / "rep"
-    r = run_cli("report", b.name, "--out", str(out), cwd=trained["proj"])
+    r = invoke("report", b.name, "--out", str(out), cwd=trained["proj"])
     assert r.code == 0, r.text
     assert r.out.strip() == str(out / "report.html")
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -99,7 +99,7 @@ def test_report_files_html_and_mlflow(trained: dict, tmp_path: Path) -> None:
     assert {a.path for a in c.list_artifacts(reports[0].info.run_id)} >= {
         "report.html", "best.csv", "final-metrics.png"}
     # a second report reuses the run
-    r = run_cli("report", b.name, "--out", str(out), cwd=trained["proj"])
+    r = invoke("report", b.name, "--out", str(out), cwd=trained["proj"])
     assert r.code == 0, r.text
     assert len(c.search_runs([exp.experiment_id], "tags.`netrain.kind` = 'report'")) == 1
 
@@ -111,7 +111,7 @@ def test_report_with_tracking_down(trained: dict, tmp_path: Path) -> None:
     m = yaml.safe_load((copy / "batch.yaml").read_text())
     m["tracking"]["uri"] = "http://127.0.0.1:9"
     (copy / "batch.yaml").write_text(yaml.safe_dump(m))
-    r = run_cli("report", str(copy), cwd=tmp_path)
+    r = invoke("report", str(copy), cwd=tmp_path)
     assert r.code == 0, r.text
     assert "not logged to MLflow" in r.err and "127.0.0.1:9" in r.err
     assert (copy / "report" / "report.html").is_file()
@@ -120,26 +120,26 @@ def test_report_with_tracking_down(trained: dict, tmp_path: Path) -> None:
 
 def test_best_ranks_and_errors(trained: dict) -> None:
     b, proj = trained["batch"], trained["proj"]
-    r = run_cli("best", b.name, "--json", "--top", "10", cwd=proj)
+    r = invoke("best", b.name, "--json", "--top", "10", cwd=proj)
     assert r.code == 0, r.text
     data = json.loads(r.out)
     vals = [n["value"] for n in data["best"]]
     assert len(vals) == 4 and vals == sorted(vals) and data["mode"] == "min"
-    r = run_cli("best", b.name, "--json", "--mode", "max", "--metric", "loss", cwd=proj)
+    r = invoke("best", b.name, "--json", "--mode", "max", "--metric", "loss", cwd=proj)
     vals = [n["value"] for n in json.loads(r.out)["best"]]
     assert vals == sorted(vals, reverse=True)
-    r = run_cli("best", b.name, "--model", "classifier.clu_one", "--metric", "val_accuracy",
+    r = invoke("best", b.name, "--model", "classifier.clu_one", "--metric", "val_accuracy",
                 "--top", "1", "--json", cwd=proj)
     data = json.loads(r.out)
     assert data["mode"] == "max" and [n["model"] for n in data["best"]] == ["classifier.clu_one"]
-    r = run_cli("best", b.name, cwd=proj)
+    r = invoke("best", b.name, cwd=proj)
     assert r.code == 0 and r.out.splitlines()[0].split()[:5] == ["#", "MODEL", "TASK", "NET",
                                                                  "VAL_LOSS"], r.text
-    r = run_cli("best", b.name, "--metric", "val_los", cwd=proj)
+    r = invoke("best", b.name, "--metric", "val_los", cwd=proj)
     assert r.code == 1 and r.err.startswith("netrain: error: no finished network has the "
                                             "metric 'val_los'") and "val_loss" in r.err
     assert len(r.err.strip().splitlines()) == 1
-    r = run_cli("best", b.name, "--top", "0", cwd=proj)
+    r = invoke("best", b.name, "--top", "0", cwd=proj)
     assert r.code == 2 and "--top" in r.err and "Traceback" not in r.err
 
 
@@ -149,7 +149,7 @@ def test_register_and_load_back(trained: dict) -> None:
     import numpy as np
 
     b, proj = trained["batch"], trained["proj"]
-    r = run_cli("best", b.name, "--model", "autoencoder.classical", "--register", "ae-best",
+    r = invoke("best", b.name, "--model", "autoencoder.classical", "--register", "ae-best",
                 "--json", cwd=proj)
     assert r.code == 0, r.text
     data = json.loads(r.out)
@@ -181,7 +181,7 @@ def test_describe_and_retrain_reproduces(trained: dict) -> None:
     assert len(again) == 1 and again[0].info.status == "FINISHED"
     # same code, seed and data on CPU: the same final training loss, exactly
     assert again[0].data.metrics["loss"] == net.data.metrics["loss"]
-    r = run_cli("describe", run_id, "--json", cwd=proj)
+    r = invoke("describe", run_id, "--json", cwd=proj)
     assert r.code == 0, r.text
     d = json.loads(r.out)
     assert d["kind"] == "network" and d["status"] == "FINISHED"
@@ -194,11 +194,11 @@ def test_describe_and_retrain_reproduces(trained: dict) -> None:
     assert d["params"]["optimizer"] == "adam" and "wpath" not in d["params"]
     assert [x["run_id"] for x in d["lineage"]["retrains"]] == [again[0].info.run_id]
     assert d["lineage"]["retrain_requests"][0]["of"] == run_id
-    r = run_cli("describe", again[0].info.run_id, cwd=proj)
+    r = invoke("describe", again[0].info.run_id, cwd=proj)
     assert r.code == 0, r.text
     assert f"retrain of {run_id}" in r.out and "versions   python" in r.out
     assert re.search(r"model\s+classifier.clu_one\s+task 0\s+net 1\s+seed \d+", r.out), r.out
-    r = run_cli("describe", "0" * 32, cwd=proj)
+    r = invoke("describe", "0" * 32, cwd=proj)
     assert r.code == 1 and r.err.startswith("netrain: error: no MLflow run"), r.text
 
 
@@ -250,7 +250,7 @@ def test_ui_serves_the_batch(trained: dict, ui: dict) -> None:
         assert r.status == 200
     r = run_cli("ui", "--port", str(ui["port"]), cwd=trained["proj"])
     assert r.code == 1 and f"port {ui['port']} on 127.0.0.1 is in use" in r.err, r.text
-    r = run_cli("ui", "--print-only", cwd=trained["proj"])
+    r = invoke("ui", "--print-only", cwd=trained["proj"])
     assert "--workers 1" in r.out and "--host 127.0.0.1" in r.out
 
 
@@ -343,25 +343,25 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
 
 
 def test_untrained_batch_and_bad_input(userproj: Path, tmp_path: Path) -> None:
-    r = run_cli("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
+    r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
                 cwd=userproj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
-    r = run_cli("best", batch.name, cwd=userproj)
+    r = invoke("best", batch.name, cwd=userproj)
     assert r.code == 1 and r.err.startswith("netrain: error: batch ") and \
         "no finished network yet" in r.err, r.text
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    r = run_cli("report", batch.name, "--out", str(a_file), cwd=userproj)
+    r = invoke("report", batch.name, "--out", str(a_file), cwd=userproj)
     assert r.code in (1, 2) and r.err.startswith("netrain: error:") and \
         "Traceback" not in r.err, r.text
     assert a_file.read_text() == "x"
-    r = run_cli("report", batch.name, "--no-mlflow", cwd=userproj)
+    r = invoke("report", batch.name, "--no-mlflow", cwd=userproj)
     assert r.code == 0 and "no trained network yet" in r.err, r.text
     assert (batch / "report" / "report.html").is_file()
-    r = run_cli("report", "nosuchbatch", cwd=userproj)
+    r = invoke("report", "nosuchbatch", cwd=userproj)
     assert r.code == 1 and "no batch 'nosuchbatch'" in r.err, r.text
-    r = run_cli("describe", "not-a-run", cwd=userproj)
+    r = invoke("describe", "not-a-run", cwd=userproj)
     assert r.code == 1 and "is not an MLflow run id" in r.err, r.text
-    r = run_cli("best", batch.name, "--model", "regressor.nope", cwd=userproj)
+    r = invoke("best", batch.name, "--model", "regressor.nope", cwd=userproj)
     assert r.code == 1 and "has no model regressor.nope" in r.err, r.text

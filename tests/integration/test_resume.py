@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_userproj, mlflow_client, run_cli
+from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _generate(userproj: Path, nets: int, epochs: int) -> Path:
-    r = run_cli("generate", "--models", f"regressor.wide={nets}", "--array", "1", "--nb-epoch",
+    r = invoke("generate", "--models", f"regressor.wide={nets}", "--array", "1", "--nb-epoch",
                 str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     return Path(r.out.strip().splitlines()[-1])
@@ -62,7 +62,7 @@ def _journal_steps(batch: Path) -> dict[str, list[int]]:
 
 
 def _mlflow_runs(userproj: Path, batch: Path) -> list:  # type: ignore[type-arg]
-    r = run_cli("sync", batch.name, cwd=userproj)
+    r = invoke("sync", batch.name, cwd=userproj)
     assert r.code == 0, r.text
     c = mlflow_client("sqlite:///" + str(userproj / "tracking" / "custom.db"))
     exp = c.get_experiment_by_name(batch.name)
@@ -187,7 +187,7 @@ def test_a_task_killed_under_netrain_run_leaves_no_run_running_and_resumes(
     assert "RUNNING" not in {r.info.status for r, _ in runs}
     net = next(r for r, _ in runs if "mlflow.parentRunId" in r.data.tags)
     assert net.info.status == "KILLED" and net.data.tags["netrain.state"] == "resumable"
-    r = run_cli("show", batch.name, "--json", cwd=userproj)
+    r = invoke("show", batch.name, "--json", cwd=userproj)
     assert r.code == 0, r.text
     r = run_cli("run", batch.name, cwd=userproj)
     assert r.code == 0, r.text

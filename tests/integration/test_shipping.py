@@ -318,11 +318,13 @@ def test_healing_waits_for_a_draining_follower(sqlite_batch: tuple[Path, str, st
     w.close()
     ship(j, batch, uri)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
-         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(3)", str(j)],
+        [sys.executable, "-c", "import fcntl, os, sys, time;"
+         " fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX);"
+         " print('held', flush=True); time.sleep(3)", str(j)],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    rec = TaskRecord(model="c-a", index=0, key="task-0", journal=str(j.relative_to(batch)), state="running")
+    rec = TaskRecord(model="c-a", index=0, key="task-0", journal=str(j.relative_to(batch)),
+                     state="running")
     path = record_path(batch, "c-a", 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     mark_died(batch, path, rec, "killed", uri, ship_within=30)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_userproj, mlflow_client, run_cli
+from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
 from tests.slurm.test_slurm import _jobs, _uri, generate, wait_jobs
 
 
@@ -44,7 +44,7 @@ def _wait_epochs(batch: Path, key: str, n: int, timeout: float = 240) -> None:
 
 
 def _one_run_per_network(proj: Path, batch: Path, epochs: int) -> None:
-    r = run_cli("sync", batch.name, cwd=proj)
+    r = invoke("sync", batch.name, cwd=proj)
     assert r.code == 0, r.text
     c = mlflow_client(_uri(proj))
     exp = c.get_experiment_by_name(batch.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_userproj, mlflow_client, run_cli, wait_until_training
+from tests.conftest import invoke, make_userproj, mlflow_client, run_cli, wait_until_training
 
 TIMEOUT = 420
 
@@ -48,7 +48,7 @@ def wait_jobs(batch: Path, timeout: float = TIMEOUT) -> None:
 
 
 def show_json(proj: Path, batch: Path, env: dict | None = None) -> dict:
-    r = run_cli("show", batch.name, "--json", cwd=proj, env=env)
+    r = invoke("show", batch.name, "--json", cwd=proj, env=env)
     assert r.code == 0, r.text
     return json.loads(r.out)
 
@@ -58,7 +58,7 @@ def states(data: dict) -> list[list[str]]:
 
 
 def generate(proj: Path, *args: str, env: dict | None = None) -> Path:
-    r = run_cli("generate", *args, "--executor", "slurm", "--run", cwd=proj, env=env)
+    r = invoke("generate", *args, "--executor", "slurm", "--run", cwd=proj, env=env)
     assert r.code == 0, r.text
     return Path(r.out.strip().splitlines()[0])
 
@@ -103,7 +103,7 @@ def test_failed_index_shown_then_resubmitted_after_fixing_snapshot(proj: Path) -
     failed = data["models"][0]["tasks"][2]
     assert failed["scheduler"] == "FAILED"
     assert "deliberate failure" in Path(failed["log"]).read_text()
-    r = run_cli("show", batch.name, cwd=proj)
+    r = invoke("show", batch.name, cwd=proj)
     assert failed["log"] in r.out
     code = batch / "code" / "mymodels.py"
     code.write_text(code.read_text().replace('fail = os.environ.get("USERPROJ_FAIL_INDEX")',
@@ -216,7 +216,7 @@ def test_array_over_max_array_size_is_split(proj: Path) -> None:
 
 
 def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
-    r = run_cli("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
+    r = invoke("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
                 "--nb-epoch", "1", "--epoch-samples", "64", "--no-check", cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
@@ -250,7 +250,7 @@ def _wait_ids(ids: list[str], timeout: float = TIMEOUT) -> None:
 
 def test_model_script_run_by_hand_submits_its_array(proj: Path) -> None:
     """The original guide: in scripts/, 'bash <class>-<architecture>-sbatch.sh'."""
-    r = run_cli("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
+    r = invoke("generate", "--models", "regressor.narrow=1, wide=1", "--array", "2",
                 "--nb-epoch", "1", "--epoch-samples", "64", "--no-check", cwd=proj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
@@ -293,5 +293,5 @@ def test_retrain_on_slurm_is_shown_and_cancelled(proj: Path) -> None:
     data = show_json(proj, batch)
     assert data["retrain_jobs"][0]["scheduler"] == "CANCELLED"
     assert states(data) == [["finished"]]
-    text = run_cli("show", batch.name, cwd=proj).out
+    text = invoke("show", batch.name, cwd=proj).out
     assert f"job {job['job_id']} (slurm)" in text and "CANCELLED" in text
