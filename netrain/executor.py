@@ -15,14 +15,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netrain.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
-from netrain.errors import BatchError, UsageError
+from netrain.errors import BatchError, SchedulerError, UsageError
 from netrain.heal import heal_exited
+from netrain.journal import journal_path
 from netrain.records import read_model_records, record_path
 from netrain.spec import format_indices
+from netrain.sync import Courier
 
 EXECUTORS = ("local", "slurm")
 #: The environment variable that names a retrain's record (records/retrain/<key>.json).
 RETRAIN_KEY_VAR = "NETRAIN_RETRAIN_KEY"
+#: Set for tasks whose executor ships their journals after them (the sync job on SLURM,
+#: the `netrain run` process here): a task that ends within NETRAIN_SHIP_AFTER seconds
+#: leaves its journal to it instead of starting MLflow itself.
+SHIP_LATER_VAR = "NETRAIN_SHIP_LATER"
 
 Say = Callable[[str], None]
 
@@ -151,12 +157,14 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
 
     throttle = batch.manifest.slurm.get("max_running")
     out = Started()
+    sync = _sync_job(batch)
+    env = {SHIP_LATER_VAR: "1"} if sync is not None else None
     for model, indices in plan:
         if not indices:
             say(f"{model.key}: nothing to submit")
             continue
         arrays = slurm.submit_array(str(batch.script_path(model)), indices, throttle=throttle,
-                                    runner=runner)
+                                    runner=runner, env=env)
         jobs = [Job(job_id=a.job_id, indices=format_indices(a.indices), executor="slurm",
                     submitted=now_iso(), offset=a.offset) for a in arrays]
         with batch.locked() as b:
@@ -165,7 +173,27 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
         for j in jobs:
             say(f"{model.key}: submitted array job {j.job_id} (tasks {j.indices})")
         out.jobs.extend(jobs)
+    if sync is not None and out.jobs:
+        options, command = sync
+        try:
+            job_id = slurm.submit_after([j.job_id for j in out.jobs], options, command,
+                                        runner=runner)
+            say(f"submitted sync job {job_id}: ships the journals of short tasks once the "
+                "arrays end")
+        except SchedulerError as exc:  # the tasks are submitted; what they leave waits
+            say(f"netrain: {exc}; run netrain sync {batch.id} once the arrays end")
     return out
+
+
+def _sync_job(batch: Batch) -> tuple[list[str], str] | None:
+    """The batch's sync job (render.sync_job), when its tasks can leave shipping to it."""
+    from netrain import render
+    from netrain.builder import script_spec
+
+    m = batch.manifest
+    if not m.models or not m.tracking.get("uri"):
+        return None
+    return render.sync_job(script_spec(batch.path, m, m.models[0]))
 
 
 def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: int, say: Say,
@@ -174,7 +202,10 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
     # new runs (NETRAIN_RERUN tells the task)
-    env = (("NETRAIN_RERUN", "1"),) if rerun else ()
+    env: tuple[tuple[str, str], ...] = (("NETRAIN_RERUN", "1"),) if rerun else ()
+    uri = str(batch.manifest.tracking.get("uri") or "")
+    if uri:
+        env += ((SHIP_LATER_VAR, "1"),)
     todo = [LocalTask(model.key, i, batch.script_path(model),
                       batch.path / "logs" / f"{model.slug}_local_{i}.log",
                       record_path(batch.path, model.slug, i), env)
@@ -196,13 +227,29 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
             progress.done(o.task.model_key, o.task.index, o.returncode, o.seconds, o.task.log,
                           finished, total)
 
+    courier = Courier(batch.path, uri) if uri else None
+    slugs = {m.key: m.slug for m, _ in plan}
+    heal_it = _healer(batch)
+
+    def ended(task: Any, returncode: int) -> None:
+        heal_it(task, returncode)
+        if courier is not None:
+            courier.give(journal_path(batch.path, slugs[task.model_key], task.index))
+
     if progress is not None:
         progress.begin(len(todo))
     try:
-        run_tasks(todo, workers, one_done, cwd=batch.path, on_exit=_healer(batch))
+        run_tasks(todo, workers, one_done, cwd=batch.path, on_exit=ended)
     finally:
         if progress is not None:
             progress.end()
+        if courier is not None:
+            from netrain.shipper import drain_timeout
+
+            left = courier.finish(drain_timeout())
+            if left:
+                say(f"netrain: {len(left)} journal(s) not shipped to MLflow yet: run "
+                    f"netrain sync {batch.id}")
     say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
         f"{out.failures} failed")
     return out

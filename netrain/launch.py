@@ -82,6 +82,30 @@ def _tracking_uri(batch_dir: Path) -> str | None:
     return None
 
 
+def ship_after() -> float:
+    """Seconds a task runs before it starts shipping itself, when its executor ships after
+    it (NETRAIN_SHIP_LATER=1): MLflow's import and store cost a short task more than its
+    training. 0 without NETRAIN_SHIP_LATER."""
+    if os.environ.get("NETRAIN_SHIP_LATER") != "1":
+        return 0.0
+    try:
+        return max(0.0, float(os.environ.get("NETRAIN_SHIP_AFTER", "30")))
+    except ValueError:
+        return 30.0
+
+
+def ended_before_shipping(child: subprocess.Popen[Any]) -> bool:
+    """Wait up to ship_after() seconds for the child; whether it ended by then."""
+    after = ship_after()
+    if after <= 0:
+        return False
+    try:
+        child.wait(timeout=after)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def _log(text: str) -> None:
     print(f"netrain: launcher: {text}", file=sys.stderr, flush=True)
 
@@ -179,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(child.pid, signum)
     uri = _tracking_uri(batch_dir)
     shipper: _ShipThread | None = None
-    if uri:
+    if not uri:
+        _log("no tracking URI (MLFLOW_TRACKING_URI or batch.yaml): run netrain sync later")
+    elif ended_before_shipping(child):
+        _log(f"the task ended within {ship_after():.0f} s: its journal is shipped after it "
+             "(the batch's sync job, or netrain run)")
+        uri = None
+    else:
         shipper = _ShipThread(journal, batch_dir, uri, tags, child)
         shipper.start()
-    else:
-        _log("no tracking URI (MLFLOW_TRACKING_URI or batch.yaml): run netrain sync later")
     rc = child.wait()
     if shipper is not None:
         from netrain.shipper import drain_timeout

@@ -80,6 +80,25 @@ def sbatch_directives(spec: ScriptSpec) -> list[str]:
     return out
 
 
+def sync_job(spec: ScriptSpec) -> tuple[list[str], str] | None:
+    """The sbatch options and the command of a batch's sync job, which runs after its arrays
+    and ships what their short tasks left in their journals (`netrain sync`); None where the
+    task environment is built by MLflow (conda-yaml) or the launcher is MLflow's CLI, whose
+    tasks ship for themselves."""
+    if spec.env_kind == "conda-yaml" or spec.launcher == "mlflow-cli":
+        return None
+    s = spec.slurm
+    opts = [f"--job-name=sync-{spec.batch_id}", f"--chdir={spec.batch_dir}",
+            "--output=logs/sync_%j.log", "--error=logs/sync_%j.log"]
+    for key, opt in (("partition", "partition"), ("time", "time"), ("account", "account"),
+                     ("qos", "qos")):
+        if s.get(key) is not None:
+            opts.append(f"--{opt}={s[key]}")
+    env_lines, python = _environment_lines(spec)
+    command = "; ".join([*env_lines, f"exec {python} -m netrain sync {q(spec.batch_dir)}"])
+    return opts, command
+
+
 def _segment_case(spec: ScriptSpec) -> list[str]:
     out: list[str] = []
     for i, seg in enumerate(spec.segments):

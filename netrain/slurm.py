@@ -132,6 +132,19 @@ def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
     return parse_job_id(r.stdout)
 
 
+def submit_after(job_ids: Sequence[str], options: Sequence[str], command: str,
+                 runner: Runner | None = None) -> str:
+    """sbatch a one-line job that starts once every job of ``job_ids`` has ended, however
+    it ended (afterany); returns its id."""
+    argv = ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)}",
+            "--kill-on-invalid-dep=no", *options, f"--wrap={command}"]
+    r = (runner or run_command)(argv)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise SchedulerError(f"sbatch refused the sync job: {msg[-1] if msg else 'no message'}")
+    return parse_job_id(r.stdout)
+
+
 @dataclass(frozen=True)
 class Submitted:
     """One array job sbatch accepted: its id, the index offset, the batch indices it holds."""

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -270,6 +271,9 @@ class TaskRunner:
         self.journal: Any = None
         self.signum: int | None = None
         self._shipper: subprocess.Popen[bytes] | None = None
+        self._shipper_timer: threading.Timer | None = None
+        self._shipper_lock = threading.Lock()
+        self._ended = False
 
     def _task_key(self) -> str:
         """The same key (so the same MLflow run) for every attempt of this task, unless it
@@ -466,24 +470,43 @@ class TaskRunner:
     def _wait_for_shipper(self) -> None:
         """Without the launcher, the task's own follower ships the journal's end: give it the
         drain time before the task exits (a batch job's end would kill it with the job)."""
+        with self._shipper_lock:
+            self._ended = True  # a follower not started by now is not needed
+            if self._shipper_timer is not None:
+                self._shipper_timer.cancel()
         if self._shipper is None:
             return
         from netrain.shipper import drain_timeout
 
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self._shipper.wait(timeout=drain_timeout() + 5)
+
     def _start_shipper(self) -> None:
-        """Without the launcher (which ships), a separate process ships the journal."""
+        """Without the launcher (which ships), a separate process ships the journal; when
+        the executor ships after the task (NETRAIN_SHIP_LATER), only once the task has run
+        NETRAIN_SHIP_AFTER seconds."""
         if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
             return
+        from netrain.launch import ship_after
+
+        after = ship_after()
+        if after > 0:
+            self._shipper_timer = threading.Timer(after, self._spawn_shipper)
+            self._shipper_timer.daemon = True
+            self._shipper_timer.start()
+        else:
+            self._spawn_shipper()
+
+    def _spawn_shipper(self) -> None:
         cmd = [sys.executable, "-m", "netrain.shipper", "follow", str(self.jpath),
                "--batch-dir", str(self.batch.path), "--uri", self.tracking_uri,
                "--pid", str(os.getpid())]
-        with contextlib.suppress(OSError):
-            self._shipper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL,
-                                             start_new_session=True)
+        with self._shipper_lock, contextlib.suppress(OSError):
+            if not self._ended:
+                self._shipper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL,
+                                                 start_new_session=True)
 
 
 def summary(record: TaskRecord) -> dict[str, float]:

@@ -20,7 +20,7 @@ trap 'for c in ${cleanup[@]+"${cleanup[@]}"}; do eval "$c"; done' EXIT
 if [ "${NETRAIN_SLURM:-auto}" != "off" ] && [ "$(id -u)" = 0 ] && [ -f scripts/slurm-cluster.sh ]; then
   # A small MaxArraySize so the test of split arrays stays small.
   if bash scripts/slurm-cluster.sh install >&2 &&
-      out=$(NETRAIN_SLURM_MAX_ARRAY_SIZE=${NETRAIN_SLURM_MAX_ARRAY_SIZE:-16} \
+      out=$(NETRAIN_SLURM_MAX_ARRAY_SIZE=${NETRAIN_SLURM_MAX_ARRAY_SIZE:-4} \
             bash scripts/slurm-cluster.sh start); then
     eval "$out"
     cleanup+=("bash scripts/slurm-cluster.sh stop >&2 || true")
@@ -54,4 +54,6 @@ if [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
     done
   done
 fi
-.venv/bin/python -m pytest --durations=15 "$@"
+# Two workers (pytest-xdist): most tests wait on a training process, a server or SLURM, so
+# two at a time use both cores; each module stays on one worker, the SLURM tests together.
+.venv/bin/python -m pytest -n "${NETRAIN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"

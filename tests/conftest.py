@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests run beside training tests (two xdist workers on two cores): no per-example
+# deadline, which a loaded machine would break, not the code.
+settings.register_profile("netrain", deadline=None)
+settings.load_profile("netrain")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -117,3 +123,13 @@ def snapshot_tree(path: Path) -> dict[str, tuple[int, float]]:
         return {}
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime)
             for p in path.rglob("*") if p.is_file()}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (``-n 2 --dist loadgroup``, as scripts/run-tests.sh runs the suite)
+    each test module stays on one worker (its module fixtures are built once), and every
+    SLURM test runs on the same worker, one at a time, as on a real cluster's queue."""
+    for item in items:
+        path = str(item.fspath)
+        group = "slurm" if f"{os.sep}tests{os.sep}slurm{os.sep}" in path else path
+        item.add_marker(pytest.mark.xdist_group(group))

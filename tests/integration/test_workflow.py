@@ -47,6 +47,10 @@ def test_run_succeeds_and_layout(demo: dict) -> None:
     assert len(list((b / "archs").glob("*.json"))) == 12
     assert len(list((b / "metrics").glob("*.csv"))) == 12
     assert not (demo["proj"] / "pwned").exists()
+    # tasks this short leave their journal to `netrain run`, which ships them all with one
+    # MLflow client (test_mlflow_experiment_and_runs finds every run FINISHED)
+    log = (b / "logs" / "classifier-clu_one_local_0.log").read_text()
+    assert "its journal is shipped after it" in log, log
     manifest = yaml.safe_load((b / "batch.yaml").read_text())
     assert manifest["description"] == "demo batch $(touch pwned)"
     assert [m["class"] + "." + m["architecture"] for m in manifest["models"]] == [

@@ -33,13 +33,15 @@ def _jobs(batch: Path) -> list[dict]:
 
 
 def wait_jobs(batch: Path, timeout: float = TIMEOUT) -> None:
-    """Wait until SLURM holds no job of the batch any more."""
+    """Wait until SLURM holds no job of the batch any more: its arrays and its sync job."""
     ids = ",".join(j["job_id"] for j in _jobs(batch))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         q = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i"], capture_output=True,
                            text=True)
-        if q.returncode == 0 and not q.stdout.strip():
+        sync = subprocess.run(["squeue", "-h", "-n", f"sync-{batch.name}", "-o", "%i"],
+                              capture_output=True, text=True)
+        if q.returncode == 0 and not q.stdout.strip() and not sync.stdout.strip():
             time.sleep(1.5)  # accounting lags squeue by about a second
             return
         time.sleep(1)
@@ -88,9 +90,16 @@ def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
         assert r.info.status == "FINISHED"
         jid, task = r.data.tags["slurm_job_id"].split("_")
         assert jid in job_ids and task == r.data.tags["array_index"]
-    logs = sorted(p.name for p in (batch / "logs").iterdir())
+    logs = sorted(p.name for p in (batch / "logs").iterdir() if not p.name.startswith("sync_"))
     assert len(logs) == 8 and all(re.match(r"regressor-(narrow|wide)-.*_\d+_\d\.log", n)
                                   for n in logs)
+    # the tasks were short: they left their journals to the batch's sync job, which ran
+    # once after both arrays and shipped all 8
+    assert all("its journal is shipped after it" in (batch / "logs" / n).read_text()
+               for n in logs)
+    sync_logs = list((batch / "logs").glob("sync_*.log"))
+    assert len(sync_logs) == 1
+    assert sync_logs[0].read_text().count("runs created") == 8, sync_logs[0].read_text()
 
 
 def test_failed_index_shown_then_resubmitted_after_fixing_snapshot(proj: Path) -> None:

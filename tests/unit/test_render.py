@@ -341,3 +341,22 @@ def test_mlflow_cli_launcher_is_the_literal_mlflow_run() -> None:
     cmd = next(ln for ln in text.splitlines() if "mlflow run" in ln)
     words = shlex.split(cmd.rstrip(" &"))
     assert words[:5] == ["/opt/venv/bin/python", "-m", "mlflow", "run", "$batch_dir"]
+
+
+def test_sync_job_runs_netrain_sync_in_the_task_environment() -> None:
+    got = render.sync_job(basic_spec())
+    assert got is not None
+    opts, command = got
+    assert opts == ["--job-name=sync-20240102-030405-abcd",
+                    "--chdir=/scratch/trainings/20240102-030405-abcd",
+                    "--output=logs/sync_%j.log", "--error=logs/sync_%j.log"]
+    assert command == ("export PATH=/opt/venv/bin:\"$PATH\"; exec /opt/venv/bin/python -m "
+                       "netrain sync /scratch/trainings/20240102-030405-abcd")
+    opts, command = render.sync_job(gpu_direct_spec()) or ([], "")
+    # the queue and account of the batch, none of its GPU, memory or CPU requests
+    assert opts[4:] == ["--partition=gpu", "--time=02:00:00", "--account=proj-42"]
+    assert command.startswith('eval "$(conda shell.bash hook)"; conda activate netrain-gpu; ')
+    assert render.sync_job(basic_spec(env_kind="conda-yaml")) is None
+    assert render.sync_job(basic_spec(launcher="mlflow-cli")) is None
+    tricky = render.sync_job(basic_spec(batch_dir="/x/a b;$(touch /tmp/pwned)"))
+    assert tricky is not None and shlex.split(tricky[1])[-1] == "/x/a b;$(touch /tmp/pwned)"
