@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +60,9 @@ _ELEMENTWISE_OPTIMIZERS = frozenset({"SGD", "Adam", "AdamW", "Adamax", "Nadam", 
 #: Of those, the ones whose step is proportional to the learning rate, so networks that
 #: differ only in it share a group (the step is rescaled per network).
 _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
+#: The share of an epoch's time a copy of the group's state (kept so that a signal mid-epoch
+#: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
+SNAPSHOT_BUDGET = 0.01
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
@@ -528,6 +532,7 @@ class _PackedGroup:
         self.train_step = tf.function(self._train_step, reduce_retracing=True, autograph=False)
         self.test_step = tf.function(self._test_step, reduce_retracing=True, autograph=False)
         self.results = tf.function(self._results, autograph=False)
+        self._copy: Any = None
 
     def _data(self, arrays: list[Any]) -> tuple[Any, bool]:
         """One copy when every network has the same array, else a stacked [K, n, ...]."""
@@ -646,20 +651,30 @@ class _PackedGroup:
         steps = math.ceil(epoch_len / bs)
         ntv = self.ntv
         saving = job0.batch_dir is not None and job0.policy.enabled
-        schedule = checkpoint.Schedule(job0.policy)
+        pol = job0.policy
+        auto = saving and not pol.every_epochs and not pol.every_minutes
+        schedule = checkpoint.Schedule(pol, self._expected_checkpoint_seconds() if auto else 0.0)
         done = self.start  # epochs completed
         snapshot: Any = None
+        snap_cost, epoch_time = 0.0, math.inf
         start = time.perf_counter()
         try:
             for epoch in range(self.start, cfg.nb_epoch):
                 if not active.any():
                     break
                 _interrupt_check()
-                # the state at this epoch's start, for a checkpoint if a signal comes mid-epoch
-                snapshot = self._snapshot(ntv) if saving and any(
-                    m.job.checkpoint_epoch != epoch
-                    for m, a in zip(self.members, active, strict=True) if a) else None
+                # A signal mid-epoch checkpoints the state at the epoch's start: a copy of it
+                # is kept while it costs at most SNAPSHOT_BUDGET of an epoch; in shorter
+                # epochs, the epoch is finished first (it takes at most 1/SNAPSHOT_BUDGET
+                # copies' time). Neither is needed where the checkpoints hold this epoch.
+                wanted = saving and any(m.job.checkpoint_epoch != epoch
+                                        for m, a in zip(self.members, active, strict=True) if a)
+                snapshot = None
+                if wanted and snap_cost <= SNAPSHOT_BUDGET * epoch_time:
+                    snapshot, snap_cost = self._snapshot(ntv)
+                stop_mid_epoch = snapshot is not None or not wanted
                 schedule.epoch_started()
+                epoch_start = time.perf_counter()
                 order = np.stack([epoch_order(r, self.n, job0.epoch_samples) for r in rngs])
                 order = order.astype(np.int32)
                 active_t = tf.constant(active)
@@ -667,7 +682,8 @@ class _PackedGroup:
                 for s in range(steps):
                     idx = tf.constant(order[:, s * bs:(s + 1) * bs])
                     ntv, mv = self.train_step(ntv, mv, active_t, idx)
-                    _interrupt_check()
+                    if stop_mid_epoch:
+                        _interrupt_check()
                 logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
                 if self.has_val:
                     mv = self.mv_reset
@@ -693,6 +709,7 @@ class _PackedGroup:
                         if m.model.stop_training:
                             active[i] = False
                 done, snapshot = epoch + 1, None
+                epoch_time = time.perf_counter() - epoch_start
                 if saving and schedule.due() and done < cfg.nb_epoch and active.any():
                     schedule.saved(self._checkpoint(ntv, [i for i in range(k) if active[i]],
                                                     done, stoppers))
@@ -763,10 +780,36 @@ class _PackedGroup:
             save_checkpoint(m.model, m.job, progress, partial=False)
         return time.perf_counter() - start
 
-    def _snapshot(self, ntv: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
-        tf = self.tf
-        return ([tf.identity(v.value) for v in self.svars],
-                [tf.identity(v.value) for v in self.optimizer.variables], list(ntv))
+    def _expected_checkpoint_seconds(self) -> float:
+        """What one checkpoint of the whole group costs, from one network's model file
+        written (and deleted) beforehand: the automatic policy then keeps to its budget from
+        the first epoch, where a group of many tiny networks would spend more time on its
+        first checkpoint than on training."""
+        m = self.members[0]
+        assert m.job.batch_dir is not None
+        self._optimizer_pairs(m)  # its optimizer built, as a checkpoint has it
+        d = checkpoint.directory(m.job.batch_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f".probe.{os.getpid()}.keras"
+        start = time.perf_counter()
+        try:
+            m.model.save(str(path))
+        finally:
+            path.unlink(missing_ok=True)
+        return (time.perf_counter() - start) * self.k
+
+    def _snapshot(self, ntv: list[Any]) -> tuple[Any, float]:
+        """A copy of the stacked variables and optimizer state (one compiled call), and the
+        seconds the copy took (its tracing, the first time, left out)."""
+        if self._copy is None:
+            tf, opt_vars = self.tf, self.optimizer.variables
+            self._copy = tf.function(
+                lambda: ([tf.identity(v.value) for v in self.svars],
+                         [tf.identity(v.value) for v in opt_vars]), autograph=False)
+            self._copy.get_concrete_function()
+        start = time.perf_counter()
+        tv, ov = self._copy()
+        return (list(tv), list(ov), list(ntv)), time.perf_counter() - start
 
     def _restore(self, snapshot: tuple[list[Any], list[Any], list[Any]]) -> list[Any]:
         tv, ov, ntv = snapshot

@@ -6,6 +6,7 @@ signalled mid-training resumes its packed networks in the same MLflow runs."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -68,25 +69,29 @@ def _weights(job: NetworkJob) -> list[np.ndarray]:
     return [np.asarray(w) for w in model.get_weights()]
 
 
-def _stop_at(monkeypatch: Any, calls: int) -> None:
-    """The task's handler noting a signal at the ``calls``-th batch boundary check."""
+def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
+    """The task's handler noting a signal while epoch ``epoch`` starts (its batch order drawn:
+    the group's state already copied, no step of it trained)."""
     from netrain import packed
-    from netrain.training import _interrupt_check
 
-    seen = [0]
+    draws = [0]
+    real = packed.epoch_order
 
-    def check() -> None:
-        seen[0] += 1
-        if seen[0] == calls:
+    def order(rng: Any, n: int, epoch_samples: int) -> Any:
+        draws[0] += 1
+        if draws[0] == epoch * nets + 1:
             note_interrupt(signal.SIGTERM)
-        _interrupt_check()
+        return real(rng, n, epoch_samples)
 
-    monkeypatch.setattr(packed, "_interrupt_check", check)
+    monkeypatch.setattr(packed, "epoch_order", order)
 
 
-@pytest.mark.parametrize("intelligent", [False, True])
+@pytest.mark.parametrize("intelligent, copy", [(False, True), (True, True), (False, False)])
 def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
-        tmp_path: Path, monkeypatch: Any, intelligent: bool) -> None:
+        tmp_path: Path, monkeypatch: Any, intelligent: bool, copy: bool) -> None:
+    """``copy``: the group keeps a copy of each epoch's start and a signal mid-epoch goes
+    back to it; else (epochs too short for the copy to pay) the epoch is finished first."""
+    from netrain import packed
     from netrain.packed import train_networks_packed
     from netrain.training import train_networks
 
@@ -95,13 +100,16 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
     ends = train_networks_packed(range(3), lambda i: straight[i], Recorder())
     assert all(r is not None for r in ends)
 
-    # 96 samples in batches of 16: 6 steps, 7 checks an epoch; stop at epoch 3's third step
-    _stop_at(monkeypatch, 7 * 3 + 3)
+    # checkpoints every 2 epochs (at 2); the signal comes as epoch 3 starts: the copy of its
+    # start is checkpointed, or epoch 3 is finished and checkpointed at 4
+    monkeypatch.setattr(packed, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
+    _signal_in_epoch(monkeypatch, 3, 3)
     first = Stops()
     with pytest.raises(TaskInterrupted):
         train_networks_packed(range(3), lambda i: _job(b, i, intelligent), first)
     note_interrupt(None)
     monkeypatch.undo()
+    reached = 3 if copy else 4
     finished = sorted(first.finished)
     running = sorted(first.interrupted)
     assert sorted(finished + running) == [0, 1, 2]
@@ -110,14 +118,15 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
     else:
         assert not finished
     for i in running:
-        assert first.interrupted[i] == 3  # the last completed epoch, not the torn one
+        assert first.interrupted[i] == reached  # a completed epoch, not the torn one
         meta = checkpoint.read(b, f"n_t0_n{i}", f"t-packed/0/n{i}")
-        assert meta is not None and meta.epoch == 3 and len(meta.history["loss"]) == 3
+        assert meta is not None and meta.epoch == reached
+        assert len(meta.history["loss"]) == reached
         if intelligent:
-            assert meta.early_stopping["wait"] == 2
+            assert meta.early_stopping["wait"] == reached - 1
             assert (checkpoint.model_file(b, meta).with_name(
                 meta.model_file + checkpoint.BEST_SUFFIX)).is_file()
-        assert len(first.logs[i]) == 3  # its epochs so far, told to the observer
+        assert len(first.logs[i]) == reached  # its epochs so far, told to the observer
     shutil.copytree(b, c)
 
     # resumed packed, and (the same checkpoints) resumed one by one
@@ -172,9 +181,9 @@ NETS, TASK_EPOCHS = 3, 12
 
 def test_a_signalled_packed_task_resumes_its_networks_in_the_same_runs(
         tmp_path: Path) -> None:
-    userproj = make_userproj(tmp_path / "p")
+    userproj = make_userproj(tmp_path / "p", "checkpoint:\n  every_epochs: 2\n")
     r = invoke("generate", "--models", f"regressor.wide={NETS}", "--array", "1", "--nb-epoch",
-               str(TASK_EPOCHS), "--epoch-samples", "6400", "--pack", "--no-check",
+               str(TASK_EPOCHS), "--epoch-samples", "3200", "--pack", "--no-check",
                cwd=userproj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
@@ -185,7 +194,7 @@ def test_a_signalled_packed_task_resumes_its_networks_in_the_same_runs(
         proc = subprocess.Popen(["bash", str(batch / "scripts" / "regressor-wide-sbatch.sh")],
                                 env=env, start_new_session=True, stdout=out,
                                 stderr=subprocess.STDOUT)
-    # the automatic policy checkpoints the first epoch: then the group is mid-training
+    # the first checkpoints (epoch 2) are written: the group is mid-training
     deadline = time.monotonic() + 120
     while len(list((batch / "checkpoints").glob("*.ckpt.json"))) < NETS:
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -200,7 +209,7 @@ def test_a_signalled_packed_task_resumes_its_networks_in_the_same_runs(
     reached = {}
     for i in map(str, range(NETS)):
         net = rec["nets"][i]
-        assert net["state"] == "interrupted" and 1 <= net["checkpoint_epoch"] < TASK_EPOCHS
+        assert net["state"] == "interrupted" and 2 <= net["checkpoint_epoch"] < TASK_EPOCHS
         meta = json.loads((batch / "checkpoints" / f"{net['stem']}.ckpt.json").read_text())
         assert meta["epoch"] == net["checkpoint_epoch"]
         reached[net["stem"]] = meta["epoch"]
