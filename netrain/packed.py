@@ -11,12 +11,20 @@ with the network's seed, see :func:`epoch_order`), its own learning rate, its ow
 metrics and its own early stopping (a stopped network is frozen). At the end each network's
 values go back into its own keras model, which is saved with ``save_network``.
 
+Checkpoints are the sequential path's (``save_checkpoint``: the keras model with its optimizer
+state, its metadata, early stopping's best weights), so either trainer resumes the other's.
+They are written for each network still training when the group's ``checkpoint.Schedule`` says
+so, and on a signal at the last completed epoch; networks resumed at the same epoch and
+optimizer step are packed together again and continue with the batch order of that epoch.
+
 What cannot be packed (see :func:`pack_refusal`) falls back to the sequential trainer with
 one ``netrain: packing off ...`` line; the reason is left on each job as ``job.pack_fallback``
 (``None`` for a packed network, whose ``job.pack_group`` is its group's size).
 
 Observer calls are made per network in the sequential order (started, each epoch, finished)
-once its group has trained: the task's observer holds one network's run at a time.
+once its group has trained (or, on a signal, started, its epochs so far and
+``network_interrupted`` when the observer has it): the task's observer holds one network's run
+at a time.
 """
 
 from __future__ import annotations
