@@ -88,7 +88,7 @@ def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
 
 @pytest.mark.parametrize("intelligent, copy", [(False, True), (True, True), (False, False)])
 def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
-        tmp_path: Path, monkeypatch: Any, intelligent: bool, copy: bool) -> None:
+        tmp_path: Path, monkeypatch: Any, capsys: Any, intelligent: bool, copy: bool) -> None:
     """``copy``: the group keeps a copy of each epoch's start and a signal mid-epoch goes
     back to it; else (epochs too short for the copy to pay) the epoch is finished first."""
     from netrain import packed
@@ -129,11 +129,19 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
         assert len(first.logs[i]) == reached  # its epochs so far, told to the observer
     shutil.copytree(b, c)
 
-    # resumed packed, and (the same checkpoints) resumed one by one
-    resumed = Recorder()
+    # resumed packed, and (the same checkpoints) resumed one by one; without copy, network 2
+    # has lost its checkpoint: it starts again, alone (networks pack by resume epoch)
+    fresh = [] if copy else [2]
+    for i in fresh:
+        checkpoint.remove(b, f"n_t0_n{i}")
+    capsys.readouterr()
     again = {i: _job(b, i, intelligent, resume=True) for i in running}
-    assert all(j.resume is not None for j in again.values())
-    out = train_networks_packed(running, lambda i: again[i], resumed)
+    assert [i for i, j in again.items() if j.resume is None] == fresh
+    out = train_networks_packed(running, lambda i: again[i], Recorder())
+    log = capsys.readouterr().out
+    assert f"packed {len(running) - len(fresh)} networks" in log
+    if fresh:
+        assert "packing off for network(s) 2: no other network has the same shapes" in log
     seq = {i: _job(c, i, intelligent, resume=True) for i in running}
     out_seq = train_networks(running, lambda i: seq[i], Recorder())
     for i, r, q in zip(running, out, out_seq, strict=True):
