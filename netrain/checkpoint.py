@@ -53,14 +53,15 @@ class Policy:
 
 
 class Schedule:
-    """Decides at each epoch end whether a checkpoint is due."""
+    """Decides at each epoch end whether a checkpoint is due. ``expected_seconds``: what a
+    checkpoint is known to cost before the first one (else the first epoch's is written)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, expected_seconds: float = 0.0) -> None:
         self.policy = policy
         self.last_save = time.monotonic()
         self.epochs_since = 0
         self.epoch_seconds = 0.0
-        self.save_seconds = 0.0
+        self.save_seconds = expected_seconds
         self._epoch_start = time.monotonic()
 
     def epoch_started(self) -> None:

@@ -11,31 +11,49 @@ with the network's seed, see :func:`epoch_order`), its own learning rate, its ow
 metrics and its own early stopping (a stopped network is frozen). At the end each network's
 values go back into its own keras model, which is saved with ``save_network``.
 
+Checkpoints are the sequential path's (``save_checkpoint``: the keras model with its optimizer
+state, its metadata, early stopping's best weights), so either trainer resumes the other's.
+They are written for each network still training when the group's ``checkpoint.Schedule`` says
+so, and on a signal at the last completed epoch; networks resumed at the same epoch and
+optimizer step are packed together again and continue with the batch order of that epoch.
+
 What cannot be packed (see :func:`pack_refusal`) falls back to the sequential trainer with
 one ``netrain: packing off ...`` line; the reason is left on each job as ``job.pack_fallback``
 (``None`` for a packed network, whose ``job.pack_group`` is its group's size).
 
 Observer calls are made per network in the sequential order (started, each epoch, finished)
-once its group has trained: the task's observer holds one network's run at a time.
+once its group has trained (or, on a signal, started, its epochs so far and
+``network_interrupted`` when the observer has it): the task's observer holds one network's run
+at a time.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netrain import checkpoint
 from netrain.errors import TaskInterrupted, pending_interrupt
 from netrain.training import (
     NetworkJob,
     NetworkResult,
     Observer,
+    _interrupt_check,
     _is_array_pair,
+    _load_checkpoint,
     _materialise,
+    _Progress,
+    _resume_callback,
+    _StopNow,
     _threshold_callback,
+    early_stopping_state,
+    save_checkpoint,
     save_network,
     train_networks,
 )
@@ -50,6 +68,9 @@ _ELEMENTWISE_OPTIMIZERS = frozenset({"SGD", "Adam", "AdamW", "Adamax", "Nadam", 
 #: Of those, the ones whose step is proportional to the learning rate, so networks that
 #: differ only in it share a group (the step is rescaled per network).
 _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
+#: The share of an epoch's time a copy of the group's state (kept so that a signal mid-epoch
+#: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
+SNAPSHOT_BUDGET = 0.01
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
@@ -211,6 +232,8 @@ class _Member:
     lr: float | None = None
     key: tuple[Any, ...] = ()
     history: dict[str, list[float]] = field(default_factory=dict)
+    start: int = 0  # epochs already trained (resumed from its checkpoint)
+    best: list[Any] | None = None  # early stopping's best weights from the checkpoint
 
 
 def _as_array(a: Any, keras: Any) -> Any:
@@ -241,7 +264,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
     model = cfg.model_generator()
     if not hasattr(model, "fit") or not hasattr(model, "compile"):
         return f"model_generator returned {type(model).__name__}, not a keras model"
-    if job.init_weights is not None:
+    if job.init_weights is not None and job.resume is None:
         model.load_weights(str(job.init_weights))
     model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
     d = _materialise(cfg.training_generator)
@@ -255,6 +278,13 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
     why = model_refusal(model, keras)
     if why:
         return why
+    start, best, history = 0, None, {}
+    if job.resume is not None and job.batch_dir is not None:
+        # as train_one resumes: weights and optimizer state from the checkpoint
+        best = _load_checkpoint(model, job, {"x": x})
+        job.checkpoint_epoch = start = job.resume.epoch
+        history = {k: list(v) for k, v in job.resume.history.items()}
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     conf = dict(model.optimizer.get_config())
     conf.pop("name", None)
     lr_conf = conf.pop("learning_rate", None)
@@ -279,8 +309,11 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
         repr(sorted(cfg.early_stopping.items())),
         x.shape, str(x.dtype), y.shape, str(y.dtype),
         None if xv is None else (xv.shape, str(xv.dtype), yv.shape, str(yv.dtype)),  # type: ignore[union-attr]
+        # a group resumes together: the same epoch, the same optimizer step, one policy
+        start, iterations, job.policy, job.batch_dir is None,
     )
-    return _Member(index=index, job=job, model=model, x=x, y=y, xv=xv, yv=yv, lr=lr, key=key)
+    return _Member(index=index, job=job, model=model, x=x, y=y, xv=xv, yv=yv, lr=lr, key=key,
+                   history=history, start=start, best=best)
 
 
 # ------------------------------------------------------------------------------ training
@@ -346,10 +379,14 @@ def train_networks_packed(
     for members in groups.values():
         idx = [m.index for m in members]
         if len(members) < 2:
-            fallback(idx, "no other network has the same shapes and settings")
+            fallback(idx, "no other network has the same shapes and settings" +
+                     (" and resumes at the same epoch" if members[0].start else ""))
             continue
+        signum = pending_interrupt()
+        if signum is not None:  # signalled between groups: stop before the next one
+            raise TaskInterrupted(signum)
         try:
-            seconds = _PackedGroup(members, keras).train()
+            seconds = _PackedGroup(members, keras).train(observer)
         except Exception as exc:
             _reraise_interrupt(exc)
             del members[:]
@@ -430,6 +467,8 @@ def _finish(m: _Member, observer: Observer, seconds: float) -> NetworkResult | N
             observer.epoch_end(job, epoch, {k: v[epoch] for k, v in m.history.items()
                                             if epoch < len(v)})
         files = save_network(m.model, job, m.history)
+        if job.batch_dir is not None and not job.policy.keep:
+            checkpoint.remove(job.batch_dir, job.stem)
         epochs = len(next(iter(m.history.values()), []))
         result = NetworkResult(net_index=job.net_index, epochs=epochs, history=m.history,
                                seconds=seconds, stopped_early=epochs < job.config.nb_epoch,
@@ -480,6 +519,9 @@ class _PackedGroup:
         opt_t = self.template.optimizer
         self.optimizer = type(opt_t).from_config(opt_t.get_config())
         self.optimizer.build(self.svars)
+        self.start = first.start
+        if any(m.job.resume is not None for m in members):
+            self._stack_optimizers()
         lrs = [m.lr for m in members]
         self.scale = None
         if all(lr is not None for lr in lrs) and len(set(lrs)) > 1:
@@ -498,6 +540,7 @@ class _PackedGroup:
         self.train_step = tf.function(self._train_step, reduce_retracing=True, autograph=False)
         self.test_step = tf.function(self._test_step, reduce_retracing=True, autograph=False)
         self.results = tf.function(self._results, autograph=False)
+        self._copy: Any = None
 
     def _data(self, arrays: list[Any]) -> tuple[Any, bool]:
         """One copy when every network has the same array, else a stacked [K, n, ...]."""
@@ -599,50 +642,90 @@ class _PackedGroup:
         return self.tf.reshape(v, [-1] + [1] * (len(like.shape) - 1))
 
     # -- the epochs
-    def train(self) -> float:
+    def train(self, observer: Observer) -> float:
+        """Train the group to its last epoch. Checkpoints each network when the schedule
+        says so; on a signal, checkpoints the networks still training at their last
+        completed epoch, finishes those early stopping froze, and raises TaskInterrupted."""
         np, tf = self.np, self.tf
         cfg, k, bs = self.cfg, self.k, self.bs
         job0 = self.members[0].job
         rngs = [network_rng(m.job) for m in self.members]
+        for _ in range(self.start):  # the same batch order as without a stop
+            for r in rngs:
+                epoch_order(r, self.n, job0.epoch_samples)
         active = np.ones(k, dtype=bool)
         stoppers = [self._stoppers(m) for m in self.members] if job0.intelligent else None
         epoch_len = self.n if job0.epoch_samples <= 0 else job0.epoch_samples
         steps = math.ceil(epoch_len / bs)
         ntv = self.ntv
+        saving = job0.batch_dir is not None and job0.policy.enabled
+        pol = job0.policy
+        auto = saving and not pol.every_epochs and not pol.every_minutes
+        schedule = checkpoint.Schedule(pol, self._expected_checkpoint_seconds() if auto else 0.0)
+        done = self.start  # epochs completed
+        snapshot: Any = None
+        snap_cost, epoch_time = 0.0, math.inf
         start = time.perf_counter()
-        for epoch in range(cfg.nb_epoch):
-            if not active.any():
-                break
-            order = np.stack([epoch_order(r, self.n, job0.epoch_samples) for r in rngs])
-            order = order.astype(np.int32)
-            active_t = tf.constant(active)
-            mv = self.mv_reset
-            for s in range(steps):
-                idx = tf.constant(order[:, s * bs:(s + 1) * bs])
-                ntv, mv = self.train_step(ntv, mv, active_t, idx)
-            logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
-            if self.has_val:
+        try:
+            for epoch in range(self.start, cfg.nb_epoch):
+                if not active.any():
+                    break
+                _interrupt_check()
+                # A signal mid-epoch checkpoints the state at the epoch's start: a copy of it
+                # is kept while it costs at most SNAPSHOT_BUDGET of an epoch; in shorter
+                # epochs, the epoch is finished first (it takes at most 1/SNAPSHOT_BUDGET
+                # copies' time). Neither is needed where the checkpoints hold this epoch.
+                wanted = saving and any(m.job.checkpoint_epoch != epoch
+                                        for m, a in zip(self.members, active, strict=True) if a)
+                snapshot = None
+                if wanted and snap_cost <= SNAPSHOT_BUDGET * epoch_time:
+                    snapshot, snap_cost = self._snapshot(ntv)
+                stop_mid_epoch = snapshot is not None or not wanted
+                schedule.epoch_started()
+                epoch_start = time.perf_counter()
+                order = np.stack([epoch_order(r, self.n, job0.epoch_samples) for r in rngs])
+                order = order.astype(np.int32)
+                active_t = tf.constant(active)
                 mv = self.mv_reset
-                for s in range(math.ceil(self.nv / bs)):
-                    rows = np.arange(s * bs, min(self.nv, (s + 1) * bs), dtype=np.int32)
-                    mv = self.test_step(ntv, mv, tf.constant(np.tile(rows, (k, 1))))
-                logs.update({f"val_{key}": np.asarray(v) for key, v in self.results(mv).items()})
-            was_active = active.copy()
-            for i, m in enumerate(self.members):
-                if not was_active[i]:
-                    continue
-                for key, v in logs.items():
-                    m.history.setdefault(key, []).append(float(v[i]))
-            if stoppers is not None:
-                self._put_back(ntv, [i for i in range(k) if was_active[i]])
+                for s in range(steps):
+                    idx = tf.constant(order[:, s * bs:(s + 1) * bs])
+                    ntv, mv = self.train_step(ntv, mv, active_t, idx)
+                    if stop_mid_epoch:
+                        _interrupt_check()
+                logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
+                if self.has_val:
+                    mv = self.mv_reset
+                    for s in range(math.ceil(self.nv / bs)):
+                        rows = np.arange(s * bs, min(self.nv, (s + 1) * bs), dtype=np.int32)
+                        mv = self.test_step(ntv, mv, tf.constant(np.tile(rows, (k, 1))))
+                    logs.update({f"val_{key}": np.asarray(v)
+                                 for key, v in self.results(mv).items()})
+                was_active = active.copy()
                 for i, m in enumerate(self.members):
                     if not was_active[i]:
                         continue
-                    net_logs = {key: float(v[i]) for key, v in logs.items()}
-                    for cb in stoppers[i]:
-                        cb.on_epoch_end(epoch, net_logs)
-                    if m.model.stop_training:
-                        active[i] = False
+                    for key, v in logs.items():
+                        m.history.setdefault(key, []).append(float(v[i]))
+                if stoppers is not None:
+                    self._put_back(ntv, [i for i in range(k) if was_active[i]])
+                    for i, m in enumerate(self.members):
+                        if not was_active[i]:
+                            continue
+                        net_logs = {key: float(v[i]) for key, v in logs.items()}
+                        for cb in stoppers[i]:
+                            cb.on_epoch_end(epoch, net_logs)
+                        if m.model.stop_training:
+                            active[i] = False
+                done, snapshot = epoch + 1, None
+                epoch_time = time.perf_counter() - epoch_start
+                if saving and schedule.due() and done < cfg.nb_epoch and active.any():
+                    schedule.saved(self._checkpoint(ntv, [i for i in range(k) if active[i]],
+                                                    done, stoppers))
+        except _StopNow:
+            if snapshot is not None:  # back to the last completed epoch
+                ntv = self._restore(snapshot)
+            self._stop(observer, ntv, done, active, stoppers,
+                       time.perf_counter() - start, saving)
         seconds = time.perf_counter() - start
         self._put_back(ntv, list(range(k)))
         if stoppers is not None:
@@ -650,6 +733,126 @@ class _PackedGroup:
                 for cb in cbs:
                     cb.on_train_end()
         return seconds
+
+    def _stop(self, observer: Observer, ntv: list[Any], done: int, active: Any,
+              stoppers: list[list[Any]] | None, seconds: float, saving: bool) -> None:
+        """The task was signalled; ``ntv`` and the stacked variables hold the state after
+        ``done`` epochs. Networks still training get a checkpoint there (the sequential
+        format: either trainer resumes it) and their runs wait, resumable; networks early
+        stopping froze are finished. Raises TaskInterrupted."""
+        signum = pending_interrupt()
+        assert signum is not None
+        if done == self.start:  # nothing trained in this attempt: the checkpoints stand
+            raise TaskInterrupted(signum)
+        running = [i for i in range(self.k) if active[i]]
+        frozen = [i for i in range(self.k) if not active[i]]
+        if saving:
+            todo = [i for i in running if self.members[i].job.checkpoint_epoch != done]
+            if todo:
+                self._checkpoint(ntv, todo, done, stoppers)
+        if frozen:
+            self._put_back(ntv, frozen)
+            for i in frozen:
+                for cb in stoppers[i] if stoppers is not None else []:
+                    cb.on_train_end()
+                _mark(self.members[i].job, None, self.k)
+                _finish(self.members[i], observer, seconds / self.k)
+        stopped = getattr(observer, "network_interrupted", None)
+        for i in running:
+            m = self.members[i]
+            _mark(m.job, None, self.k)
+            observer.network_started(m.job)
+            for epoch in range(len(next(iter(m.history.values()), []))):
+                observer.epoch_end(m.job, epoch, {key: v[epoch] for key, v in m.history.items()
+                                                  if epoch < len(v)})
+            if callable(stopped):
+                stopped(m.job)
+        kept = "checkpointed" if saving else "without checkpoints (they start again)"
+        say(f"packed group of {self.k} networks stopped by {signal.Signals(signum).name} "
+            f"after epoch {done}: {len(running)} {kept}, {len(frozen)} finished")
+        raise TaskInterrupted(signum)
+
+    def _checkpoint(self, ntv: list[Any], which: list[int], done: int,
+                    stoppers: list[list[Any]] | None) -> float:
+        """Write the checkpoints of networks ``which`` after ``done`` epochs, each through
+        the sequential path's save_checkpoint; returns the seconds it took."""
+        start = time.perf_counter()
+        self._put_back(ntv, which, optimizer=True)
+        for i in which:
+            m = self.members[i]
+            progress = _Progress(m.job)
+            progress.history, progress.epochs = m.history, done
+            if stoppers is not None:
+                progress.early_stopping = early_stopping_state(stoppers[i][0])
+                progress.best_weights = stoppers[i][0].best_weights
+            save_checkpoint(m.model, m.job, progress, partial=False)
+        return time.perf_counter() - start
+
+    def _expected_checkpoint_seconds(self) -> float:
+        """What one checkpoint of the whole group costs, from one network's model file
+        written (and deleted) beforehand: the automatic policy then keeps to its budget from
+        the first epoch, where a group of many tiny networks would spend more time on its
+        first checkpoint than on training."""
+        m = self.members[0]
+        assert m.job.batch_dir is not None
+        self._optimizer_pairs(m)  # its optimizer built, as a checkpoint has it
+        d = checkpoint.directory(m.job.batch_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f".probe.{os.getpid()}.keras"
+        start = time.perf_counter()
+        try:
+            m.model.save(str(path))
+        finally:
+            path.unlink(missing_ok=True)
+        return (time.perf_counter() - start) * self.k
+
+    def _snapshot(self, ntv: list[Any]) -> tuple[Any, float]:
+        """A copy of the stacked variables and optimizer state (one compiled call), and the
+        seconds the copy took (its tracing, the first time, left out)."""
+        if self._copy is None:
+            tf, opt_vars = self.tf, self.optimizer.variables
+            self._copy = tf.function(
+                lambda: ([tf.identity(v.value) for v in self.svars],
+                         [tf.identity(v.value) for v in opt_vars]), autograph=False)
+            self._copy.get_concrete_function()
+        start = time.perf_counter()
+        tv, ov = self._copy()
+        return (list(tv), list(ov), list(ntv)), time.perf_counter() - start
+
+    def _restore(self, snapshot: tuple[list[Any], list[Any], list[Any]]) -> list[Any]:
+        tv, ov, ntv = snapshot
+        for var, val in zip(self.svars, tv, strict=True):
+            var.assign(val)
+        for var, val in zip(self.optimizer.variables, ov, strict=True):
+            var.assign(val)
+        return ntv
+
+    def _optimizer_pairs(self, m: _Member) -> list[tuple[Any, Any, bool]]:
+        """(stacked optimizer variable, the network's own, whether stacked) for the state a
+        checkpoint keeps: the per-variable slots (sliced) and the step count (shared); the
+        network's learning rate stays its own."""
+        opt = m.model.optimizer
+        if not opt.built:
+            opt.build(m.model.trainable_variables)
+        ours, theirs = self.optimizer.variables, opt.variables
+        if len(ours) != len(theirs):
+            raise ValueError(f"the packed optimizer has {len(ours)} variables, the network's "
+                             f"{len(theirs)}")
+        pairs = []
+        for g, v in zip(ours, theirs, strict=True):
+            if tuple(g.shape) == (self.k, *tuple(v.shape)):
+                pairs.append((g, v, True))
+            elif g is self.optimizer.iterations:
+                pairs.append((g, v, False))
+        return pairs
+
+    def _stack_optimizers(self) -> None:
+        """Resumed networks: their optimizers' state (from the checkpoints) stacked."""
+        keras, np = self.keras, self.np
+        per = [self._optimizer_pairs(m) for m in self.members]
+        for j, (g, _, stacked) in enumerate(per[0]):
+            values = [keras.ops.convert_to_numpy(p[j][1]) for p in per]
+            g.assign(np.stack(values) if stacked else values[0])
 
     def _stoppers(self, m: _Member) -> list[Any]:
         """The sequential path's early stopping callbacks, bound to the network's own model."""
@@ -669,15 +872,30 @@ class _PackedGroup:
         for cb in cbs:
             cb.set_model(m.model)
             cb.on_train_begin()
+        meta = m.job.resume
+        if meta is not None and meta.early_stopping:  # as the sequential path resumes it
+            _resume_callback(keras, cbs[0], meta.early_stopping, m.best).on_train_begin()
         return cbs
 
-    def _put_back(self, ntv: list[Any], which: list[int]) -> None:
-        """Assign networks' current stacked values into their own keras models."""
+    def _put_back(self, ntv: list[Any], which: list[int], optimizer: bool = False) -> None:
+        """Assign networks' current stacked values into their own keras models (and, with
+        ``optimizer``, the optimizer state into their own optimizers)."""
+        if not which:
+            return
         tv_np = [v.numpy() for v in self.svars]
         ntv_np = [v.numpy() for v in ntv]
+        opt_np: list[Any] = []
+        index: dict[int, int] = {}
+        if optimizer:
+            opt_np = [self.keras.ops.convert_to_numpy(v) for v in self.optimizer.variables]
+            index = {id(v): j for j, v in enumerate(self.optimizer.variables)}
         for i in which:
             model = self.members[i].model
             for var, val in zip(model.trainable_variables, tv_np, strict=True):
                 var.assign(val[i])
             for var, val in zip(model.non_trainable_variables, ntv_np, strict=True):
                 var.assign(val[i])
+            if optimizer:
+                for g, v, stacked in self._optimizer_pairs(self.members[i]):
+                    val = opt_np[index[id(g)]]
+                    v.assign(val[i] if stacked else val)

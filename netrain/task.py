@@ -204,9 +204,12 @@ class _TaskObserver:
 
     def interrupted(self) -> None:
         """The network in training saved its checkpoint: its run waits, resumable."""
-        job = self.current
-        if job is None:
-            return
+        if self.current is not None:
+            self.network_interrupted(self.current)
+
+    def network_interrupted(self, job: Any) -> None:
+        """A network stopped by the signal (its checkpoint written, if checkpoints are on):
+        its run waits, resumable (the packed trainer calls this for each of its networks)."""
         t = self.t
         t.journal.set_tags(job.key, {"netrain.state": "resumable",
                                      "netrain.resume_epoch": job.checkpoint_epoch})

@@ -72,7 +72,9 @@ class NetworkResult:
 
 
 class Observer(Protocol):
-    """What the task wants to hear while its networks train (tracking, records)."""
+    """What the task wants to hear while its networks train (tracking, records). An observer
+    may also have ``network_interrupted(job)``: the packed trainer, stopped by a signal, calls
+    it for each network of its group that keeps a checkpoint (its run then waits, resumable)."""
 
     def network_started(self, job: NetworkJob) -> None: ...
     def epoch_end(self, job: NetworkJob, epoch: int, logs: dict[str, float]) -> None: ...
@@ -191,15 +193,19 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
                     progress.history.setdefault(k, []).append(float(v))
             progress.epochs = epoch + 1
             if stopper is not None:
-                progress.early_stopping = {
-                    "wait": int(stopper.wait), "best": _plain(stopper.best),
-                    "best_epoch": int(getattr(stopper, "best_epoch", 0) or 0)}
+                progress.early_stopping = early_stopping_state(stopper)
                 progress.best_weights = stopper.best_weights
             if job.batch_dir is not None and schedule.due() and progress.epochs < \
                     job.config.nb_epoch:
                 schedule.saved(save_checkpoint(self.model, job, progress, partial=False))
 
     return Guard()
+
+
+def early_stopping_state(stopper: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of an EarlyStopping callback (its best weights go beside)."""
+    return {"wait": int(stopper.wait), "best": _plain(stopper.best),
+            "best_epoch": int(getattr(stopper, "best_epoch", 0) or 0)}
 
 
 def _resume_callback(keras: Any, stopper: Any, state: dict[str, Any],

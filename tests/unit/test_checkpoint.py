@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,12 @@ def test_automatic_schedule_spaces_out_an_expensive_checkpoint() -> None:
         s._epoch_start -= 0.1  # pretend each epoch took 0.1 s
         due.append(s.due())
     assert not any(due)  # 1 s of saving every 0.5 s of training is far over 2 %
+
+
+def test_automatic_schedule_with_a_known_cost_keeps_its_budget_from_the_first_epoch() -> None:
+    s = Schedule(Policy(), expected_seconds=1.0)  # a packed group's checkpoint, probed
+    due = []
+    for _ in range(60):
+        s._epoch_start = time.monotonic() - 1.0  # pretend each epoch took 1 s
+        due.append(s.due())
+    assert due.index(True) == 49  # 1 s of saving is 2 % of the 50 epochs trained
