@@ -56,4 +56,5 @@ if [ "${NETRAIN_REQUIRE_SLURM:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
 fi
 # Two workers (pytest-xdist): most tests wait on a training process, a server or SLURM, so
 # two at a time use both cores; each module stays on one worker, the SLURM tests together.
-.venv/bin/python -m pytest -n "${NETRAIN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
+# (tests/conftest.py's pytest_xdist_make_scheduler keeps them so).
+.venv/bin/python -m pytest -n "${NETRAIN_TEST_WORKERS:-2}" --durations=15 "$@"

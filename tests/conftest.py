@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -125,11 +126,16 @@ def snapshot_tree(path: Path) -> dict[str, tuple[int, float]]:
             for p in path.rglob("*") if p.is_file()}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With pytest-xdist (``-n 2 --dist loadgroup``, as scripts/run-tests.sh runs the suite)
-    each test module stays on one worker (its module fixtures are built once), and every
-    SLURM test runs on the same worker, one at a time, as on a real cluster's queue."""
-    for item in items:
-        path = str(item.fspath)
-        group = "slurm" if f"{os.sep}tests{os.sep}slurm{os.sep}" in path else path
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
+    """With pytest-xdist (``-n 2``, as scripts/run-tests.sh runs the suite), each test
+    module runs on one worker (its module fixtures are built once), and all the SLURM tests
+    on the same one, one at a time, as on a real cluster's queue."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/slurm/"):
+                return "tests/slurm"
+            return nodeid.split("::", 1)[0]
+
+    return ByModule(config, log)

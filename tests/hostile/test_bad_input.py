@@ -532,7 +532,15 @@ def test_ctrl_c_during_generate_leaves_nothing_behind(proj: Path, tmp_path: Path
         os.killpg(p.pid, signal.SIGINT)
     else:
         os.kill(p.pid, signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        ps = subprocess.run(["ps", "-s", str(p.pid), "-o", "pid,ppid,stat,wchan:20,etimes,args"],
+                            capture_output=True, text=True).stdout
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=10)
+        pytest.fail(f"generate did not end within 60 s of SIGINT; its session:\n{ps}\n"
+                    f"stdout: {out!r}\nstderr: {err!r}")
     assert p.returncode == 130, out + err
     assert err.strip().splitlines() == ["netrain: interrupted"] and out == ""
     assert_unchanged(before, picture(proj))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -305,9 +306,13 @@ def test_netrain_submit_passes_the_hostile_script_path_as_one_argument(
                                                 "RECORD_FILE": str(rec.file)})
     assert r.code == 0, r.text
     sb = [x for x in rec.records() if x["prog"] == "sbatch"]
-    assert len(sb) == 1
+    assert len(sb) == 2  # the array, then the batch's sync job after it
     assert sb[0]["argv"][-1] == str(batch / "scripts" / "regressor-narrow-sbatch.sh")
     assert "--array=0-2" in sb[0]["argv"]
+    sync = sb[1]["argv"]
+    assert "--dependency=afterany:4242" in sync and f"--chdir={batch}" in sync
+    wrap = next(a for a in sync if a.startswith("--wrap="))
+    assert shlex.split(wrap.removeprefix("--wrap="))[-3:] == ["netrain", "sync", str(batch)]
     jobs = yaml.safe_load((batch / "batch.yaml").read_text())["models"][0]["jobs"]
     assert [j["job_id"] for j in jobs] == ["4242"]
     no_marker_files(tmp_path)

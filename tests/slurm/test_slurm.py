@@ -73,7 +73,8 @@ def proj(tmp_path: Path) -> Path:
 def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
     proj = make_userproj(tmp_path / "p", "executor: slurm\nlauncher: mlflow\n")
     batch = generate(proj, "--models", "regressor.narrow=2, wide=2", "--array", "4",
-                     "--nb-epoch", "2", "--epoch-samples", "128")
+                     "--nb-epoch", "2", "--epoch-samples", "128",
+                     env={"NETRAIN_SHIP_AFTER": "600"})  # every task leaves it to the sync job
     jobs = _jobs(batch)
     assert len(jobs) == 2 and all(j["executor"] == "slurm" for j in jobs)
     wait_jobs(batch)

@@ -60,7 +60,12 @@ def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> No
     runner, said = Sbatch(), []
     started = ex.start(batch, "slurm", ex.Selection.of(batch), say=said.append, runner=runner)
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
-    assert [c[2] for c in sbatch] == ["--array=0,2-3%4", "--array=0-1%4"]
+    assert [c[2] for c in sbatch[:2]] == ["--array=0,2-3%4", "--array=0-1%4"]
+    assert all("NETRAIN_SHIP_LATER=1" in c[3] for c in sbatch[:2])
+    # then one sync job after both arrays, which ships what their short tasks left
+    ids = ":".join(j.job_id for j in started.jobs)
+    assert sbatch[2][2] == f"--dependency=afterany:{ids}" and len(sbatch) == 3
+    assert any(line.startswith("submitted sync job ") for line in said)
     again = Batch.load(batch.path)
     jobs = {m.key: [(j.job_id, j.indices, j.executor) for j in m.jobs]
             for m in again.manifest.models}
@@ -75,7 +80,9 @@ def test_named_tasks_go_even_when_finished(batch: Batch) -> None:
     runner = Sbatch()
     sel = ex.Selection.of(batch, ["regressor.narrow"], [1], skip_finished=False)
     ex.start(batch, "slurm", sel, say=lambda _: None, runner=runner)
-    assert [c[2] for c in runner.calls if c[0] == "sbatch"] == ["--array=1%4"]
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    job = Batch.load(batch.path).manifest.model("regressor.narrow").jobs[-1].job_id
+    assert [c[2] for c in sbatch] == ["--array=1%4", f"--dependency=afterany:{job}"]
 
 
 def test_unknown_task_and_executor_are_errors(batch: Batch) -> None:
