@@ -157,7 +157,11 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
 
     throttle = batch.manifest.slurm.get("max_running")
     out = Started()
-    sync = _sync_job(batch)
+    # Several tasks: each leaves its journal to one sync job after the arrays, rather than
+    # each importing MLflow beside its training. One task ships for itself, as before: a
+    # sync job would cost it more than it saves.
+    tasks = sum(len(indices) for _, indices in plan)
+    sync = _sync_job(batch) if tasks > 1 else None
     env = {SHIP_LATER_VAR: "1"} if sync is not None else None
     for model, indices in plan:
         if not indices:

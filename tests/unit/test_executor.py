@@ -81,8 +81,9 @@ def test_named_tasks_go_even_when_finished(batch: Batch) -> None:
     sel = ex.Selection.of(batch, ["regressor.narrow"], [1], skip_finished=False)
     ex.start(batch, "slurm", sel, say=lambda _: None, runner=runner)
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
-    job = Batch.load(batch.path).manifest.model("regressor.narrow").jobs[-1].job_id
-    assert [c[2] for c in sbatch] == ["--array=1%4", f"--dependency=afterany:{job}"]
+    # one task ships for itself: no NETRAIN_SHIP_LATER, no sync job
+    assert [c[2] for c in sbatch] == ["--array=1%4"]
+    assert "NETRAIN_SHIP_LATER" not in sbatch[0][3]
 
 
 def test_unknown_task_and_executor_are_errors(batch: Batch) -> None:
