@@ -206,6 +206,8 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
             wanted = saving and job.checkpoint_epoch != epoch
             self.snapshot = None
             if wanted and self.snap_cost <= SNAPSHOT_BUDGET * self.epoch_time:
+                if not self.snap_cost:  # the first copy's cost is mostly warming up
+                    snapshot_state(self.model)
                 self.snapshot, self.snap_cost = snapshot_state(self.model)
             self.stop_mid_epoch = self.snapshot is not None or not wanted
             self.in_epoch = True
@@ -278,7 +280,7 @@ def restore_state(model: Any, values: list[Any]) -> None:
 
 
 def seed_variables(model: Any) -> list[Any]:
-    """The states of the model's ``keras.random.SeedGenerator``\ s (Dropout's and any
+    """The states of the model's keras.random.SeedGenerator objects (Dropout's and any
     seeded random layer's): the model's variables that are not weights. Keras' model file
     does not keep them (a loaded model's generators start again from ``[seed, 0]``)."""
     weights = {id(w) for w in model.weights}
