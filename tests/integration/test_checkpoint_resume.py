@@ -200,3 +200,30 @@ def _weights(path: Path, batch: Path, dropout: bool = False) -> list[Any]:
     model = _model(dropout)
     model.load_weights(str(path))
     return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_seed_states_of_nested_random_layers_go_back_into_a_fresh_model() -> None:
+    import keras
+
+    from netrain.training import seed_states, set_seed_states
+
+    def build() -> Any:
+        keras.utils.set_random_seed(5)
+        inner = keras.Sequential([keras.Input((6,)), keras.layers.GaussianNoise(0.1),
+                                  keras.layers.Dense(4)])
+        return keras.Sequential([keras.Input((6,)), inner, keras.layers.Dropout(0.5),
+                                 keras.layers.Dense(1)])
+
+    x = np.ones((4, 6), dtype="float32")
+    model = build()
+    for _ in range(3):
+        model(x, training=True)
+    states = seed_states(model)
+    assert len(states) == 2 and all(s[1] == 3 for s in states)
+    fresh = build()
+    assert [s[1] for s in seed_states(fresh)] == [0, 0]  # what a loaded .keras file has
+    set_seed_states(fresh, states)
+    assert seed_states(fresh) == states
+    np.testing.assert_array_equal(model(x, training=True), fresh(x, training=True))
+    with pytest.raises(ValueError, match="1 random seed generator states, the model has 2"):
+        set_seed_states(fresh, states[:1])
