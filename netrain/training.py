@@ -365,8 +365,8 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress) -> float:
 def _load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
                      ) -> list[Any] | None:
     """Load the checkpoint into the compiled model (weights, optimizer state, the random
-    seed generators' states); return
-    early stopping's best weights when the checkpoint has them."""
+    seed generators' states); return early stopping's best weights when the checkpoint has
+    them."""
     meta = job.resume
     assert meta is not None and job.batch_dir is not None
     if not model.built:
