@@ -85,9 +85,10 @@ def main() -> int:
         "",
         "The default (`checkpoint.every_epochs: auto`) checkpoints every epoch while that costs "
         "at most 2 % of training time, and spaces checkpoints out when a save is large against "
-        "an epoch. A signal (SLURM's time-limit warning, scancel, Ctrl-C) always writes one at "
-        "the next batch boundary, so only a kill without warning (SIGKILL, node failure) can "
-        "lose up to one interval.",
+        "an epoch. A signal (SLURM's time-limit warning, scancel, Ctrl-C) always writes one: "
+        "at the start of the epoch in progress (from a copy of it, kept while that costs at "
+        "most 1 % of an epoch) or at its end (shorter epochs are finished first), so only a "
+        "kill without warning (SIGKILL, node failure) can lose up to one interval.",
         "",
     ]
     out = ROOT / "bench" / "sections" / "checkpoint.md"

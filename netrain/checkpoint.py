@@ -97,11 +97,13 @@ class Meta:
 
     key: str  # the network's tracking key (the same MLflow run)
     stem: str
-    epoch: int  # epochs completed and saved
+    epoch: int  # whole epochs trained: the model file holds the state at their end
     history: dict[str, list[float]] = field(default_factory=dict)
     early_stopping: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    partial: bool = False  # written mid-epoch on a signal
+    partial: bool = False  # only older netrain wrote True (a mid-epoch state); now never
+    #: each keras.random.SeedGenerator's state (Dropout's...), in the model's variable order
+    seed_states: list[list[int]] = field(default_factory=list)
     saved: float = 0.0
     model_file: str = ""
 

@@ -785,7 +785,7 @@ class _PackedGroup:
             if stoppers is not None:
                 progress.early_stopping = early_stopping_state(stoppers[i][0])
                 progress.best_weights = stoppers[i][0].best_weights
-            save_checkpoint(m.model, m.job, progress, partial=False)
+            save_checkpoint(m.model, m.job, progress)
         return time.perf_counter() - start
 
     def _expected_checkpoint_seconds(self) -> float:

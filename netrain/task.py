@@ -537,7 +537,7 @@ _USER_HANDLERS: dict[int, Any] = {}
 
 
 def _note_signal(signum: int, frame: Any) -> None:
-    """Only remember the signal: training stops at the next batch boundary. A handler the
+    """Only remember the signal: training stops where a checkpoint resumes exactly. A handler the
     user's own code had installed is called too (ours only sets a flag)."""
     if pending_interrupt() is None:
         note_interrupt(signum)

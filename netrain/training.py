@@ -1,5 +1,5 @@
 """Keras training of one array task's networks, one after another, with checkpoints,
-resume and stopping at a batch boundary on a signal (packed.py trains them together).
+exact resume and stopping soon after a signal (packed.py trains them together).
 
 The interface is "train these networks of this model" (:func:`train_networks`), not one
 network at a time, so a packed trainer can replace the sequential loop without touching
@@ -22,6 +22,9 @@ from netrain.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 
 GC_EVERY = 16
+#: The share of an epoch's time a copy of a network's state (kept so that a signal mid-epoch
+#: goes back to the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
+SNAPSHOT_BUDGET = 0.01
 
 
 @dataclass
@@ -178,16 +181,46 @@ class _Progress:
 def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: Any,
                     schedule: checkpoint.Schedule) -> Any:
     class Guard(keras.callbacks.Callback):
-        """Stops at a batch boundary on a signal; checkpoints when due."""
+        """Stops on a signal where the model holds a state a checkpoint can resume exactly;
+        checkpoints when due.
+
+        A signal mid-epoch goes back to the epoch's start: a copy of the state there (model
+        and optimizer variables, seed generators included) is kept while it costs at most
+        SNAPSHOT_BUDGET of an epoch (measured per network); in shorter epochs the signal
+        finishes the epoch first (at most 1/SNAPSHOT_BUDGET copies' time). Neither is
+        needed where the checkpoint already holds the epoch's start: training just stops.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.snapshot: list[Any] | None = None
+            self.snap_cost = 0.0
+            self.epoch_time = math.inf
+            self.epoch_start = 0.0
+            self.in_epoch = False  # a batch of the current epoch may have been trained
+            self.stop_mid_epoch = True
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             _interrupt_check()
+            saving = job.batch_dir is not None and job.policy.enabled
+            wanted = saving and job.checkpoint_epoch != epoch
+            self.snapshot = None
+            if wanted and self.snap_cost <= SNAPSHOT_BUDGET * self.epoch_time:
+                if not self.snap_cost:  # the first copy's cost is mostly warming up
+                    snapshot_state(self.model)
+                self.snapshot, self.snap_cost = snapshot_state(self.model)
+            self.stop_mid_epoch = self.snapshot is not None or not wanted
+            self.in_epoch = True
             schedule.epoch_started()
+            self.epoch_start = time.perf_counter()
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            _interrupt_check()
+            if self.stop_mid_epoch:
+                _interrupt_check()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.in_epoch, self.snapshot = False, None
+            self.epoch_time = time.perf_counter() - self.epoch_start
             for k, v in (logs or {}).items():
                 if _is_number(v):
                     progress.history.setdefault(k, []).append(float(v))
@@ -197,9 +230,79 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
                 progress.best_weights = stopper.best_weights
             if job.batch_dir is not None and schedule.due() and progress.epochs < \
                     job.config.nb_epoch:
-                schedule.saved(save_checkpoint(self.model, job, progress, partial=False))
+                schedule.saved(save_checkpoint(self.model, job, progress))
+
+        def settle(self) -> bool:
+            """After a stop: put the epoch's start back if the stop came mid-epoch. True
+            when the model then holds the state after ``progress.epochs`` epochs."""
+            if not self.in_epoch:
+                return True
+            if self.snapshot is None:
+                return False
+            restore_state(self.model, self.snapshot)
+            self.in_epoch, self.snapshot = False, None
+            return True
 
     return Guard()
+
+
+def _state_variables(model: Any) -> list[Any]:
+    """The variables a rollback restores: the model's (seed generators' included) and its
+    optimizer's."""
+    out: list[Any] = []
+    seen: set[int] = set()
+    opt = getattr(model, "optimizer", None)
+    for v in [*model.variables, *(opt.variables if opt is not None else [])]:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def snapshot_state(model: Any) -> tuple[list[Any], float]:
+    """A copy of the model's and optimizer's variables, and the seconds it took."""
+    import keras
+    import numpy as np
+
+    start = time.perf_counter()
+    values = [np.array(keras.ops.convert_to_numpy(v.value), copy=True)
+              for v in _state_variables(model)]
+    return values, time.perf_counter() - start
+
+
+def restore_state(model: Any, values: list[Any]) -> None:
+    variables = _state_variables(model)
+    if len(variables) != len(values):  # the optimizer built variables since the copy
+        raise RuntimeError(f"the state copy has {len(values)} variables, the model "
+                           f"{len(variables)}")
+    for var, value in zip(variables, values, strict=True):
+        var.assign(value)
+
+
+def seed_variables(model: Any) -> list[Any]:
+    """The states of the model's keras.random.SeedGenerator objects (Dropout's and any
+    seeded random layer's): the model's variables that are not weights. Keras' model file
+    does not keep them (a loaded model's generators start again from ``[seed, 0]``)."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def seed_states(model: Any) -> list[list[int]]:
+    import keras
+
+    return [[int(x) for x in keras.ops.convert_to_numpy(v).reshape(-1)]
+            for v in seed_variables(model)]
+
+
+def set_seed_states(model: Any, states: list[list[int]]) -> None:
+    import numpy as np
+
+    variables = seed_variables(model)
+    if len(variables) != len(states):
+        raise ValueError(f"the checkpoint holds {len(states)} random seed generator states, "
+                         f"the model has {len(variables)}: it is not this model's checkpoint")
+    for var, state in zip(variables, states, strict=True):
+        var.assign(np.asarray(state, dtype=str(var.dtype)).reshape(tuple(var.shape)))
 
 
 def early_stopping_state(stopper: Any) -> dict[str, Any]:
@@ -234,9 +337,11 @@ def _plain(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: bool) -> float:
-    """Write the network's checkpoint: the .keras model (optimizer state included) and its
-    metadata; early stopping's best weights beside it when they will be restored."""
+def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress) -> float:
+    """Write the network's checkpoint after ``progress.epochs`` whole epochs: the .keras
+    model (optimizer state included) and its metadata (with the random seed generators'
+    states, which the model file does not keep); early stopping's best weights beside it
+    when they will be restored."""
     assert job.batch_dir is not None
     best = progress.best_weights
 
@@ -250,7 +355,7 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: b
 
     meta = checkpoint.Meta(key=job.key, stem=job.stem, epoch=progress.epochs,
                            history=progress.history, early_stopping=progress.early_stopping,
-                           seed=job.seed, partial=partial)
+                           seed=job.seed, seed_states=seed_states(model))
     seconds = checkpoint.commit(job.batch_dir, meta, write)
     job.checkpoint_epoch = progress.epochs
     job.checkpoint_seconds.append(seconds)
@@ -259,8 +364,9 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress, partial: b
 
 def _load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
                      ) -> list[Any] | None:
-    """Load the checkpoint into the compiled model (weights and optimizer state); return
-    early stopping's best weights when the checkpoint has them."""
+    """Load the checkpoint into the compiled model (weights, optimizer state, the random
+    seed generators' states); return early stopping's best weights when the checkpoint has
+    them."""
     meta = job.resume
     assert meta is not None and job.batch_dir is not None
     if not model.built:
@@ -268,6 +374,8 @@ def _load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
     model.optimizer.build(model.trainable_variables)
     path = checkpoint.model_file(job.batch_dir, meta)
     model.load_weights(str(path))
+    if meta.seed_states:
+        set_seed_states(model, meta.seed_states)
     best = path.with_name(path.name + checkpoint.BEST_SUFFIX)
     if not best.is_file():
         return None
@@ -331,8 +439,8 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
     user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
     callbacks.extend(list(user_cb or []))
     progress = _Progress(job)
-    callbacks.append(_guard_callback(keras, job, progress, stopper,
-                                     checkpoint.Schedule(job.policy)))
+    guard = _guard_callback(keras, job, progress, stopper, checkpoint.Schedule(job.policy))
+    callbacks.append(guard)
 
     if job.resume is not None:
         keras.utils.set_random_seed(seed + start_epoch)  # a fresh shuffle for the rest
@@ -347,9 +455,13 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
         signum = pending_interrupt()
         if signum is None:
             raise
-        # stopped at a batch boundary (or TF wrapped our stop): keep what was trained
-        if job.batch_dir is not None and job.policy.enabled:
-            save_checkpoint(model, job, progress, partial=True)
+        # stopped at a batch boundary (or TF wrapped our stop): back at the last completed
+        # epoch, it is checkpointed unless the checkpoint holds it already; stopped mid-epoch
+        # without a copy of its start (only another exception than the guard's can do
+        # that), the last checkpoint stands: a checkpoint always resumes exactly
+        if guard.settle() and job.batch_dir is not None and job.policy.enabled \
+                and job.checkpoint_epoch != progress.epochs:
+            save_checkpoint(model, job, progress)
         raise TaskInterrupted(signum) from exc
     seconds = time.perf_counter() - start
     hist = progress.history

@@ -40,7 +40,15 @@ class Stops(Recorder):
         self.interrupted[job.net_index] = job.checkpoint_epoch
 
 
-def _job(batch: Path, i: int, intelligent: bool, resume: bool = False) -> NetworkJob:
+def dropout_mlp() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dropout(0.3), keras.layers.Dense(1)])
+
+
+def _job(batch: Path, i: int, intelligent: bool, resume: bool = False,
+         gen: Any = mlp) -> NetworkJob:
     import keras
 
     # intelligent: the first network reaches the loss threshold within a few epochs and is
@@ -49,7 +57,7 @@ def _job(batch: Path, i: int, intelligent: bool, resume: bool = False) -> Networ
     es = {"monitor": "loss", "threshold": 0.45, "patience": 4, "min_delta": 100.0}
     out = {"name": f"n{i}", "nb_epoch": EPOCHS, "wpath": str(batch / "w"),
            "archpath": str(batch / "a"), "metricspath": str(batch / "m"),
-           "model_generator": mlp, "training_generator": data(),
+           "model_generator": gen, "training_generator": data(),
            "evaluation_generator": data(32, seed=9), "optimizer": keras.optimizers.Adam(LRS[i]),
            "loss": "mse", "metrics": ["mae"], "batch_size": 16,
            "early_stopping": es if intelligent else {}}
@@ -60,11 +68,11 @@ def _job(batch: Path, i: int, intelligent: bool, resume: bool = False) -> Networ
                       resume=checkpoint.read(batch, stem, key) if resume else None)
 
 
-def _weights(job: NetworkJob) -> list[np.ndarray]:
+def _weights(job: NetworkJob, gen: Any = mlp) -> list[np.ndarray]:
     import keras
 
     keras.backend.clear_session()
-    model = mlp()
+    model = gen()
     model.load_weights(str(job.weights_path))
     return [np.asarray(w) for w in model.get_weights()]
 
@@ -156,6 +164,46 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
         assert checkpoint.read(b, f"n_t0_n{i}", f"t-packed/0/n{i}") is None  # removed
     for i in finished:
         for x, y in zip(_weights(_job(b, i, intelligent)), _weights(straight[i]), strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_packed_dropout_resumes_with_each_networks_random_state(
+        tmp_path: Path, monkeypatch: Any, capsys: Any, copy: bool) -> None:
+    """Each network's Dropout seed generator is a slice of the group's state: its checkpoint
+    keeps that network's own state (Keras' model file does not), so the group resumes to the
+    uninterrupted group's weights."""
+    from netrain import packed
+    from netrain.packed import train_networks_packed
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = [_job(a, i, False, gen=dropout_mlp) for i in range(3)]
+    ends = train_networks_packed(range(3), lambda i: straight[i], Recorder())
+    assert "packed 3 networks" in capsys.readouterr().out
+
+    monkeypatch.setattr(packed, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
+    _signal_in_epoch(monkeypatch, 3, 3)
+    with pytest.raises(TaskInterrupted):
+        train_networks_packed(range(3), lambda i: _job(b, i, False, gen=dropout_mlp), Stops())
+    note_interrupt(None)
+    monkeypatch.undo()
+    reached = 3 if copy else 4
+    steps = math.ceil(96 / 16)
+    states = []
+    for i in range(3):
+        meta = checkpoint.read(b, f"n_t0_n{i}", f"t-packed/0/n{i}")
+        assert meta is not None and meta.epoch == reached
+        assert len(meta.seed_states) == 1 and meta.seed_states[0][1] == reached * steps
+        states.append(meta.seed_states[0][0])
+    assert len(set(states)) == 3  # each network's own seed
+    again = {i: _job(b, i, False, resume=True, gen=dropout_mlp) for i in range(3)}
+    out = train_networks_packed(range(3), lambda i: again[i], Recorder())
+    assert "packed 3 networks" in capsys.readouterr().out
+    for i, (r, ref) in enumerate(zip(out, ends, strict=True)):
+        assert r is not None and ref is not None and r.epochs == ref.epochs == EPOCHS
+        np.testing.assert_allclose(r.history["loss"], ref.history["loss"], rtol=1e-5)
+        for x, y in zip(_weights(again[i], dropout_mlp), _weights(straight[i], dropout_mlp),
+                        strict=True):
             np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
 
 

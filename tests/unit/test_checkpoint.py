@@ -28,6 +28,13 @@ def test_commit_then_read_back_and_older_model_file_is_removed(tmp_path: Path) -
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+def test_seed_generator_states_are_read_back(tmp_path: Path) -> None:
+    meta = Meta(key="m/0/n0", stem="net_t0_n0", epoch=2, seed_states=[[611178003, 6]])
+    checkpoint.commit(tmp_path, meta, lambda p: p.write_bytes(b"model"))
+    got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
+    assert got is not None and got.seed_states == [[611178003, 6]] and not got.partial
+
+
 def test_another_networks_key_or_a_torn_file_is_not_a_checkpoint(tmp_path: Path) -> None:
     _commit(tmp_path, 2, key="m/0/n0")
     assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0~2") is None  # a rerun's key
