@@ -519,9 +519,12 @@ def test_ctrl_c_during_generate_leaves_nothing_behind(proj: Path, tmp_path: Path
     before = picture(proj)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **CLEAN_ENV}
     env.pop("NETRAIN_CONFIG", None)
+    # as from a terminal: SIGINT handled, even when this test runs in a background job
+    # (whose commands inherit SIGINT ignored) or an xdist worker
     p = subprocess.Popen([str(BIN / "netrain"), "generate", "--models", OK_MODELS], cwd=proj,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not pidfile.exists():  # the check is running (and sleeping) in its child process
         assert p.poll() is None, p.communicate()

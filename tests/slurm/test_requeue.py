@@ -64,7 +64,8 @@ def test_time_limit_warning_checkpoints_requeues_and_finishes(proj: Path) -> Non
     # what SLURM sends the batch shell before the time limit (--signal=B:USR1@...)
     subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], check=True)
     wait_jobs(batch, timeout=300)
-    log = next((batch / "logs").glob("*.log")).read_text()
+    log = next(p for p in (batch / "logs").glob("*.log")
+               if not p.name.startswith("sync_")).read_text()
     assert "requeueing SLURM job" in log and "resuming from its checkpoint at epoch" in log
     rec = json.loads((batch / "records" / "regressor-wide" / "0.json").read_text())
     assert rec["state"] == "finished" and rec["attempt"] == 2
