@@ -124,8 +124,10 @@ def main() -> int:
         f"`bench/submitit_compare.py` on {time.strftime('%Y-%m-%d %H:%M')}, 2 cores, the "
         f"local SLURM cluster of the tests; tiny networks (Dense 8-16-1, 512 samples, "
         f"{EPOCHS} epochs); wall time from submission to the last job's end, median of "
-        f"{a.reps}. netrain's tasks write their journal and ship it to MLflow (SQLite) from "
-        "the launcher; submitit's jobs track nothing.",
+        f"{a.reps}. netrain's tasks write their journal and MLflow (SQLite) gets it: a "
+        "one-task batch ships from its launcher; the tasks of the array (all shorter than "
+        "30 s) leave it to the batch's sync job, whose run is part of netrain's time. "
+        "submitit's jobs track nothing.",
         "",
         "| layout | netrain | submitit | netrain / submitit | goal |",
         "|---|---|---|---|---|",
