@@ -459,8 +459,10 @@ class TaskRunner:
             return
         with contextlib.suppress(Exception):
             self.journal.log_metrics(self.key, self.record.attempt - 1, summary(self.record))
-            if status == "KILLED":
-                self.journal.set_tags(self.key, {"netrain.state": "resumable"})
+            # the task run's state says how this attempt ended (an earlier attempt that
+            # died left "died" on the same run)
+            self.journal.set_tags(self.key, {"netrain.state": {
+                "KILLED": "resumable", "FINISHED": "finished"}.get(status, "failed")})
             if self.log and Path(self.log).is_file():
                 sys.stdout.flush()
                 sys.stderr.flush()

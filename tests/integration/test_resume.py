@@ -196,3 +196,7 @@ def test_a_task_killed_under_netrain_run_leaves_no_run_running_and_resumes(
     final = next(r for r, _ in _mlflow_runs(userproj, batch) if "mlflow.parentRunId" in r.data.tags)
     assert final.info.run_id == net.info.run_id  # resumed in the same run
     assert final.data.tags["netrain.state"] == "finished"
+    task = next(r for r, _ in _mlflow_runs(userproj, batch)
+                if "mlflow.parentRunId" not in r.data.tags)
+    assert task.info.status == "FINISHED"
+    assert task.data.tags["netrain.state"] == "finished"  # no longer "died" from the kill
