@@ -1,5 +1,4 @@
-"""CI keeps the benchmark suite working (this directory sorts first, so the suite's longest
-test starts first on its xdist worker): bench/run.py --smoke must run every section and
+"""CI keeps the benchmark suite working: bench/run.py --smoke must run every section and
 produce finite figures. No timing is asserted (benchmarks report ratios, tests don't)."""
 
 from __future__ import annotations
