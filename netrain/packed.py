@@ -80,6 +80,20 @@ def say(text: str) -> None:
     print(f"netrain: {text}", flush=True)
 
 
+def spans(indices: Sequence[int]) -> str:
+    """``0-3, 7, 9-10`` for [0, 1, 2, 3, 7, 9, 10]: runs of consecutive indices."""
+    out: list[str] = []
+    run: list[int] = []
+    for i in indices:
+        if run and i != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
 def epoch_order(rng: Any, n: int, epoch_samples: int) -> Any:
     """The sample indices of one epoch: a permutation of the ``n`` samples or, when
     ``epoch_samples`` is another positive count, that many from repeated permutations."""
@@ -232,6 +246,7 @@ class _Member:
     lr: float | None = None
     key: tuple[Any, ...] = ()
     history: dict[str, list[float]] = field(default_factory=dict)
+    arch_json: str | None = None  # model.to_json() once built (its config does not change)
     start: int = 0  # epochs already trained (resumed from its checkpoint)
     best: list[Any] | None = None  # early stopping's best weights from the checkpoint
 
@@ -293,8 +308,10 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
         lr = float(lr_conf)
     else:
         conf["learning_rate"] = lr_conf  # a schedule: must be the same for the group
+    arch_json: str | None = None
     try:
-        arch: Any = json.loads(model.to_json())
+        arch_json = model.to_json()
+        arch: Any = json.loads(arch_json)
         arch.pop("compile_config", None)  # the optimizer is compared below
         arch = json.dumps(arch, sort_keys=True)
     except Exception:  # a subclassed model without get_config: its class and params
@@ -313,7 +330,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any) -> _Member | str:
         start, iterations, job.policy, job.batch_dir is None,
     )
     return _Member(index=index, job=job, model=model, x=x, y=y, xv=xv, yv=yv, lr=lr, key=key,
-                   history=history, start=start, best=best)
+                   history=history, arch_json=arch_json, start=start, best=best)
 
 
 # ------------------------------------------------------------------------------ training
@@ -376,7 +393,8 @@ def train_networks_packed(
     for why, idx in refused.items():
         fallback(idx, why)
 
-    for members in groups.values():
+    pending = list(groups.values())
+    for g, members in enumerate(pending):
         idx = [m.index for m in members]
         if len(members) < 2:
             fallback(idx, "no other network has the same shapes and settings" +
@@ -393,13 +411,14 @@ def train_networks_packed(
             keras.backend.clear_session(free_memory=True)
             fallback(idx, f"the packed step failed ({type(exc).__name__}: {_first_line(exc)})")
             continue
-        say(f"packed {len(members)} networks ({', '.join(map(str, idx))}) into one step: "
-            f"{seconds:.1f} s")
+        say(f"packed {len(members)} networks ({spans(idx)}) into one step: {seconds:.1f} s")
         for m in members:
             _mark(m.job, None, len(members))
             results[m.index] = _finish(m, observer, seconds / len(members))
         del members[:]
-        keras.backend.clear_session(free_memory=True)
+        # the group's memory back before the next group (its garbage collection costs
+        # ~0.5 s at 128 networks: not worth it after the last)
+        keras.backend.clear_session(free_memory=g + 1 < len(pending))
     return [results[i] for i in indices]
 
 
@@ -466,7 +485,7 @@ def _finish(m: _Member, observer: Observer, seconds: float) -> NetworkResult | N
         for epoch in range(len(next(iter(m.history.values()), []))):
             observer.epoch_end(job, epoch, {k: v[epoch] for k, v in m.history.items()
                                             if epoch < len(v)})
-        files = save_network(m.model, job, m.history)
+        files = save_network(m.model, job, m.history, m.arch_json)
         if job.batch_dir is not None and not job.policy.keep:
             checkpoint.remove(job.batch_dir, job.stem)
         epochs = len(next(iter(m.history.values()), []))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from netrain import checkpoint
+from netrain import checkpoint, h5weights
 from netrain.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 
@@ -475,15 +475,18 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
     )
 
 
-def save_network(model: Any, job: NetworkJob, hist: dict[str, list[float]]) -> dict[str, Path]:
-    """Weights, architecture and metrics, each written to a temporary name then renamed."""
+def save_network(model: Any, job: NetworkJob, hist: dict[str, list[float]],
+                 arch_json: str | None = None) -> dict[str, Path]:
+    """Weights, architecture (``arch_json``: the model's ``to_json()`` where the caller has
+    it) and metrics, each written to a temporary name then renamed."""
     for d in (job.config.wpath, job.config.archpath, job.config.metricspath):
         d.mkdir(parents=True, exist_ok=True)
     wtmp = job.weights_path.with_name(f".{job.stem}.{os.getpid()}.tmp.weights.h5")
-    model.save_weights(str(wtmp))
+    arch = arch_json if arch_json is not None else model.to_json()
+    h5weights.save_weights(model, wtmp, arch)
     os.replace(wtmp, job.weights_path)
     atmp = job.arch_path.with_name(f".{job.stem}.{os.getpid()}.tmp.json")
-    atmp.write_text(model.to_json(), encoding="utf-8")
+    atmp.write_text(arch, encoding="utf-8")
     os.replace(atmp, job.arch_path)
     mtmp = job.metrics_path.with_name(f".{job.stem}.{os.getpid()}.tmp.csv")
     write_metrics_csv(mtmp, hist)
