@@ -104,20 +104,28 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--nets", type=int, default=8)
     ap.add_argument("--packed-nets", type=int, default=32)
+    ap.add_argument("--only", help="comma-separated cases to run and print, no section "
+                    "written (plain, nr_loop, sub_loop, nr_array, sub_array, plain_big, "
+                    "nr_pack, sub_big)")
     a = ap.parse_args()
     n, big = a.nets, a.packed_nets
     with tempfile.TemporaryDirectory(prefix="netrain-vs-submitit-") as d:
         work = Path(d)
-        r = {
-            "plain": median(lambda: plain(n), a.reps),
-            "nr_loop": median(lambda: netrain(work, 1, n), a.reps),
-            "sub_loop": median(lambda: submitit_run(work, n, False), a.reps),
-            "nr_array": median(lambda: netrain(work, n, 1), a.reps),
-            "sub_array": median(lambda: submitit_run(work, n, True), a.reps),
-            "plain_big": median(lambda: plain(big), a.reps),
-            "nr_pack": median(lambda: netrain(work, 1, big, pack=True), a.reps),
-            "sub_big": median(lambda: submitit_run(work, big, False), a.reps),
+        cases = {
+            "plain": lambda: plain(n),
+            "nr_loop": lambda: netrain(work, 1, n),
+            "sub_loop": lambda: submitit_run(work, n, False),
+            "nr_array": lambda: netrain(work, n, 1),
+            "sub_array": lambda: submitit_run(work, n, True),
+            "plain_big": lambda: plain(big),
+            "nr_pack": lambda: netrain(work, 1, big, pack=True),
+            "sub_big": lambda: submitit_run(work, big, False),
         }
+        if a.only:
+            for name in a.only.split(","):
+                print(f"{name}: {median(cases[name], a.reps):.1f} s", flush=True)
+            return 0
+        r = {name: median(fn, a.reps) for name, fn in cases.items()}
     lines = [
         "## netrain against submitit on the same local SLURM",
         "",

@@ -226,4 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from netrain.exits import exit_now
+
+    exit_now(main())

@@ -131,6 +131,10 @@ class Shipper:
         self.dedup_runs: set[str] = set()
         self._have: dict[tuple[str, str], set[int]] = {}
         self._missing_keys: set[str] = set()
+        # Keys whose run this session created at its first try, no run found under the key:
+        # no session before this one created that run, so none created its children either
+        # (a journal is shipped in order), and a child needs no search before its create.
+        self._created_fresh: set[str] = set()
         self._warned_down = False
 
     # --- locking -----------------------------------------------------------------------
@@ -376,12 +380,16 @@ class Shipper:
             return
 
         uncertain = []
+        tries: list[int] = []
+        unseen = parent is not None and str(parent) in self._created_fresh
 
         def find_or_create() -> tuple[str, bool]:
             # Searched again on every retry: a create whose answer was lost is found here.
-            found = mlflow_ship.find_runs_by_key(self.client, experiment_id, key_value)
-            if found:
-                return found[0], False
+            if tries or not unseen:
+                found = mlflow_ship.find_runs_by_key(self.client, experiment_id, key_value)
+                if found:
+                    return found[0], False
+            tries.append(1)
             start = ev.get("t")
             try:
                 return mlflow_ship.create_run(self.client, experiment_id, name, tags,
@@ -400,6 +408,8 @@ class Shipper:
             self.state.setdefault("uncertain", {})[key] = [experiment_id, time.time()]
         if created:
             self.report.created += 1
+            if len(tries) == 1:
+                self._created_fresh.add(key)
         else:
             self.dedup_runs.add(run_id)
             self._call("reopen a run",
@@ -686,4 +696,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from netrain.exits import exit_now
+
+    exit_now(main())
