@@ -123,7 +123,9 @@ def main() -> int:
         }
         if a.only:
             for name in a.only.split(","):
-                print(f"{name}: {median(cases[name], a.reps):.1f} s", flush=True)
+                runs = [cases[name]() for _ in range(a.reps)]
+                print(f"{name}: median {statistics.median(runs):.1f} s of "
+                      f"{', '.join(f'{t:.1f}' for t in runs)}", flush=True)
             return 0
         r = {name: median(fn, a.reps) for name, fn in cases.items()}
     lines = [

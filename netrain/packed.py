@@ -21,10 +21,10 @@ What cannot be packed (see :func:`pack_refusal`) falls back to the sequential tr
 one ``netrain: packing off ...`` line; the reason is left on each job as ``job.pack_fallback``
 (``None`` for a packed network, whose ``job.pack_group`` is its group's size).
 
-Observer calls are made per network in the sequential order (started, each epoch, finished)
-once its group has trained (or, on a signal, started, its epochs so far and
-``network_interrupted`` when the observer has it): the task's observer holds one network's run
-at a time.
+Observer calls: ``network_started`` for every network of a group when the group forms (their
+runs open, and are shipped, while it trains); once it has trained, each network's epochs and
+``network_finished`` in order (or, on a signal, its epochs so far and ``network_interrupted``
+when the observer has it).
 """
 
 from __future__ import annotations
@@ -403,6 +403,11 @@ def train_networks_packed(
         signum = pending_interrupt()
         if signum is not None:  # signalled between groups: stop before the next one
             raise TaskInterrupted(signum)
+        # The group's runs open before it trains, so that their shipping (creating runs
+        # in MLflow, their params) overlaps the training instead of following it.
+        for m in members:
+            _mark(m.job, None, len(members))
+            observer.network_started(m.job)
         try:
             seconds = _PackedGroup(members, keras).train(observer)
         except Exception as exc:
@@ -413,7 +418,6 @@ def train_networks_packed(
             continue
         say(f"packed {len(members)} networks ({spans(idx)}) into one step: {seconds:.1f} s")
         for m in members:
-            _mark(m.job, None, len(members))
             results[m.index] = _finish(m, observer, seconds / len(members))
         del members[:]
         # the group's memory back before the next group (its garbage collection costs
@@ -478,10 +482,10 @@ def _reraise_interrupt(exc: BaseException) -> None:
 
 
 def _finish(m: _Member, observer: Observer, seconds: float) -> NetworkResult | None:
-    """Replay the network's events to the observer and save it, as the sequential path."""
+    """Replay the network's epochs to the observer (its run was opened when its group
+    formed) and save it, as the sequential path."""
     job = m.job
     try:
-        observer.network_started(job)
         for epoch in range(len(next(iter(m.history.values()), []))):
             observer.epoch_end(job, epoch, {k: v[epoch] for k, v in m.history.items()
                                             if epoch < len(v)})
@@ -774,13 +778,10 @@ class _PackedGroup:
             for i in frozen:
                 for cb in stoppers[i] if stoppers is not None else []:
                     cb.on_train_end()
-                _mark(self.members[i].job, None, self.k)
                 _finish(self.members[i], observer, seconds / self.k)
         stopped = getattr(observer, "network_interrupted", None)
-        for i in running:
+        for i in running:  # their runs were opened when the group formed
             m = self.members[i]
-            _mark(m.job, None, self.k)
-            observer.network_started(m.job)
             for epoch in range(len(next(iter(m.history.values()), []))):
                 observer.epoch_end(m.job, epoch, {key: v[epoch] for key, v in m.history.items()
                                                   if epoch < len(v)})

@@ -124,7 +124,9 @@ class _TaskObserver:
 
     def __init__(self, task: TaskRunner) -> None:
         self.t = task
-        self.current: Any = None
+        # the networks whose runs are open, by key: one at a time in sequence, a whole group
+        # at once when packed (its runs open before it trains)
+        self.open: dict[str, Any] = {}
 
     def network_started(self, job: Any) -> None:
         t = self.t
@@ -139,9 +141,10 @@ class _TaskObserver:
             tags["netrain.packed"] = packing["pack_group"]  # trained with this many others
         if packing.get("pack_fallback"):
             tags["netrain.pack_fallback"] = str(packing["pack_fallback"])[:500]
+            tags["netrain.packed"] = 0  # its run may have been opened for a group first
         t.journal.open_run(job.key, parent=t.key, name=job.stem,
                            experiment_id=t.experiment_id, tags=tags)
-        self.current = job
+        self.open[job.key] = job
         if job.resume is None:
             inputs = {k: v for k, v in job_inputs(t, job.net_index).items()
                       if isinstance(v, (str, int, float, bool))}
@@ -182,7 +185,7 @@ class _TaskObserver:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.final.items())
         t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index} "
               f"'{job.config.name}': {result.epochs} epochs, {metrics} ({result.seconds:.1f} s)")
-        self.current = None
+        self.open.pop(job.key, None)
 
     def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
         t = self.t
@@ -193,19 +196,18 @@ class _TaskObserver:
             traceback.print_exception(exc, file=sys.stderr)
         rec = t.record.nets.get(str(index)) or NetRecord(
             name=job.config.name if job else "", stem=job.stem if job else "")
-        if self.current is not None and job is not None:
+        if job is not None and self.open.pop(job.key, None) is not None:
             t.journal.set_tags(job.key, {"error": msg[:500], "netrain.state": "failed"})
             t.journal.end_run(job.key, "FAILED")
             rec.key = job.key
         rec.state, rec.error = "failed", msg[:1000]
         t.record.nets[str(index)] = rec
         t.save_record()
-        self.current = None
 
     def interrupted(self) -> None:
-        """The network in training saved its checkpoint: its run waits, resumable."""
-        if self.current is not None:
-            self.network_interrupted(self.current)
+        """The networks in training saved their checkpoints: their runs wait, resumable."""
+        for job in list(self.open.values()):
+            self.network_interrupted(job)
 
     def network_interrupted(self, job: Any) -> None:
         """A network stopped by the signal (its checkpoint written, if checkpoints are on):
@@ -217,7 +219,7 @@ class _TaskObserver:
         rec = t.record.nets.get(str(job.net_index))
         if rec is not None:
             rec.state, rec.checkpoint_epoch = "interrupted", job.checkpoint_epoch
-        self.current = None
+        self.open.pop(job.key, None)
 
 
 def job_inputs(t: TaskRunner, net_index: int) -> dict[str, Any]:
@@ -433,6 +435,8 @@ class TaskRunner:
             self.record.state = "failed"
             self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
             traceback.print_exc()
+            for job in list(observer.open.values()):  # no run is left RUNNING
+                observer.network_failed(job.net_index, job, exc)
             return 1
         finally:
             self.close(status)

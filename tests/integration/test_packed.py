@@ -116,9 +116,10 @@ def test_dense_weights_match_alone(tmp_path: Path, capsys: Any) -> None:
     results = train_networks_packed(range(4), lambda i: jobs[i], rec)
     assert "packed 4 networks" in capsys.readouterr().out
     assert not rec.failed and all(r is not None and r.epochs == 3 for r in results)
-    # the observer hears each network in the sequential order
-    assert rec.events[:5] == [("started", 0), ("epoch", 0), ("epoch", 0), ("epoch", 0),
-                              ("finished", 0)]
+    # the group's runs open before it trains; then each network's epochs and end, in order
+    assert rec.events[:4] == [("started", i) for i in range(4)]
+    assert rec.events[4:8] == [("epoch", 0), ("epoch", 0), ("epoch", 0), ("finished", 0)]
+    assert rec.events[-4:] == [("epoch", 3), ("epoch", 3), ("epoch", 3), ("finished", 3)]
     assert set(rec.logs[0][0]) == {"loss", "mae", "val_loss", "val_mae"}
     for j in jobs_():
         ref, losses = alone(j)
