@@ -3,8 +3,8 @@
 keras' ``save_weights`` walks the model's object graph in Python: about 25 ms for a tiny
 model, most of what saving a small network costs once its training is packed. The file's
 layout depends only on the model's structure, so it is learnt once per structure: the model
-is saved by keras with every variable holding a marker value (its index + 1), and the file
-then says which variable each of its datasets holds and where in the file its values lie
+is saved by keras with every variable holding a marker value (its index + 1; then a second
+set, which must agree), and the file then says which variable each of its datasets holds and where in the file its values lie
 (keras writes every dataset contiguous and unfiltered, so a dataset's values are its dtype's
 bytes at one offset). Writing another model of the same structure is then a copy of that
 file with each dataset's bytes replaced by the model's values: the same groups, attributes,
@@ -87,26 +87,44 @@ def _numpy(v: Any) -> Any:
 
 def learn(model: Any) -> Layout | None:
     """The layout of ``model``'s weights file, learnt by saving it with marker values (its
-    variables are given their values back); ``None`` where the markers cannot place it."""
+    variables are given their values back); ``None`` where the markers cannot place it.
+
+    Two sets of markers are used (``i + 1``, then ``n + 3 * (i + 1)`` for variable ``i`` of
+    ``n``) and must give the same layout: a dataset whose value a layer derives from a
+    variable (rather than storing it) cannot pass for that variable twice."""
+    vs = variables(model)
+    saved = [_numpy(v) for v in vs]
+    n = len(vs)
+    first = _place(model, vs, saved, [i + 1 for i in range(n)])
+    if first is None:
+        return None
+    second = _place(model, vs, saved, [n + 3 * (i + 1) for i in range(n)])
+    if second is None or second.datasets != first.datasets:
+        return None
+    return first
+
+
+def _place(model: Any, vs: list[Any], saved: list[Any], marks: list[int]) -> Layout | None:
+    """Save the model with variable ``i`` holding ``marks[i]`` everywhere; the datasets of
+    that file, each placed on its variable and its byte offset, or None."""
     import h5py
     import numpy as np
 
-    vs = variables(model)
-    saved = [_numpy(v) for v in vs]
     markers = []
-    for i, val in enumerate(saved):
+    for val, mark in zip(saved, marks, strict=True):
         if val.dtype.kind not in "iuf":
             return None
-        mark = np.full(val.shape, i + 1, dtype=val.dtype)
-        if mark.size and int(mark.flat[0]) != i + 1:  # the dtype cannot hold the marker
+        full = np.full(val.shape, mark, dtype=val.dtype)
+        if full.size and int(full.flat[0]) != mark:  # the dtype cannot hold the marker
             return None
-        markers.append(mark)
+        markers.append(full)
+    index = {mark: i for i, mark in enumerate(marks)}
     fd, name = tempfile.mkstemp(suffix=".weights.h5", prefix=".netrain-layout.")
     os.close(fd)
     try:
         try:
-            for v, mark in zip(vs, markers, strict=True):
-                v.assign(mark)
+            for v, full in zip(vs, markers, strict=True):
+                v.assign(full)
             model.save_weights(name)
         finally:
             for v, val in zip(vs, saved, strict=True):
@@ -124,10 +142,9 @@ def learn(model: Any) -> Layout | None:
             if flat.size == 0 or not np.all(flat == flat[0]):
                 ok = False
                 return
-            i = int(flat[0]) - 1
-            if not (0 <= i < len(vs)) or data.shape != saved[i].shape \
-                    or data.dtype != saved[i].dtype or offset is None \
-                    or obj.id.get_storage_size() != data.nbytes:
+            i = index.get(int(flat[0]), -1) if float(flat[0]).is_integer() else -1
+            if i < 0 or data.shape != saved[i].shape or data.dtype != saved[i].dtype \
+                    or offset is None or obj.id.get_storage_size() != data.nbytes:
                 ok = False
                 return
             datasets.append((i, int(offset), obj.dtype.str))

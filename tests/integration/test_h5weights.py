@@ -97,3 +97,29 @@ def test_spans() -> None:
     assert spans([0, 1, 2, 3, 7, 9, 10]) == "0-3, 7, 9-10"
     assert spans([5]) == "5"
     assert spans([]) == ""
+
+
+def test_a_layer_that_saves_a_derived_value_is_saved_by_keras(tmp_path: Path) -> None:
+    """With markers 1, 2, 3 the doubled first variable reads as the second one: only the
+    second set of markers shows that the dataset is not a variable's value."""
+
+    class Doubling(keras.layers.Layer):
+        def build(self, shape: Any) -> None:
+            self.vs = [self.add_weight(shape=(2,), initializer="ones", name=f"v{i}")
+                       for i in range(3)]
+
+        def call(self, x: Any) -> Any:
+            return x
+
+        def save_own_variables(self, store: Any) -> None:
+            store["0"] = keras.ops.convert_to_numpy(self.vs[0]) * 2
+            store["1"] = keras.ops.convert_to_numpy(self.vs[1])
+            store["2"] = keras.ops.convert_to_numpy(self.vs[2])
+
+    keras.backend.clear_session(free_memory=False)
+    model = keras.Sequential([keras.Input((2,)), Doubling(), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    assert h5weights.learn(model) is None
+    h5weights.save_weights(model, tmp_path / "ours.weights.h5")
+    model.save_weights(str(tmp_path / "keras.weights.h5"))
+    assert _tree(tmp_path / "ours.weights.h5") == _tree(tmp_path / "keras.weights.h5")
