@@ -4,14 +4,14 @@ keras' ``save_weights`` walks the model's object graph in Python: about 25 ms fo
 model, most of what saving a small network costs once its training is packed. The file's
 layout depends only on the model's structure, so it is learnt once per structure: the model
 is saved by keras with every variable holding a marker value (its index + 1; then a second
-set, which must agree), and the file then says which variable each of its datasets holds and where in the file its values lie
-(keras writes every dataset contiguous and unfiltered, so a dataset's values are its dtype's
-bytes at one offset). Writing another model of the same structure is then a copy of that
-file with each dataset's bytes replaced by the model's values: the same groups, attributes,
-names, shapes and dtypes as keras' own file, which ``load_weights`` reads as it reads keras'.
-A structure whose file the markers cannot place entirely (a dataset no variable explains or
-not stored at one offset, a variable whose dtype cannot hold its marker) has no layout and is
-saved by keras, as before.
+set, which must agree), and the file then says which variable each of its datasets holds
+and where in the file its values lie (keras writes every dataset contiguous and unfiltered,
+so a dataset's values are its dtype's bytes at one offset). Writing another model of the
+same structure is then a copy of that file with each dataset's bytes replaced by the
+model's values: the same groups, attributes, names, shapes and dtypes as keras' own file,
+which ``load_weights`` reads as it reads keras'. A structure whose file the markers cannot
+place entirely (a dataset no variable explains or not stored at one offset, a variable whose
+dtype cannot hold its marker) has no layout and is saved by keras, as before.
 """
 
 from __future__ import annotations
