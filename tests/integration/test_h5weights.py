@@ -75,6 +75,15 @@ def test_layout_writes_keras_file(kind: str, fitted: bool, tmp_path: Path) -> No
     assert h5weights._LAYOUTS.get(key) is not None
 
 
+def _saved_by_keras(model: Any, tmp_path: Path) -> None:
+    """The model has no layout: its file is keras' own."""
+    model.compile(optimizer="adam", loss="mse")
+    assert h5weights.learn(model) is None
+    h5weights.save_weights(model, tmp_path / "ours.weights.h5")
+    model.save_weights(str(tmp_path / "keras.weights.h5"))
+    assert _tree(tmp_path / "ours.weights.h5") == _tree(tmp_path / "keras.weights.h5")
+
+
 def test_a_structure_the_markers_cannot_place_is_saved_by_keras(tmp_path: Path) -> None:
     class Flagged(keras.layers.Layer):
         def build(self, shape: Any) -> None:
@@ -84,13 +93,8 @@ def test_a_structure_the_markers_cannot_place_is_saved_by_keras(tmp_path: Path) 
         def call(self, x: Any) -> Any:
             return x
 
-    keras.backend.clear_session(free_memory=False)
-    model = keras.Sequential([keras.Input((6,)), Flagged(), keras.layers.Dense(1)])
-    model.compile(optimizer="adam", loss="mse")
-    assert h5weights.learn(model) is None
-    h5weights.save_weights(model, tmp_path / "ours.weights.h5")
-    model.save_weights(str(tmp_path / "keras.weights.h5"))
-    assert _tree(tmp_path / "ours.weights.h5") == _tree(tmp_path / "keras.weights.h5")
+    _saved_by_keras(keras.Sequential([keras.Input((6,)), Flagged(), keras.layers.Dense(1)]),
+                    tmp_path)
 
 
 def test_spans() -> None:
@@ -116,10 +120,5 @@ def test_a_layer_that_saves_a_derived_value_is_saved_by_keras(tmp_path: Path) ->
             store["1"] = keras.ops.convert_to_numpy(self.vs[1])
             store["2"] = keras.ops.convert_to_numpy(self.vs[2])
 
-    keras.backend.clear_session(free_memory=False)
-    model = keras.Sequential([keras.Input((2,)), Doubling(), keras.layers.Dense(1)])
-    model.compile(optimizer="adam", loss="mse")
-    assert h5weights.learn(model) is None
-    h5weights.save_weights(model, tmp_path / "ours.weights.h5")
-    model.save_weights(str(tmp_path / "keras.weights.h5"))
-    assert _tree(tmp_path / "ours.weights.h5") == _tree(tmp_path / "keras.weights.h5")
+    _saved_by_keras(keras.Sequential([keras.Input((2,)), Doubling(), keras.layers.Dense(1)]),
+                    tmp_path)
