@@ -153,6 +153,16 @@ class _TaskObserver:
         else:
             t.journal.set_tags(job.key, {"netrain.resumed_from_epoch": job.resume.epoch,
                                          "netrain.state": "running"})
+            # The checkpoint's epochs that the journal lost (its metrics lines wait up to 2 s
+            # in memory; a SIGKILL right after a checkpoint drops them): logged from the
+            # checkpoint's history, since training resumes after them.
+            hist = job.resume.history
+            logged = t.logged.get(job.key, -1)
+            for epoch in range(logged + 1, job.resume.epoch):
+                values = {k: v[epoch] for k, v in hist.items() if epoch < len(v)}
+                if values:
+                    t.journal.log_metrics(job.key, epoch, values)
+            t.logged[job.key] = max(logged, job.resume.epoch - 1)
             t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index}: resuming "
                   f"from its checkpoint at epoch {job.resume.epoch}")
         t.record.nets[str(job.net_index)] = NetRecord(
