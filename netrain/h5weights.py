@@ -37,16 +37,21 @@ class Layout:
     datasets: tuple[tuple[int, int, str], ...]
 
 
-def variables(model: Any) -> list[Any]:
-    """The variables a weights file can hold: the model's, then its optimizer's."""
+def with_optimizer(model: Any, own: list[Any]) -> list[Any]:
+    """``own`` (variables of the model), then its optimizer's, each once."""
     seen: set[int] = set()
     out = []
     opt = getattr(model, "optimizer", None)
-    for v in [*model.weights, *(opt.variables if opt is not None else [])]:
+    for v in [*own, *(opt.variables if opt is not None else [])]:
         if id(v) not in seen:
             seen.add(id(v))
             out.append(v)
     return out
+
+
+def variables(model: Any) -> list[Any]:
+    """The variables a weights file can hold: the model's weights, then its optimizer's."""
+    return with_optimizer(model, list(model.weights))
 
 
 def structure_key(model: Any, arch_json: str | None = None) -> Any:

@@ -249,14 +249,7 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
 def _state_variables(model: Any) -> list[Any]:
     """The variables a rollback restores: the model's (seed generators' included) and its
     optimizer's."""
-    out: list[Any] = []
-    seen: set[int] = set()
-    opt = getattr(model, "optimizer", None)
-    for v in [*model.variables, *(opt.variables if opt is not None else [])]:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
+    return h5weights.with_optimizer(model, list(model.variables))
 
 
 def snapshot_state(model: Any) -> tuple[list[Any], float]:
