@@ -107,6 +107,9 @@ class Shipper:
         self.batch_id = self.batch_dir.resolve().name
         self.uri = uri
         self.deadline = deadline  # a time.monotonic() value, or None
+        #: follow()'s liveness check, also called while a call is being retried: a writer
+        #: that dies while tracking is down starts the drain deadline there too
+        self.watch: Callable[[], object] | None = None
         #: follow() ends once a "close" event past this offset is shipped (None: only when
         #: the writer is gone); closed_at is the offset of the last close event shipped
         self.stop_at_close: int | None = None
@@ -165,6 +168,8 @@ class Shipper:
 
     # --- retries -----------------------------------------------------------------------
     def _past_deadline(self) -> bool:
+        if self.deadline is None and self.watch is not None:
+            self.watch()  # may set the deadline (see _pid_follower)
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     @property
@@ -561,6 +566,7 @@ class Shipper:
     def follow(self, alive: Callable[[], bool], poll: float = 1.0) -> ShipReport:
         """Tail the journal while alive() is true; then ship what is left and return, or
         stop when the deadline passes."""
+        self.watch = alive
         try:
             while True:
                 writer_alive = alive()  # read before shipping: lines written before it died

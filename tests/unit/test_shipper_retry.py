@@ -118,3 +118,32 @@ def test_database_layer_bad_request_is_retried_a_while(shipper: Shipper) -> None
         return "ok"
 
     assert shipper._call("test", overloaded) == "ok"
+
+
+def test_follower_drains_when_its_writer_dies_while_tracking_is_down(
+        shipper: Shipper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer dies while the follower is retrying a call against a tracking server that
+    never answers: the drain deadline starts then, and the follower stops within it (CI
+    once waited 120 s for a follower whose writer had died during its first retry)."""
+    import subprocess
+    import sys
+
+    from netrain.journal import JournalWriter
+    from netrain.shipper import _pid_follower
+
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.5")
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF_MAX", "60")
+    with JournalWriter(shipper.path, shipper.batch_dir) as w:
+        w.open_run("t", parent=None, name="task", experiment_id="0", tags={})
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        alive = _pid_follower(shipper, writer.pid, drain=1.0)
+        assert alive()  # the first check sees it alive: shipping starts, and fails
+        t = time.monotonic()
+        report = shipper.follow(alive)
+        took = time.monotonic() - t
+    finally:
+        writer.wait()
+    assert report.stopped and "deadline" in report.stopped
+    assert not report.complete
+    assert took < 15, took  # sleep 1.5 s + drain 1 s + a retry's backoff, not forever
