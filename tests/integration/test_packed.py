@@ -339,3 +339,48 @@ def test_generate_pack_run_end_to_end(tmp_path: Path) -> None:
     for x in nets:
         assert sorted(m.step for m in c.get_metric_history(x.info.run_id, "loss")) == [0, 1]
         assert (batch / "weights" / f"{x.info.run_name}.weights.h5").is_file()
+
+
+def stateful_random_mlp() -> Any:
+    """Initial values from TensorFlow's stateful random ops (an op seed, and none): the ops
+    whose cached kernels would continue a stream where a fresh build restarts it."""
+    import keras
+    import tensorflow as tf
+
+    def with_op_seed(shape: Any, dtype: Any = None) -> Any:
+        return tf.random.uniform(shape, seed=3)
+
+    def without(shape: Any, dtype: Any = None) -> Any:
+        return tf.random.normal(shape)
+
+    return keras.Sequential([keras.Input((4,)),
+                             keras.layers.Dense(8, kernel_initializer=with_op_seed),
+                             keras.layers.Dense(4, kernel_initializer=without),
+                             keras.layers.Dense(1)])
+
+
+@pytest.mark.parametrize("seeds", [[11, 12, 13, 14], [5, 5, 5], [1, 2, 1, 2]])
+def test_members_start_from_the_sequential_paths_initial_weights(
+        tmp_path: Path, seeds: list[int]) -> None:
+    """Members are built with TensorFlow's kernel cache kept where it cannot change a value;
+    each still starts from the weights train_one would build it with (distinct seeds, a seed
+    every network shares, seeds that come back)."""
+    import keras
+
+    from netrain.packed import _build_member, _Seeder
+
+    jobs = [make_job(tmp_path, i, gen=stateful_random_mlp, extra={"seed": s})
+            for i, s in enumerate(seeds)]
+    expected = []
+    for j in jobs:  # as the sequential path: clear_session, set_random_seed, build
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(j.config.seed)
+        expected.append([np.asarray(w) for w in j.config.model_generator().get_weights()])
+    seeder = _Seeder()
+    for j, want in zip(jobs, expected, strict=True):
+        member = _build_member(j.net_index, j, keras, seeder)
+        assert not isinstance(member, str), member
+        got = [np.asarray(w) for w in member.model.get_weights()]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len({w[0].tobytes() for w in expected}) == len(set(seeds))  # seeds matter
