@@ -217,8 +217,9 @@ def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str 
 
     if len(jobs) < 2:
         return "only one network to train"
-    if keras.backend.backend() != "tensorflow":
-        return f"packing is implemented for the tensorflow backend, not {keras.backend.backend()}"
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return ("packing is implemented for the tensorflow and jax backends, not "
+                f"{keras.backend.backend()}")
     for job in jobs:
         cfg = job.config
         cbs = cfg.callbacks
@@ -273,14 +274,14 @@ def _describe(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_cache_kept() -> Iterator[None]:
+def _kernel_cache_kept(keras: Any) -> Iterator[None]:
     """TensorFlow's eager kernel cache is not cleared inside (by keras' clear_session and
     set_random_seed, which both clear it); elsewhere nothing changes."""
-    try:
-        from tensorflow.python import pywrap_tfe
-    except ImportError:  # another backend: nothing to keep
+    if keras.backend.backend() != "tensorflow":  # no kernels of TensorFlow's to keep
         yield
         return
+    from tensorflow.python import pywrap_tfe
+
     clear = getattr(pywrap_tfe, "TFE_ContextClearCaches", None)
     if clear is None:
         yield
@@ -316,7 +317,7 @@ class _Seeder:
             keras.utils.set_random_seed(seed)
             self.since_clear = {key}
             return
-        with _kernel_cache_kept():
+        with _kernel_cache_kept(keras):
             keras.backend.clear_session(free_memory=False)
             keras.utils.set_random_seed(seed)
         self.since_clear.add(key)
@@ -561,9 +562,17 @@ class _PackedGroup:
 
     def __init__(self, members: list[_Member], keras: Any) -> None:
         import numpy as np
-        import tensorflow as tf
 
-        self.keras, self.tf, self.np = keras, tf, np
+        self.keras, self.np = keras, np
+        #: jax: the steps are pure functions of the state (jax.jit), which is read from and
+        #: written back to the stacked variables around each call; tensorflow: tf.function
+        #: steps that update the stacked variables themselves
+        self.jax = keras.backend.backend() == "jax"
+        self.tf: Any = None
+        if not self.jax:
+            import tensorflow as tf
+
+            self.tf = tf
         self.members = members
         self.k = len(members)
         self.template = members[0].model
@@ -587,9 +596,10 @@ class _PackedGroup:
 
         self.svars = [keras.Variable(v, trainable=True, name=f"packed_{i}")
                       for i, v in enumerate(stack(lambda mm: mm.trainable_variables))]
-        self.ntv = [tf.convert_to_tensor(v) for v in stack(lambda mm: mm.non_trainable_variables)]
+        tensor = keras.ops.convert_to_tensor
+        self.ntv = [tensor(v) for v in stack(lambda mm: mm.non_trainable_variables)]
         self.template.reset_metrics()
-        self.mv_reset = [tf.convert_to_tensor(np.stack([keras.ops.convert_to_numpy(v)] * self.k))
+        self.mv_reset = [tensor(np.stack([keras.ops.convert_to_numpy(v)] * self.k))
                          for v in self.mvars]
         opt_t = self.template.optimizer
         self.optimizer = type(opt_t).from_config(opt_t.get_config())
@@ -601,7 +611,8 @@ class _PackedGroup:
         self.scale = None
         if all(lr is not None for lr in lrs) and len(set(lrs)) > 1:
             base = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
-            self.scale = tf.constant([lr / base for lr in lrs], dtype=self.svars[0].dtype)  # type: ignore[operator]
+            self.scale = keras.ops.convert_to_tensor(
+                np.asarray([lr / base for lr in lrs]), dtype=self.svars[0].dtype)  # type: ignore[operator]
         self.x, self.x_shared = self._data([m.x for m in members])
         self.y, self.y_shared = self._data([m.y for m in members])
         self.has_val = first.xv is not None
@@ -610,22 +621,36 @@ class _PackedGroup:
             self.yv, self.yv_shared = self._data([m.yv for m in members])
         self.n = int(first.x.shape[0])
         self.nv = int(first.xv.shape[0]) if self.has_val else 0
+        self._copy: Any = None
+        if self.jax:
+            import jax
+
+            self._jit_train = jax.jit(self._train_step_jax)
+            self._jit_test = jax.jit(self._test_step_jax)
+            self.results = jax.jit(self._results)
+            return
         # No autograph (nothing here branches on tensors; converting costs seconds) and no
         # XLA (jit_compile made a vectorized step ~300x slower on CPU).
         self.train_step = tf.function(self._train_step, reduce_retracing=True, autograph=False)
         self.test_step = tf.function(self._test_step, reduce_retracing=True, autograph=False)
         self.results = tf.function(self._results, autograph=False)
-        self._copy: Any = None
 
     def _data(self, arrays: list[Any]) -> tuple[Any, bool]:
         """One copy when every network has the same array, else a stacked [K, n, ...]."""
-        np, tf = self.np, self.tf
+        np, tensor = self.np, self.keras.ops.convert_to_tensor
         first = arrays[0]
         if all(a is first or np.array_equal(a, first) for a in arrays[1:]):
-            return tf.constant(first), True
-        return tf.constant(np.stack(arrays)), False
+            return tensor(first), True
+        return tensor(np.stack(arrays)), False
 
     def _gather(self, data: Any, shared: bool, idx: Any) -> Any:
+        """Rows ``idx[k]`` of network k's data: [K, batch, ...]."""
+        if self.jax:
+            import jax
+
+            if shared:
+                return data[idx]
+            return jax.vmap(lambda d, i: d[i])(data, idx)
         if shared:
             return self.tf.gather(data, idx)
         return self.tf.gather(data, idx, batch_dims=1)
@@ -667,7 +692,7 @@ class _PackedGroup:
             tv_k, ntv_k, mv_k, x_k, y_k = args
             return self._forward(tv_k, ntv_k, mv_k, x_k, y_k, training=True)
 
-        with tf.GradientTape() as tape:  # the one backend-specific piece
+        with tf.GradientTape() as tape:
             tape.watch(tv)
             losses, new_ntv, new_mv = keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
             total = tf.reduce_sum(losses)
@@ -698,6 +723,66 @@ class _PackedGroup:
 
         return self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
 
+    def _train_step_jax(self, tv: list[Any], ov: list[Any], ntv: list[Any], mv: list[Any],
+                        active: Any, idx: Any) -> Any:
+        """The jax twin of _train_step, a pure function: the new (tv, ov, ntv, mv)."""
+        import jax
+        import jax.numpy as jnp
+
+        xb = self._gather(self.x, self.x_shared, idx)
+        yb = self._gather(self.y, self.y_shared, idx)
+
+        def total(tv: list[Any]) -> Any:
+            def one(args: Any) -> Any:
+                tv_k, ntv_k, mv_k, x_k, y_k = args
+                return self._forward(tv_k, ntv_k, mv_k, x_k, y_k, training=True)
+
+            losses, new_ntv, new_mv = self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
+            return jnp.sum(losses), (new_ntv, new_mv)
+
+        (_, (new_ntv, new_mv)), grads = jax.value_and_grad(total, has_aux=True)(tv)
+        if len(grads) != len(self.tvars):
+            raise ValueError(f"the vectorized step updates {len(grads)} of the model's "
+                             f"{len(self.tvars)} trainable variables")
+        new_tv, new_ov = self.optimizer.stateless_apply(ov, grads, tv)
+        out = []
+        for new, old in zip(new_tv, tv, strict=True):
+            if self.scale is not None:
+                new = old + (new - old) * self._per_net(self.scale, old)
+            out.append(jnp.where(self._per_net(active, old), new, old))
+        new_ntv = [jnp.where(self._per_net(active, o), n, o)
+                   for n, o in zip(new_ntv, ntv, strict=True)]
+        return out, list(new_ov), new_ntv, new_mv
+
+    def _test_step_jax(self, tv: list[Any], ntv: list[Any], mv: list[Any], idx: Any) -> Any:
+        xb = self._gather(self.xv, self.xv_shared, idx)
+        yb = self._gather(self.yv, self.yv_shared, idx)
+
+        def one(args: Any) -> Any:
+            tv_k, ntv_k, mv_k, x_k, y_k = args
+            return self._forward(tv_k, ntv_k, mv_k, x_k, y_k, training=False)[2]
+
+        return self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
+
+    def _step(self, ntv: list[Any], mv: list[Any], active: Any, idx: Any) -> Any:
+        """One training step of the group: the new (ntv, mv); the stacked variables and
+        the optimizer's hold the new weights and state."""
+        if not self.jax:
+            return self.train_step(ntv, mv, active, idx)
+        opt_vars = self.optimizer.variables
+        tv, ov, ntv, mv = self._jit_train([v.value for v in self.svars],
+                                          [v.value for v in opt_vars], ntv, mv, active, idx)
+        for var, val in zip(self.svars, tv, strict=True):
+            var.assign(val)
+        for var, val in zip(opt_vars, ov, strict=True):
+            var.assign(val)
+        return ntv, mv
+
+    def _evaluate(self, ntv: list[Any], mv: list[Any], idx: Any) -> Any:
+        if not self.jax:
+            return self.test_step(ntv, mv, idx)
+        return self._jit_test([v.value for v in self.svars], ntv, mv, idx)
+
     def _results(self, mv: list[Any]) -> dict[str, Any]:
         def one(mv_k: Any) -> dict[str, Any]:
             out: dict[str, Any] = {}
@@ -714,14 +799,14 @@ class _PackedGroup:
 
     def _per_net(self, v: Any, like: Any) -> Any:
         """A [K] vector shaped to broadcast against a stacked [K, ...] value."""
-        return self.tf.reshape(v, [-1] + [1] * (len(like.shape) - 1))
+        return self.keras.ops.reshape(v, [-1] + [1] * (len(like.shape) - 1))
 
     # -- the epochs
     def train(self, observer: Observer) -> float:
         """Train the group to its last epoch. Checkpoints each network when the schedule
         says so; on a signal, checkpoints the networks still training at their last
         completed epoch, finishes those early stopping froze, and raises TaskInterrupted."""
-        np, tf = self.np, self.tf
+        np, tensor = self.np, self.keras.ops.convert_to_tensor
         cfg, k, bs = self.cfg, self.k, self.bs
         job0 = self.members[0].job
         rngs = [network_rng(m.job) for m in self.members]
@@ -760,11 +845,11 @@ class _PackedGroup:
                 epoch_start = time.perf_counter()
                 order = np.stack([epoch_order(r, self.n, job0.epoch_samples) for r in rngs])
                 order = order.astype(np.int32)
-                active_t = tf.constant(active)
+                active_t = tensor(active)
                 mv = self.mv_reset
                 for s in range(steps):
-                    idx = tf.constant(order[:, s * bs:(s + 1) * bs])
-                    ntv, mv = self.train_step(ntv, mv, active_t, idx)
+                    idx = tensor(order[:, s * bs:(s + 1) * bs])
+                    ntv, mv = self._step(ntv, mv, active_t, idx)
                     if stop_mid_epoch:
                         _interrupt_check()
                 logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
@@ -772,7 +857,7 @@ class _PackedGroup:
                     mv = self.mv_reset
                     for s in range(math.ceil(self.nv / bs)):
                         rows = np.arange(s * bs, min(self.nv, (s + 1) * bs), dtype=np.int32)
-                        mv = self.test_step(ntv, mv, tf.constant(np.tile(rows, (k, 1))))
+                        mv = self._evaluate(ntv, mv, tensor(np.tile(rows, (k, 1))))
                     logs.update({f"val_{key}": np.asarray(v)
                                  for key, v in self.results(mv).items()})
                 was_active = active.copy()
@@ -881,6 +966,9 @@ class _PackedGroup:
     def _snapshot(self, ntv: list[Any]) -> tuple[Any, float]:
         """A copy of the stacked variables and optimizer state (one compiled call), and the
         seconds the copy took (its tracing, the first time, left out)."""
+        if self.jax:  # jax arrays are never changed in place: keeping them is the copy
+            return ([v.value for v in self.svars], [v.value for v in self.optimizer.variables],
+                    list(ntv)), 0.0
         if self._copy is None:
             tf, opt_vars = self.tf, self.optimizer.variables
             self._copy = tf.function(
@@ -954,8 +1042,9 @@ class _PackedGroup:
         ``optimizer``, the optimizer state into their own optimizers)."""
         if not which:
             return
-        tv_np = [v.numpy() for v in self.svars]
-        ntv_np = [v.numpy() for v in ntv]
+        numpy = self.keras.ops.convert_to_numpy
+        tv_np = [numpy(v) for v in self.svars]
+        ntv_np = [numpy(v) for v in ntv]
         opt_np: list[Any] = []
         index: dict[int, int] = {}
         if optimizer:
