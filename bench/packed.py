@@ -42,6 +42,33 @@ MODELS = {
 }
 
 
+#: Measured by hand (see the text); kept in the section each time it is written.
+WHERE_TIME_GOES = """\
+Where packed time goes (timed 2026-11-29 on a quiet machine, N=128): MLP 6-8-1 6.4 s in all,
+building the 128 models under their own seeds 3.7 s (29 ms each), the vectorized training
+(192 steps, tracing included) 1.0 s, saving their files 0.65 s (5 ms each: weights written
+from a learnt layout, netrain/h5weights.py; keras' own save_weights took 27 ms); MLP
+32-64-64-1 8.7 s in all, building 4.1 s (32 ms each), training 3.6 s, saving 0.5 s.
+Building was 56 ms a network (MLP 6-8-1) until members were built with TensorFlow's eager
+kernel cache kept: keras' clear_session and set_random_seed both clear it, and re-creating
+every kernel after each clear cost half of each build (netrain/packed.py, `_Seeder`: the
+full clear still runs for the first member and any repeated seed, where a stateful random
+op could otherwise continue a stream). Building is per-network work the sequential path
+does too, so the ratio is bounded by sequential's time per network over the build's.
+Sequential's own time per network moved between 1.6 and 2.7 s across runs on this machine.
+Earlier the same day (keras' own save_weights, the kernel cache cleared for each member):
+MLP 6-8-1 8.2x / 12.7x / 17.9x at N = 8 / 32 / 128, then 8.0x / 18.9x / 20.4x (weights
+from a learnt layout); MLP 32-64-64-1 7.4x / 12.1x / 13.4x, then 7.6x / 14.9x / 15.2x;
+Conv1D 4.6x / 6.7x / 6.5x, then 5.9x / 7.7x / 8.0x.
+Conv1D packs less well: TensorFlow's vectorization of a convolution whose filters
+differ per network is slower per step than the dense case.
+On Keras' jax backend (jax 0.10.2 on these 2 CPU cores; `bench/packed.py --backend jax`,
+same day): MLP 6-8-1 5.3x / 19.2x at N = 32 / 128 (packed 7.6 s / 8.9 s), MLP 32-64-64-1
+6.6x / 14.5x (7.3 s / 11.4 s), against jax's own sequential fit (1.3 s a network). On a CPU
+TensorFlow packs faster or as fast (2.4 s / 6.0 s and 3.5 s / 11.4 s), so jax is no extra
+of netrain's; its backend is supported for GPU nodes whose Keras runs on JAX."""
+
+
 def build(kind: str) -> Any:
     import keras
 
@@ -117,9 +144,10 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str
             "steps": epochs * -(-samples // 32)}
 
 
-def run_case(*args: Any) -> dict[str, Any]:
+def run_case(*args: Any, backend: str = "tensorflow") -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--case", ",".join(str(a) for a in args)]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "KERAS_BACKEND": backend})
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"bench case {args} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
@@ -150,19 +178,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Goals (issue 12, 2 CPU cores, training only): at least 15x at N=32 and 20x at N=128",
         "for the MLPs.",
         "",
-        "Where packed time goes (MLP 6-8-1, N=128, timed 2026-11-29 on a quiet machine, 10.0 s",
-        "in all): building the 128 models under their own seeds 7.2 s (56 ms each: 43 ms in the",
-        "model function itself, keras constructing a Sequential, 7 ms compile), the vectorized",
-        "training of all 128 (192 steps, tracing included) 1.2 s, saving their files 0.7 s",
-        "(5.5 ms each: weights written from a learnt layout, netrain/h5weights.py; keras' own",
-        "save_weights took 27 ms). Building is per-network work the sequential path does too, so",
-        "the ratio is bounded by sequential's time per network over the build's. On a machine",
-        "shared with other work (load average 6-11) every figure moved by 2-5x between runs.",
-        "Before this session's changes (keras' own save_weights, a garbage collection after the",
-        "last group; same script, 2026-11-29 morning): MLP 6-8-1 8.2x / 12.7x / 17.9x at N = 8 / "
-        "32 / 128, MLP 32-64-64-1 7.4x / 12.1x / 13.4x, Conv1D 4.6x / 6.7x / 6.5x.",
-        "Conv1D packs less well: TensorFlow's vectorization of a convolution whose filters",
-        "differ per network is slower per step than the dense case.",
+        *WHERE_TIME_GOES.splitlines(),
         "",
     ]
     return "\n".join(out)
@@ -188,6 +204,8 @@ def main() -> int:
     ap.add_argument("--nets", default="8,32,128")
     ap.add_argument("--seq-nets", type=int, default=8)
     ap.add_argument("--models", default="mlp,wide,conv")
+    ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"],
+                    help="Keras backend of both sides (jax: printed only, not written)")
     ap.add_argument("--note", default="the machine was shared with other work while measured.")
     args = ap.parse_args()
     if args.case:
@@ -201,9 +219,10 @@ def main() -> int:
     for kind in args.models.split(","):
         for n in nets:
             # measured side by side, so both see the same load on a shared machine
-            seq = run_case(kind, min(n, seq_nets), "sequential", samples, epochs)
+            seq = run_case(kind, min(n, seq_nets), "sequential", samples, epochs,
+                           backend=args.backend)
             per_net = seq["seconds"] / min(n, seq_nets)
-            pk = run_case(kind, n, "packed", samples, epochs)
+            pk = run_case(kind, n, "packed", samples, epochs, backend=args.backend)
             row = {"kind": kind, "nets": n, "seq": per_net * n, "packed": pk["seconds"],
                    "seq_mib": seq["peak_mib"], "packed_mib": pk["peak_mib"]}
             rows.append(row)
@@ -215,7 +234,7 @@ def main() -> int:
             "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}"}
     text = markdown(rows, meta)
     print(text)
-    if not args.no_md and not args.smoke:
+    if not args.no_md and not args.smoke and args.backend == "tensorflow":
         write_section(text)
         (HERE / "sections" / "packed.md").write_text(text, encoding="utf-8")  # run.py keeps it
     return 0
