@@ -63,10 +63,13 @@ Conv1D 4.6x / 6.7x / 6.5x, then 5.9x / 7.7x / 8.0x.
 Conv1D packs less well: TensorFlow's vectorization of a convolution whose filters
 differ per network is slower per step than the dense case.
 On Keras' jax backend (jax 0.10.2 on these 2 CPU cores; `bench/packed.py --backend jax`,
-same day): MLP 6-8-1 5.3x / 19.2x at N = 32 / 128 (packed 7.6 s / 8.9 s), MLP 32-64-64-1
-6.6x / 14.5x (7.3 s / 11.4 s), against jax's own sequential fit (1.3 s a network). On a CPU
-TensorFlow packs faster or as fast (2.4 s / 6.0 s and 3.5 s / 11.4 s), so jax is no extra
-of netrain's; its backend is supported for GPU nodes whose Keras runs on JAX."""
+same day): MLP 6-8-1 8.2x / 23.6x at N = 32 / 128 (packed 3.9 s / 4.8 s), MLP 32-64-64-1
+6.5x / 16.7x (5.0 s / 8.2 s), against jax's own sequential fit, which is twice as fast as
+TensorFlow's here (0.9-1.1 s a network). Against TensorFlow's packed times (2.4 s / 6.0 s,
+3.5 s / 11.4 s) jax is slower at N=32 and faster at N=128: no clear winner, so jax is no
+extra of netrain's; its backend is supported for GPU nodes whose Keras runs on JAX. (Keras'
+set_random_seed imports TensorFlow where it is installed, whatever the backend: ~5 s, paid
+before the timer by both sides.)"""
 
 
 def build(kind: str) -> Any:
@@ -116,7 +119,11 @@ def peak_kib() -> int:
 
 def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh one by main)."""
-    import keras  # noqa: F401  (imported before the baseline)
+    import keras
+
+    # keras' set_random_seed imports tensorflow where it is installed, whatever the backend
+    # (~5 s on jax): paid before the timer, as the import of keras is
+    keras.utils.set_random_seed(0)
 
     from netrain.contract import validate_output
     from netrain.packed import train_networks_packed
