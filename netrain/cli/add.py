@@ -17,10 +17,10 @@ from netrain.cli.generate import training_options
 def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pack, no_check,
             run_, executor) -> None:
     """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
-    from netrain import executor as ex
-    from netrain.builder import TrainOptions, add
-    from netrain.local import python_executable
-    from netrain.spec import parse_models
+    from netrain.define.builder import TrainOptions, add
+    from netrain.define.spec import parse_models
+    from netrain.execute import executor as ex
+    from netrain.execute.local import python_executable
 
     specs = parse_models(models)
     b = load_batch(obj, batch)

@@ -25,8 +25,8 @@ from netrain.cli.common import POSITIVE, load_batch, say, warn
 @click.pass_obj
 def command(obj, batch, metric, mode, top, model, as_json, register) -> None:
     """List BATCH's best networks: run id, model, task, net, metric and weights path."""
-    from netrain import results
     from netrain.errors import NetrainError
+    from netrain.results import networks as results
 
     b = load_batch(obj, batch)
     nets = results.networks(b)
@@ -40,7 +40,7 @@ def command(obj, batch, metric, mode, top, model, as_json, register) -> None:
                            f"'netrain show {b.id}'")
     registered = None
     if register is not None:
-        from netrain import mlflow_results
+        from netrain.results import mlflow_results
 
         if not register.strip():
             raise NetrainError("--register needs a model name")
@@ -54,7 +54,7 @@ def command(obj, batch, metric, mode, top, model, as_json, register) -> None:
             out["registered"] = registered
         say(json.dumps(out, indent=1))
         return
-    from netrain.report import _table
+    from netrain.results.table import _table
 
     rows = [[str(i), n.model, str(n.task), str(n.net), f"{n.final[metric]:.6g}",
              str(n.epochs), n.run_id or "-", n.weights]

@@ -13,8 +13,8 @@ from netrain.cli.common import load_batch, warn
 @click.pass_obj
 def command(obj, batch, models) -> None:
     """Cancel BATCH's SLURM jobs, retrains included (all, or those of some models)."""
-    from netrain import executor, slurm
-    from netrain.spec import parse_model_filter
+    from netrain.define.spec import parse_model_filter
+    from netrain.execute import executor, slurm
 
     b = load_batch(obj, batch)
     ids = executor.slurm_job_ids(b, parse_model_filter(models) if models else None)

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from netrain.batch import Batch, find_batch
 from netrain.cli.context import Context
+from netrain.define.batch import Batch, find_batch
 
 EXECUTOR = click.Choice(["local", "slurm"])
 POSITIVE = click.IntRange(min=1)
@@ -66,7 +66,7 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
                 tasks: Sequence[int] | None = None, workers: int | None = None,
                 rerun: bool = False) -> None:
     """Start the selected tasks through the executor; exit 1 if a local task failed."""
-    from netrain import executor as ex
+    from netrain.execute import executor as ex
 
     if workers is None:
         workers = obj.config(required=False).workers

@@ -9,7 +9,8 @@ from netrain.cli.common import EXECUTOR, POSITIVE, load_batch, say, start_tasks,
 
 def bool_option(*names: str, help: str):
     """``--name`` alone means true; ``--name false`` too is accepted (the seed's ``--run True``):
-    true/false, yes/no, 1/0, on/off in any case, the words netrain.params.parse_bool takes."""
+    true/false, yes/no, 1/0, on/off in any case, the words
+    netrain.define.params.parse_bool takes."""
     return click.option(*names, type=click.BOOL, is_flag=False, flag_value=True, default=False,
                         metavar="[true|false]", help=help)
 
@@ -55,8 +56,8 @@ def command(obj, models, array, nb_epoch, epoch_samples, intelligent, pack, no_c
     """Build a batch: code snapshot, one sbatch array script per model, runbatch.sh."""
     import dataclasses
 
-    from netrain.builder import TrainOptions, generate
-    from netrain.spec import parse_models
+    from netrain.define.builder import TrainOptions, generate
+    from netrain.define.spec import parse_models
 
     specs = parse_models(models)
     cfg = obj.config()

@@ -17,10 +17,10 @@ from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, warn
 @click.pass_obj
 def command(obj, batch, failed, models, where) -> None:
     """Resubmit BATCH's failed tasks as one new array (e.g. --array=3,17,42) per model."""
-    from netrain import executor as ex
-    from netrain.heal import heal
-    from netrain.spec import parse_model_filter
-    from netrain.status import batch_status
+    from netrain.define.spec import parse_model_filter
+    from netrain.execute import executor as ex
+    from netrain.execute.heal import heal
+    from netrain.execute.status import batch_status
 
     b = load_batch(obj, batch)
     keys = [m.key for m in ex.select_models(b, parse_model_filter(models) if models else None)]

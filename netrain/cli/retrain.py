@@ -22,10 +22,10 @@ from netrain.errors import NetrainError
 @click.pass_obj
 def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     """Train the network of MLflow run RUN_ID again: a new run tagged retrain_of=RUN_ID."""
-    from netrain import builder
-    from netrain import executor as ex
-    from netrain.lookup import find_run
-    from netrain.records import read_model_records
+    from netrain.define import builder
+    from netrain.execute import executor as ex
+    from netrain.execute.records import read_model_records
+    from netrain.results.lookup import find_run
 
     cfg = obj.config(required=False)
     ref = find_run(run_id, obj.trainings_dir(), cfg.tracking_uri if cfg.path else None)

@@ -17,7 +17,7 @@ from netrain.cli.common import POSITIVE, load_batch, start_tasks
 @click.pass_obj
 def command(obj, batch, workers, models, tasks, rerun) -> None:
     """Run BATCH's array tasks on this machine, exactly as SLURM would."""
-    from netrain.spec import parse_model_filter, parse_tasks
+    from netrain.define.spec import parse_model_filter, parse_tasks
 
     keys = parse_model_filter(models) if models else None
     idx = parse_tasks(tasks) if tasks else None

@@ -20,7 +20,7 @@ import click
 def command(obj, backend_store_uri, host, port, workers) -> None:
     """Start an MLflow tracking server for the trainings directory (artifacts proxied into
     TRAININGS_DIR/mlartifacts) and print the tracking_uri line for netrain.yaml."""
-    from netrain import server
+    from netrain.track import server
 
     cfg = obj.config()
     trainings = Path(cfg.trainings_dir)

@@ -19,8 +19,8 @@ from netrain.errors import NetrainError
 @click.pass_obj
 def command(obj, batch, retry_for) -> None:
     """Ship the unshipped tracking events of BATCH (default: of every batch)."""
-    from netrain.batch import Batch, list_batches
-    from netrain.sync import sync_batch
+    from netrain.define.batch import Batch, list_batches
+    from netrain.track.sync import sync_batch
 
     if batch is not None:
         batches = [load_batch(obj, batch)]
@@ -50,9 +50,9 @@ def command(obj, batch, retry_for) -> None:
 def _heal(batches: list[Any]) -> None:
     """Close (in their journals) the runs of tasks that died without a word, as `show` does,
     so that what sync ships leaves no run RUNNING."""
-    from netrain import executor
-    from netrain.heal import heal
-    from netrain.status import batch_status
+    from netrain.execute import executor
+    from netrain.execute.heal import heal
+    from netrain.execute.status import batch_status
 
     asked = [b for b in batches if executor.has_slurm_jobs(b)]
     view = executor.scheduler_view(asked)

@@ -20,7 +20,7 @@ def command(obj, batch, port, print_only) -> None:
     """Start mlflow ui on this project's tracking store, bound to 127.0.0.1 (one worker, no
     job runner), and print its URL (BATCH: the URL of that batch's experiment). Ctrl-C stops
     it."""
-    from netrain import mlflow_ui
+    from netrain.track import mlflow_ui
 
     cfg = obj.config()
     experiment = None

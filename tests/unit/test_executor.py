@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from netrain import executor as ex
-from netrain.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
-from netrain.records import TaskRecord, record_path, write_record
-from netrain.slurm import Result
+from netrain.define.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
+from netrain.execute import executor as ex
+from netrain.execute.records import TaskRecord, record_path, write_record
+from netrain.execute.slurm import Result
 
 
 class Sbatch:

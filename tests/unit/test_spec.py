@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netrain.errors import SpecError, UsageError
-from netrain.spec import (
+from netrain.define.spec import (
     MAX_NNETS,
     ModelSpec,
     check_name,
@@ -16,6 +15,7 @@ from netrain.spec import (
     parse_models,
     parse_tasks,
 )
+from netrain.errors import SpecError, UsageError
 
 SEED_EXAMPLE = "classifier.clu_one=10, chransynth=32, autoencoder.classical=45"
 

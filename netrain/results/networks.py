@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch
+from netrain.define.batch import Batch
 from netrain.errors import NetrainError
-from netrain.records import TaskRecord, read_model_records, read_retrain_records
+from netrain.execute.records import TaskRecord, read_model_records, read_retrain_records
 
 
 @dataclass
@@ -46,7 +46,7 @@ def shipped_runs(batch: Batch, rec: TaskRecord) -> dict[str, str]:
     """Tracking key -> MLflow run id, for the runs of the task already shipped."""
     if not rec.journal:
         return {}
-    from netrain.journal import read_state
+    from netrain.track.journal import read_state
 
     runs = read_state(batch.path / rec.journal).get("runs") or {}
     return {str(k): str(v) for k, v in runs.items()}

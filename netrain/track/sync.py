@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netrain.journal import pending
+from netrain.track.journal import pending
 
 
 @dataclass
@@ -20,7 +20,7 @@ class SyncResult:
 def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
                retry_for: float = 30.0) -> SyncResult:
     """Ship the batch's pending journals one after another; say one line per journal."""
-    from netrain.shipper import Busy, ship
+    from netrain.track.shipper import Busy, ship
 
     result = SyncResult()
     todo = pending(batch_dir)
@@ -72,11 +72,11 @@ class Courier:
     def _run(self) -> None:
         import contextlib
 
-        from netrain.shipper import Busy, ship
+        from netrain.track.shipper import Busy, ship
 
         # import MLflow and open the store while the first tasks train, not after them
         with contextlib.suppress(Exception):
-            from netrain import mlflow_ship
+            from netrain.track import mlflow_ship
 
             mlflow_ship.client(self.uri)
         while True:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch, atomic_write
-from netrain.results import Network, best, load_histories, metric_names, networks
+from netrain.define.batch import Batch, atomic_write
+from netrain.results.networks import Network, best, load_histories, metric_names, networks
 
 #: Metrics drawn as learning curves (training, validation), when the networks have them.
 CURVES = (("loss", "training loss"), ("val_loss", "validation loss"))
@@ -183,7 +183,7 @@ def _html(batch: Batch, rep: Report, nets: list[Network], per_model: dict[str, l
 def build(batch: Batch, out: Path, metric: str | None = None, mode: str | None = None,
           top: int = 5) -> Report:
     """Write the batch's report into ``out``; returns what was written."""
-    from netrain.results import default_mode
+    from netrain.results.networks import default_mode
 
     nets = networks(batch)
     load_histories(nets)

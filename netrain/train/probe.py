@@ -1,7 +1,7 @@
 """generate's check, run in a child process: import the main script from the snapshot
 with NETRAIN_PROBE=1, call the configuration function once per model, validate the output.
 
-Usage: python -m netrain.probe REQUEST.json RESULT.json
+Usage: python -m netrain.train.probe REQUEST.json RESULT.json
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
-    from netrain.contract import build_input, call_config_function, first_line, raised_at
+    from netrain.define.contract import build_input, call_config_function, first_line, raised_at
+    from netrain.define.loader import ScriptError, load_config_function
     from netrain.errors import NetrainError
-    from netrain.loader import ScriptError, load_config_function
 
     code_dir = Path(request["code_dir"])
     main = code_dir / request["main_script"]
@@ -48,7 +48,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
             with contextlib.redirect_stdout(out):
                 cfg = call_config_function(fn, inputs, key)
                 if request.get("deep", True):
-                    from netrain.training import peek_data
+                    from netrain.train.sequential import peek_data
 
                     peek_data(cfg.training_generator, key, "training_generator")
                     if cfg.evaluation_generator is not None:

@@ -7,10 +7,10 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch
+from netrain.define.batch import Batch
 from netrain.errors import NetrainError, TrackingError
-from netrain.mlflow_store import client
-from netrain.results import Network
+from netrain.results.networks import Network
+from netrain.track.mlflow_store import client
 
 #: Tag marking the run that holds a batch's report (not a task's, not a network's run):
 #: `show` and run counts must leave out runs with ``tags.netrain.kind = 'report'``.
@@ -26,7 +26,7 @@ def _uri_and_experiment(batch: Batch) -> tuple[str, str]:
 def log_report(batch: Batch, out: Path) -> str:
     """Log the report's files as artifacts of the batch's ``report`` run (made once, then
     reused); returns the run id. Raises TrackingError when the backend cannot be used."""
-    from netrain.mlflow_store import check_reachable
+    from netrain.track.mlflow_store import check_reachable
 
     uri, exp = _uri_and_experiment(batch)
     check_reachable(uri)
@@ -66,7 +66,7 @@ def pip_requirements() -> list[str]:
     not infer them by reloading the model in a subprocess)."""
     from importlib import metadata
 
-    from netrain.provenance import backend_package
+    from netrain.define.provenance import backend_package
 
     out = []
     for dist in ("mlflow", "keras", backend_package(), "numpy"):
@@ -85,7 +85,7 @@ def register(batch: Batch, net: Network, name: str) -> dict[str, str]:
                            "run: it cannot be registered")
     model = load_keras_model(net)
     uri, _ = _uri_and_experiment(batch)
-    from netrain.mlflow_store import check_reachable
+    from netrain.track.mlflow_store import check_reachable
 
     check_reachable(uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -109,7 +109,7 @@ def register(batch: Batch, net: Network, name: str) -> dict[str, str]:
 
 
 def get_run(uri: str, run_id: str) -> Any:
-    from netrain.mlflow_store import get_run as _get
+    from netrain.track.mlflow_store import get_run as _get
 
     return _get(uri, run_id)
 

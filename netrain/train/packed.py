@@ -1,6 +1,6 @@
 """Packed training: a task's same-shaped networks trained together as one vectorized step.
 
-:func:`train_networks_packed` has the contract of :func:`netrain.training.train_networks`.
+:func:`train_networks_packed` has the contract of :func:`netrain.train.sequential.train_networks`.
 Networks whose model, data shapes and settings are identical are stacked (one slice per
 network) and advanced by one compiled step, ``keras.ops.vectorized_map`` over the template
 model's ``stateless_call``; the gradient of the summed losses gives each network its own
@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netrain import checkpoint
+from netrain.define import checkpoint
 from netrain.errors import TaskInterrupted, pending_interrupt
-from netrain.training import (
+from netrain.train.sequential import (
     NetworkJob,
     NetworkResult,
     Observer,
@@ -393,7 +393,7 @@ def train_networks_packed(
     observer: Observer,
 ) -> list[NetworkResult | None]:
     """Train the networks, packing those that can be packed; same contract as
-    :func:`netrain.training.train_networks`."""
+    :func:`netrain.train.sequential.train_networks`."""
     import keras
 
     results: dict[int, NetworkResult | None] = {}

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netrain.results import networks
+from netrain.results.networks import networks
 
 _NOT_PARAMS = {"wpath", "archpath", "metricspath", "batch_dir"}
 
@@ -22,7 +22,7 @@ def _when(ms: int | None) -> str:
 
 def gather(ref: Any) -> dict[str, Any]:
     """A JSON-able description of the run behind a lookup.RunRef."""
-    from netrain import mlflow_results
+    from netrain.results import mlflow_results
 
     run, batch = ref.run, ref.batch
     tags = dict(run.tags)

@@ -83,7 +83,7 @@ class Config:
     workers: int = 2
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
-    #: checkpoint settings (netrain.checkpoint.Policy): every_epochs, every_minutes, keep
+    #: checkpoint settings (netrain.define.checkpoint.Policy): every_epochs, every_minutes, keep
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def environment(self, gpu: bool) -> Environment:
@@ -222,7 +222,7 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
 
     checkpoint = raw.get("checkpoint") or {}
     try:
-        from netrain.checkpoint import Policy
+        from netrain.define.checkpoint import Policy
 
         Policy.from_mapping(checkpoint)
     except ValueError as exc:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from netrain import checkpoint, h5weights
-from netrain.contract import NetworkConfig
+from netrain.define import checkpoint
+from netrain.define.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
+from netrain.train import h5weights
 
 GC_EVERY = 16
 #: The share of an epoch's time a copy of a network's state (kept so that a signal mid-epoch

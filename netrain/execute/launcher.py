@@ -2,7 +2,8 @@
 process that journals its tracking, ships the journal to MLflow while it runs, and exits
 with the child's code.
 
-Usage: python -m netrain.launch BATCH_DIR --experiment-id ID --env-manager local -P k=v ...
+Usage: python -m netrain.execute.launcher BATCH_DIR --experiment-id ID --env-manager local \
+    -P k=v ...
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def entry_command(batch_dir: Path, entry_point: str, params: dict[str, str]) -> 
 
 def journal_for(batch_dir: Path, params: dict[str, str]) -> Path:
     """journal/<class>-<architecture>/<trainingrun>.jsonl, or journal/retrain/<key>.jsonl."""
-    from netrain.journal import journal_path
+    from netrain.track.journal import journal_path
 
     retrain_of = params.get("retrain_of", "none")
     if retrain_of not in ("", "none", "None"):
@@ -76,7 +77,7 @@ def _tracking_uri(batch_dir: Path) -> str | None:
     if uri:
         return uri
     with contextlib.suppress(Exception):
-        from netrain.batch import Batch
+        from netrain.define.batch import Batch
 
         return str(Batch.load(batch_dir).manifest.tracking["uri"])
     return None
@@ -124,7 +125,7 @@ class _ShipThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            from netrain.shipper import Busy, Shipper
+            from netrain.track.shipper import Busy, Shipper
 
             try:
                 self.shipper = Shipper(self.journal, self.batch_dir, self.uri,
@@ -154,7 +155,7 @@ class _ShipThread(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m netrain.launch")
+    ap = argparse.ArgumentParser(prog="python -m netrain.execute.launcher")
     ap.add_argument("batch_dir")
     ap.add_argument("-e", "--entry-point", default="train")
     ap.add_argument("--experiment-id", required=True)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         shipper.start()
     rc = child.wait()
     if shipper is not None:
-        from netrain.shipper import drain_timeout
+        from netrain.track.shipper import drain_timeout
 
         try:
             shipper.drain(drain_timeout())

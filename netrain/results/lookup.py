@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netrain.batch import Batch, find_batch, list_batches
+from netrain.define.batch import Batch, find_batch, list_batches
 from netrain.errors import BatchError, TrackingError
 
 if TYPE_CHECKING:
-    from netrain.mlflow_store import RunInfo
+    from netrain.track.mlflow_store import RunInfo
 
 RUN_ID_CHARS = set("0123456789abcdef")
 
@@ -46,7 +46,7 @@ def candidate_uris(trainings_dir: Path | None, configured: str | None) -> list[s
 
 
 def find_run(run_id: str, trainings_dir: Path | None, configured_uri: str | None) -> RunRef:
-    from netrain import mlflow_store
+    from netrain.track import mlflow_store
 
     if not looks_like_run_id(run_id):
         raise TrackingError(f"{run_id!r} is not an MLflow run id (32 hex characters): copy it "

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from netrain.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
+from netrain.define.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
+from netrain.define.spec import format_indices
 from netrain.errors import BatchError, SchedulerError, UsageError
-from netrain.heal import heal_exited
-from netrain.journal import journal_path
-from netrain.records import read_model_records, record_path
-from netrain.spec import format_indices
-from netrain.sync import Courier
+from netrain.execute.heal import heal_exited
+from netrain.execute.records import read_model_records, record_path
+from netrain.track.journal import journal_path
+from netrain.track.sync import Courier
 
 EXECUTORS = ("local", "slurm")
 #: The environment variable that names a retrain's record (records/retrain/<key>.json).
@@ -153,7 +153,7 @@ def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1
 
 def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
             runner: Any) -> Started:
-    from netrain import slurm
+    from netrain.execute import slurm
 
     throttle = batch.manifest.slurm.get("max_running")
     out = Started()
@@ -191,8 +191,8 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
 
 def _sync_job(batch: Batch) -> tuple[list[str], str] | None:
     """The batch's sync job (render.sync_job), when its tasks can leave shipping to it."""
-    from netrain import render
-    from netrain.builder import script_spec
+    from netrain.define import scripts as render
+    from netrain.define.builder import script_spec
 
     m = batch.manifest
     if not m.models or not m.tracking.get("uri"):
@@ -202,7 +202,7 @@ def _sync_job(batch: Batch) -> tuple[list[str], str] | None:
 
 def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: int, say: Say,
               progress: Progress | None, rerun: bool = False) -> Started:
-    from netrain.local import LocalTask, TaskOutcome, run_tasks
+    from netrain.execute.local import LocalTask, TaskOutcome, run_tasks
 
     # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
     # new runs (NETRAIN_RERUN tells the task)
@@ -248,7 +248,7 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
         if progress is not None:
             progress.end()
         if courier is not None:
-            from netrain.shipper import drain_timeout
+            from netrain.track.shipper import drain_timeout
 
             left = courier.finish(drain_timeout())
             if left:
@@ -288,7 +288,7 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
     env = {RETRAIN_KEY_VAR: key}
     out = Started()
     if executor == "slurm":
-        from netrain import slurm
+        from netrain.execute import slurm
 
         arrays = slurm.submit_array(str(r.script), [r.index], runner=runner, env=env)
         job_id, offset = arrays[0].job_id, arrays[0].offset
@@ -301,7 +301,7 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
     out.jobs.append(job)
     if executor == "slurm":
         return out
-    from netrain.local import LocalTask, run_tasks
+    from netrain.execute.local import LocalTask, run_tasks
 
     log = batch.path / "logs" / f"{r.script.stem}_local.log"
     outcome = run_tasks([LocalTask(model.key, r.index, r.script, log, record,
@@ -382,7 +382,7 @@ class SchedulerView:
 
 def scheduler_view(batches: Sequence[Batch], runner: Any = None) -> SchedulerView:
     """One squeue and one sacct call for all jobs of all batches."""
-    from netrain import slurm
+    from netrain.execute import slurm
 
     owners: dict[str, tuple[str, str, int]] = {}
     retrain_owner: dict[str, str] = {}

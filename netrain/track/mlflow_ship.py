@@ -41,7 +41,7 @@ def client(uri: str) -> Any:
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import logging
 
-    from netrain.mlflow_store import client as make_client
+    from netrain.track.mlflow_store import client as make_client
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     c = make_client(uri)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from netrain.define.spec import NAME_RE, ModelName
 from netrain.errors import BatchError
-from netrain.spec import NAME_RE, ModelName
 
 MANIFEST = "batch.yaml"
 SUBDIRS = ("code", "scripts", "weights", "archs", "metrics", "logs", "records")

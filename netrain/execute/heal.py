@@ -17,9 +17,9 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from netrain.batch import Batch, now_iso, retrain_jobs
+from netrain.define.batch import Batch, now_iso, retrain_jobs
 from netrain.errors import TrackingError
-from netrain.records import (
+from netrain.execute.records import (
     TaskRecord,
     read_model_records,
     read_record,
@@ -27,7 +27,7 @@ from netrain.records import (
     record_path,
     write_record,
 )
-from netrain.status import BatchStatus, State, scheduler_state, settle
+from netrain.execute.status import BatchStatus, State, scheduler_state, settle
 
 KILLED_STATES = (State.CANCELLED, State.PREEMPTED)
 
@@ -36,7 +36,7 @@ Closer = Callable[[str, list[str], str], object]
 
 
 def _close_with_mlflow(uri: str, run_ids: list[str], status: str) -> object:
-    from netrain import mlflow_store
+    from netrain.track import mlflow_store
 
     return mlflow_store.close_runs(uri, run_ids, status)
 
@@ -66,8 +66,8 @@ def close_in_journal(batch_dir: Path, rec: TaskRecord, why: str) -> None:
     """Close the runs a dead task left open, in its own journal: a network with a checkpoint
     is resumable (KILLED, resumed in the same run by the next attempt), one without is lost
     (FAILED); the task's run ends KILLED. The record's networks say the same."""
-    from netrain import checkpoint
-    from netrain.journal import JournalWriter, run_status
+    from netrain.define import checkpoint
+    from netrain.track.journal import JournalWriter, run_status
 
     path = batch_dir / rec.journal
     open_keys = [k for k, st in run_status(path).items() if st == "RUNNING"] \
@@ -106,7 +106,7 @@ def ship_quietly(batch_dir: Path, rec: TaskRecord, uri: str, seconds: float = 10
     if not rec.journal or not uri:
         return
     with contextlib.suppress(Exception):
-        from netrain.shipper import ship
+        from netrain.track.shipper import ship
 
         ship(batch_dir / rec.journal, batch_dir, uri, follow=lambda: False,
              deadline=time.monotonic() + seconds)
@@ -166,7 +166,7 @@ def heal_exited(batch: Batch, path: Path, returncode: int,
     rec = read_record(path)
     if returncode == 0 or rec is None or rec.state != "running":
         return False
-    from netrain.shipper import drain_timeout
+    from netrain.track.shipper import drain_timeout
 
     run_status = "KILLED" if returncode < 0 or returncode > 128 else "FAILED"
     return _close_and_mark(batch, path, rec, run_status,

@@ -1,5 +1,5 @@
 """Shipping a journal into MLflow: the state file, the follow loop, retries with backoff, and
-the exactly-once rules (``python -m netrain.shipper follow JOURNAL ...``)."""
+the exactly-once rules (``python -m netrain.track.shipper follow JOURNAL ...``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.journal import read_events, read_state, unshipped_bytes, write_state
+from netrain.track.journal import read_events, read_state, unshipped_bytes, write_state
 
 CHUNK_EVENTS = 2000
 MAX_RECORDED_ERRORS = 50
@@ -175,7 +175,7 @@ class Shipper:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from netrain import mlflow_ship
+            from netrain.track import mlflow_ship
 
             self._client = self._call("open the tracking backend",
                                       lambda: mlflow_ship.client(self.uri))
@@ -185,7 +185,7 @@ class Shipper:
         """fn(), retried with exponential backoff and jitter while the error is transient.
         A permanent error is raised at once; GiveUp when the deadline or give_up_after
         passes first."""
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         attempt = 0
         first_failure: float | None = None
@@ -225,7 +225,7 @@ class Shipper:
     def ship_available(self) -> int:
         """Ship every complete line now in the journal; return how many events were sent."""
         total = 0
-        from netrain.journal import ReadStats
+        from netrain.track.journal import ReadStats
 
         while True:
             offset = int(self.state.get("offset", 0))
@@ -309,7 +309,7 @@ class Shipper:
         self._save(inflight=self.inflight_end)
 
     def _record(self, key: str, what: str, seqs: list[int], exc: BaseException | str) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         text = exc if isinstance(exc, str) else mlflow_ship.describe(exc)
         entry = {"key": key, "ev": what, "seq": seqs[:1] + seqs[-1:] if seqs else [],
@@ -342,7 +342,7 @@ class Shipper:
 
     # --- one event kind each --------------------------------------------------------------
     def _open_run(self, ev: dict[str, Any]) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         key = str(ev["key"])
         experiment_id = str(ev.get("experiment_id", ""))
@@ -443,7 +443,7 @@ class Shipper:
             buf.metrics.append((str(name), number, ts, step))
 
     def _history(self, run_id: str, name: str) -> set[int]:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         cached = self._have.get((run_id, name))
         if cached is None:
@@ -454,7 +454,7 @@ class Shipper:
         return cached
 
     def _send(self, key: str, buf: _Pending) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         run_id = self._run_id(key)
         if run_id is None:
@@ -473,7 +473,7 @@ class Shipper:
         self.report.tags += len(buf.tags)
 
     def _send_parts(self, key: str, run_id: str, buf: _Pending) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         parts: list[tuple[str, list[Any], dict[str, str], dict[str, str]]] = [
             ("metrics", buf.metrics, {}, {}), ("tags", [], {}, buf.tags)]
@@ -498,7 +498,7 @@ class Shipper:
             self.report.tags += len(tags)
 
     def _artifacts(self, ev: dict[str, Any]) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         key = str(ev["key"])
         run_id = self._run_id(key)
@@ -524,7 +524,7 @@ class Shipper:
                                                               scratch))
 
     def _end(self, ev: dict[str, Any]) -> None:
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         key = str(ev["key"])
         run_id = self._run_id(key)
@@ -542,7 +542,7 @@ class Shipper:
     def _reconcile(self, key: str) -> None:
         """Delete a second run of an uncertain create; forget the key once the create is
         old enough that no server can still be working on it."""
-        from netrain import mlflow_ship
+        from netrain.track import mlflow_ship
 
         experiment_id, when = self.state["uncertain"][key]
         run_id = self.state["runs"].get(key)
@@ -661,7 +661,7 @@ def _stderr(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m netrain.shipper",
+    ap = argparse.ArgumentParser(prog="python -m netrain.track.shipper",
                                  description="Ship a netrain tracking journal into MLflow.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("follow", help="tail a journal until the writer process is gone")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrain.define.params import TASK_PARAM_NAMES
 from netrain.errors import ContractError
-from netrain.params import TASK_PARAM_NAMES
 
 #: The seed's input keys, always present.
 INPUT_KEYS = (
@@ -247,7 +247,7 @@ def validate_output(out: Any, model: str,
 
     ckpt = out.get("checkpoint") or {}
     try:
-        from netrain.checkpoint import Policy
+        from netrain.define.checkpoint import Policy
 
         Policy.from_mapping(ckpt)
     except ValueError as exc:

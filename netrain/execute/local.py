@@ -5,21 +5,16 @@ child process that checks the configuration function for generate and add."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from netrain.errors import ContractError
 
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
@@ -116,32 +111,6 @@ def run_tasks(tasks: list[LocalTask], workers: int,
 def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, sig)
-
-
-def run_probe(request: dict[str, Any], python: str, timeout: float = 900) -> dict[str, Any]:
-    """Run netrain.probe in a child process with the task's Python; return its verdict."""
-    with tempfile.TemporaryDirectory(prefix="netrain-probe-") as d:
-        req = Path(d) / "request.json"
-        res = Path(d) / "result.json"
-        req.write_text(json.dumps(request))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
-                   NETRAIN_PROBE="1", MLFLOW_DISABLE_TELEMETRY="true")
-        try:
-            proc = subprocess.run([python, "-m", "netrain.probe", str(req), str(res)],
-                                  capture_output=True, text=True, env=env, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise ContractError(f"checking the configuration took over {timeout:.0f} s: "
-                                "use --no-check to skip it") from None
-        except OSError as exc:
-            raise ContractError(f"cannot run {python} to check the configuration: "
-                                f"{exc.strerror}") from None
-        if res.is_file():
-            return dict(json.loads(res.read_text()))
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()
-        last = tail[-1] if tail else f"exit code {proc.returncode}"
-        raise ContractError(f"checking the configuration crashed ({last}): use --no-check to "
-                            "skip it")
 
 
 def python_executable() -> str:

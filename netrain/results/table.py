@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Batch, retrain_jobs
-from netrain.status import BatchStatus, State
+from netrain.define.batch import Batch, retrain_jobs
+from netrain.execute.status import BatchStatus, State
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

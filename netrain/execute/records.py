@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import atomic_write, now_iso
+from netrain.define.batch import atomic_write, now_iso
 
 
 @dataclass

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netrain import checkpoint
-from netrain.batch import Batch, now_iso
-from netrain.contract import build_input, call_config_function, first_line
+from netrain.define import checkpoint
+from netrain.define.batch import Batch, now_iso
+from netrain.define.contract import build_input, call_config_function, first_line
+from netrain.define.params import TASK_PARAMS, parse_bool
+from netrain.define.spec import ModelName
 from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
-from netrain.journal import JournalWriter, journal_path, logged_steps
-from netrain.params import TASK_PARAMS, parse_bool
-from netrain.records import (
+from netrain.execute.records import (
     NetRecord,
     TaskRecord,
     new_record,
@@ -36,8 +36,8 @@ from netrain.records import (
     record_path,
     write_record,
 )
-from netrain.spec import ModelName
-from netrain.status import code_edited
+from netrain.execute.status import code_edited
+from netrain.track.journal import JournalWriter, journal_path, logged_steps
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _none(text: str) -> str:
 
 def parse_task_args(argv: list[str]) -> TaskArgs:
     """The task's command line, as the sbatch script and the MLproject pass it (the
-    parameters are netrain.params.TASK_PARAMS)."""
+    parameters are netrain.define.params.TASK_PARAMS)."""
     p = argparse.ArgumentParser(prog="netrain task", add_help=True)
     for param in TASK_PARAMS:
         dest = "cls" if param.name == "class" else param.name
@@ -309,7 +309,7 @@ class TaskRunner:
         write_record(self.rpath, self.record)
 
     def make_job(self, net_index: int) -> Any:
-        from netrain.training import NetworkJob
+        from netrain.train.sequential import NetworkJob
 
         inputs = job_inputs(self, net_index)
         cfg = call_config_function(self.fn, inputs, self.args.model_key)
@@ -383,7 +383,7 @@ class TaskRunner:
 
     def train_all(self, observer: _TaskObserver) -> int:
         """Train the task's networks; returns how many failed."""
-        from netrain import packed
+        from netrain.train import packed
 
         indices = self.todo()
         self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
@@ -495,7 +495,7 @@ class TaskRunner:
                 self._shipper_timer.cancel()
         if self._shipper is None:
             return
-        from netrain.shipper import drain_timeout
+        from netrain.track.shipper import drain_timeout
 
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self._shipper.wait(timeout=drain_timeout() + 5)
@@ -506,7 +506,7 @@ class TaskRunner:
         NETRAIN_SHIP_AFTER seconds."""
         if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
             return
-        from netrain.launch import ship_after
+        from netrain.execute.launcher import ship_after
 
         after = ship_after()
         if after > 0:
@@ -517,7 +517,7 @@ class TaskRunner:
             self._spawn_shipper()
 
     def _spawn_shipper(self) -> None:
-        cmd = [sys.executable, "-m", "netrain.shipper", "follow", str(self.jpath),
+        cmd = [sys.executable, "-m", "netrain.track.shipper", "follow", str(self.jpath),
                "--batch-dir", str(self.batch.path), "--uri", self.tracking_uri,
                "--pid", str(os.getpid())]
         with self._shipper_lock, contextlib.suppress(OSError):
@@ -581,7 +581,7 @@ def _restore_signal_handlers(old: dict[int, Any]) -> None:
 def run_entry(batch_dir: Path, argv: list[str]) -> int:
     """The batch's MLflow entry point: load the user's main script from the code snapshot
     and train the array task its arguments name."""
-    from netrain.loader import ScriptError, batch_environment, load_config_function
+    from netrain.define.loader import ScriptError, batch_environment, load_config_function
 
     args = parse_task_args(argv)
     batch = Batch.load(batch_dir)

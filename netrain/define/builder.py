@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netrain import render
-from netrain.batch import (
+from netrain.define import scripts as render
+from netrain.define.batch import (
     Batch,
     Manifest,
     ModelEntry,
@@ -25,9 +25,9 @@ from netrain.batch import (
     staging_dir,
     write_manifest,
 )
-from netrain.config import Config
+from netrain.define.config import Config
+from netrain.define.spec import ModelSpec
 from netrain.errors import BatchError, ContractError, SpecError
-from netrain.spec import ModelSpec
 
 Say = Callable[[str], None]
 #: No SLURM cluster takes a larger array (MaxArraySize itself is at most 4,000,001).
@@ -91,7 +91,7 @@ def write_scripts(target: Path, final: Path, m: Manifest, models: list[ModelEntr
 
 def _probe(config_code_dir: Path, main_rel: str, batch_dir: Path, batch_id: str,
            specs: list[ModelSpec], opts: TrainOptions, python: str) -> list[str]:
-    from netrain.local import run_probe
+    from netrain.define.probe import run_probe
 
     request = {
         "code_dir": str(config_code_dir), "main_script": main_rel,
@@ -127,8 +127,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
              gpu: bool, check: bool = True, dry_run: bool = False,
              say: Say = print) -> tuple[Path, Manifest]:
     """Build a batch directory atomically; returns its final path and manifest."""
-    from netrain.provenance import experiment_tags, git_state, versions
-    from netrain.snapshot import git_commit, snapshot_code
+    from netrain.define.provenance import experiment_tags, git_state, versions
+    from netrain.define.snapshot import git_commit, snapshot_code
 
     check_options(opts, description)
     if not cfg.main_script.is_file():
@@ -199,7 +199,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
                 return final, manifest
             for model in models:  # a value no script can hold fails here, before MLflow
                 render.render_sbatch(script_spec(final, manifest, model))
-            from netrain import mlflow_store
+            from netrain.track import mlflow_store
 
             with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
                 experiment_id = mlflow_store.create_batch_experiment(
@@ -214,7 +214,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             return final, manifest
     except BaseException:
         if experiment_id is not None and not final.exists():
-            from netrain import mlflow_store
+            from netrain.track import mlflow_store
 
             mlflow_store.delete_experiment(cfg.tracking_uri, experiment_id)
         if made_trainings_dir:  # leave nothing behind, not even an empty trainings_dir
@@ -228,7 +228,7 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
 
 def _check_tracking(cfg: Config) -> None:
     """Fail on an unreachable tracking backend before anything is written."""
-    from netrain import mlflow_store
+    from netrain.track import mlflow_store
 
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == \
@@ -321,7 +321,7 @@ def template(name: str) -> str:
 
 
 def _version() -> str:
-    from netrain import __version__
+    from netrain.version import __version__
 
     return __version__
 

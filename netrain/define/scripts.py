@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netrain.batch import Segment
+from netrain.define.batch import Segment
+from netrain.define.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 from netrain.errors import BatchError
-from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 
 
 def q(value: object) -> str:
@@ -161,7 +161,7 @@ def task_command(spec: ScriptSpec, python: str) -> list[str]:
         cmd += ["run"]
     else:
         # the same MLflow project run through the Projects API, without the CLI's start-up
-        cmd = [python, "-m", "netrain.launch"]
+        cmd = [python, "-m", "netrain.execute.launcher"]
     cmd += ['"$batch_dir"', "-e", "train", "--env-manager", env_manager,
             "--experiment-id", '"$MLFLOW_EXPERIMENT_ID"']
     for key in TASK_PARAM_NAMES:

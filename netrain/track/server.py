@@ -125,7 +125,7 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
     """Run the server in the foreground until it exits or we get SIGTERM/SIGINT."""
     check_backend_uri(backend_uri)
     if backend_uri.startswith("sqlite:///"):
-        from netrain.mlflow_store import initialise_sqlite
+        from netrain.track.mlflow_store import initialise_sqlite
 
         Path(backend_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         initialise_sqlite(backend_uri)

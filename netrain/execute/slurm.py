@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from netrain.define.spec import format_indices
 from netrain.errors import SchedulerError
-from netrain.spec import format_indices
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 

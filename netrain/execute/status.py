@@ -7,8 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netrain.batch import Batch, ModelEntry
-from netrain.records import TaskRecord, read_model_records, read_retrain_records
+from netrain.define.batch import Batch, ModelEntry
+from netrain.execute.records import TaskRecord, read_model_records, read_retrain_records
 
 
 class State(enum.Enum):
@@ -194,7 +194,7 @@ def _tracking(batch_dir: Path, st: TaskStatus, rec: TaskRecord | None) -> None:
     """The task's MLflow run (once shipped) and whether events wait to be shipped."""
     if rec is None or not rec.journal:
         return
-    from netrain.journal import read_state, unshipped_bytes
+    from netrain.track.journal import read_state, unshipped_bytes
 
     path = batch_dir / rec.journal
     st.run_id = st.run_id or str(read_state(path).get("runs", {}).get(rec.key, ""))
@@ -227,7 +227,7 @@ def batch_status(batch: Batch,
 
 def code_edited(batch: Batch) -> bool:
     """Whether the batch's code snapshot changed since generate (digest comparison)."""
-    from netrain.snapshot import digest_dir
+    from netrain.define.snapshot import digest_dir
 
     want = batch.manifest.code.get("digest")
     if not want or not (batch.path / "code").is_dir():
