@@ -46,7 +46,9 @@ def training_options(f):
 @bool_option("--run", "run_", help="Start the batch right away (see --executor).")
 @click.option("--executor", type=EXECUTOR, default=None,
               help="Where --run sends the batch (default: executor in netrain.yaml, else local).")
-@click.option("--workers", type=POSITIVE, default=None, help="Local executor: tasks at a time.")
+@click.option("--workers", "-j", type=POSITIVE, default=None,
+              help="With --run on the local executor: tasks at a time (default: workers in "
+              "netrain.yaml, else 2).")
 @click.option("--max-running", type=POSITIVE, default=None,
               help="SLURM: at most K tasks of each array at once (--array=0-N%K).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and submitted.")

@@ -16,7 +16,8 @@ from netrain.errors import NetrainError
               help="Epochs this time (default: as the first time).")
 @click.option("--from-weights", is_flag=True,
               help="Start from the network's trained weights instead of a fresh init.")
-@click.option("--executor", type=EXECUTOR, default=None)
+@click.option("--executor", type=EXECUTOR, default=None,
+              help="Where the retrain runs (default: where the network's task ran).")
 @click.option("--run/--no-run", "run_", default=True, show_default=True,
               help="Start it now (--no-run only writes scripts/retrain-*.sh).")
 @click.pass_obj

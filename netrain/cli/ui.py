@@ -12,7 +12,9 @@ from netrain.cli.common import load_batch, say, warn
 
 @click.command("ui")
 @click.argument("batch", required=False)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5001, show_default=True,
+              help="Port on 127.0.0.1 (5001, so that it runs beside 'netrain server' on "
+              "5000).")
 @click.option("--print-only", is_flag=True, help="Print the mlflow command instead of "
               "starting it.")
 @click.pass_obj

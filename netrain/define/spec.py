@@ -141,14 +141,19 @@ def format_indices(indices: list[int]) -> str:
 
 
 def parse_model_filter(text: str) -> list[str]:
-    """Parse ``--models class.arch,class.arch`` as used by run/submit/cancel (no counts)."""
+    """Parse ``--models class.arch,class.arch`` as used by run/submit/cancel/resubmit: a count
+    (``=N``) is an error, not silently dropped."""
     keys: list[str] = []
     cls: str | None = None
     for raw in text.split(","):
         item = raw.strip()
         if not item:
             raise SpecError("--models has an empty item (stray comma?)")
-        name = item.partition("=")[0].strip()
+        name, eq, _ = item.partition("=")
+        name = name.strip()
+        if eq:
+            raise SpecError(f"--models item {item!r} has a count: here --models only selects "
+                            f"models (counts are for generate and add); write {name!r}")
         if "." in name:
             cls, _, arch = name.partition(".")
             check_name(cls, "model class")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netrain.define.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
-from netrain.define.spec import format_indices
+from netrain.define.spec import format_indices, parse_tasks
 from netrain.errors import BatchError, SchedulerError, UsageError
 from netrain.execute.heal import heal_exited
 from netrain.execute.records import read_model_records, record_path
@@ -329,9 +329,18 @@ def _record_retrain_job(batch: Batch, r: Retrain, job: Job, record: Path) -> Non
 
 # ------------------------------------------------------------------ the jobs of a batch
 
-def slurm_job_ids(batch: Batch, models: Sequence[str] | None = None) -> list[str]:
-    """Every SLURM job of the batch (or of some models): array jobs and retrains."""
+def slurm_job_ids(batch: Batch, models: Sequence[str] | None = None,
+                  tasks: Sequence[int] | None = None) -> list[str]:
+    """Every SLURM job of the batch (or of some models): array jobs and retrains. With
+    ``tasks``, only those array tasks, as ``JOBID_INDEX`` (SLURM's index: the batch index
+    less the job's offset)."""
     keys = {m.key for m in select_models(batch, models)}
+    if tasks is not None:
+        wanted = set(tasks)
+        return list(dict.fromkeys(
+            f"{j.job_id}_{i - j.offset}" for m in batch.manifest.models if m.key in keys
+            for j in m.jobs if j.executor == "slurm"
+            for i in parse_tasks(j.indices) if i in wanted))
     ids = [j.job_id for m in batch.manifest.models if m.key in keys for j in m.jobs
            if j.executor == "slurm"]
     ids += [r.job_id for r in retrain_jobs(batch) if r.executor == "slurm" and r.model in keys]

@@ -119,6 +119,15 @@ def metric_names(nets: list[Network]) -> list[str]:
     return list(names)
 
 
+def default_metric(names: list[str]) -> str:
+    """The metric that ranks networks when none is given: val_loss, else loss, else the
+    first one the batch has (``best`` and ``report`` alike)."""
+    for m in ("val_loss", "loss"):
+        if m in names:
+            return m
+    return names[0] if names else "loss"
+
+
 def default_mode(metric: str) -> str:
     """``max`` for accuracy-like metrics, ``min`` for losses and errors."""
     m = metric.lower()

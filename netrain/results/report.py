@@ -183,14 +183,13 @@ def _html(batch: Batch, rep: Report, nets: list[Network], per_model: dict[str, l
 def build(batch: Batch, out: Path, metric: str | None = None, mode: str | None = None,
           top: int = 5) -> Report:
     """Write the batch's report into ``out``; returns what was written."""
-    from netrain.results.networks import default_mode
+    from netrain.results.networks import default_metric, default_mode
 
     nets = networks(batch)
     load_histories(nets)
     names = metric_names(nets)
     if metric is None:
-        metric = "val_loss" if "val_loss" in names else ("loss" if "loss" in names else
-                                                          (names[0] if names else "loss"))
+        metric = default_metric(names)
     mode = mode or default_mode(metric)
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(out=out, html=out / "report.html", networks=len(nets), metric=metric,

@@ -12,7 +12,7 @@ from netrain.define.batch import Batch, retrain_jobs
 from netrain.execute.status import BatchStatus, State
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
+def text_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     for r in rows:
@@ -47,7 +47,7 @@ def overview(statuses: Sequence[BatchStatus], trainings_dir: Path | None,
         rows.append([s.id, s.created[:16].replace("T", " "), _models_cell(s), str(c["planned"]),
                      str(c["finished"]), str(c["failed"]), str(c["running"]),
                      desc[:50] + ("..." if len(desc) > 50 else "")])
-    out = _table(rows, ["BATCH", "CREATED", "MODELS", "NETS", "FINISHED", "FAILED", "RUNNING",
+    out = text_table(rows, ["BATCH", "CREATED", "MODELS", "NETS", "FINISHED", "FAILED", "RUNNING",
                         "DESCRIPTION"])
     extra = [f"warning: {b}" for b in broken]
     if note:
@@ -103,7 +103,7 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
                      str(ms.count("failed")), str(ms.count("running")),
                      str(ms.tasks_in(State.PENDING)),
                      str(sum(1 for t in ms.tasks if t.state.is_failure))])
-    lines.append(_table(rows, ["MODEL", "TASKS", "NETS", "FINISHED", "FAILED", "RUNNING",
+    lines.append(text_table(rows, ["MODEL", "TASKS", "NETS", "FINISHED", "FAILED", "RUNNING",
                                "PENDING-TASKS", "FAILED-TASKS"]))
     task_rows = []
     for ms in st.models:
@@ -121,7 +121,7 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
                               t.slurm_job_id or "-", t.run_id[:12] or "-",
                               (t.error[:60] + (" log: " + where if where else "")).strip()])
     if task_rows:
-        lines += ["", _table(task_rows, ["MODEL", "TASK", "STATE", "SLURM", "NETS", "JOB",
+        lines += ["", text_table(task_rows, ["MODEL", "TASK", "STATE", "SLURM", "NETS", "JOB",
                                           "RUN", "ERROR / LOG"])]
     pending = sum(ms.tasks_in(State.PENDING) for ms in st.models)
     if pending and not all_tasks:
