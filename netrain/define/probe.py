@@ -20,7 +20,7 @@ def run_probe(request: dict[str, Any], python: str, timeout: float = 900) -> dic
         res = Path(d) / "result.json"
         req.write_text(json.dumps(request))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
-                   NETRAIN_PROBE="1", MLFLOW_DISABLE_TELEMETRY="true")
+                   MLFLOW_DISABLE_TELEMETRY="true")
         try:
             proc = subprocess.run([python, "-m", "netrain.train.probe", str(req), str(res)],
                                   capture_output=True, text=True, env=env, timeout=timeout,

@@ -1,5 +1,5 @@
-"""generate's check, run in a child process: import the main script from the snapshot
-with NETRAIN_PROBE=1, call the configuration function once per model, validate the output.
+"""generate's check, run in a child process: import the main script from the snapshot,
+call the configuration function once per model, validate the output.
 
 Usage: python -m netrain.train.probe REQUEST.json RESULT.json
 """
