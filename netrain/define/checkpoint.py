@@ -35,7 +35,8 @@ class Policy:
         if not d:
             return p
         if not isinstance(d, Mapping):
-            raise ValueError("checkpoint must be a mapping (every_epochs, every_minutes, keep)")
+            raise ValueError("checkpoint must be a mapping (every_epochs, every_minutes, keep, "
+                             "enabled)")
         every = d.get("every_epochs", p.every_epochs)
         if every in ("auto", None):
             every = 0

@@ -83,7 +83,8 @@ class Config:
     workers: int = 2
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
-    #: checkpoint settings (netrain.define.checkpoint.Policy): every_epochs, every_minutes, keep
+    #: checkpoint settings (netrain.define.checkpoint.Policy): every_epochs, every_minutes,
+    #: keep, enabled
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def environment(self, gpu: bool) -> Environment:

@@ -272,7 +272,7 @@ def render_mlproject() -> str:
             params.append(f"      {key}: string")
     flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in TASK_PARAM_NAMES)
     return "\n".join([
-        "# MLflow project of a netrain batch; each array task runs: mlflow run <batch> -e train",
+        "# MLflow project of a netrain batch: each array task runs its entry point train",
         "name: netrain-batch",
         "conda_env: conda.yaml",
         "entry_points:",

@@ -18,7 +18,8 @@ from netrain.define.batch import atomic_write, now_iso
 
 @dataclass
 class NetRecord:
-    # pending | running | finished | failed | interrupted (resumable from its checkpoint)
+    # pending | running | finished | failed | interrupted (resumable from its checkpoint) |
+    # lost (its task died with no checkpoint of it: heal's verdict)
     state: str = "pending"
     run_id: str = ""
     key: str = ""  # the network's tracking key: the same key is always the same MLflow run
@@ -34,7 +35,9 @@ class NetRecord:
 class TaskRecord:
     model: str
     index: int
-    state: str = "running"  # running | finished | failed | killed | died
+    # running | finished | failed | killed (stopped by a signal, its networks checkpointed:
+    # resumable) | died (heal's verdict on a task that vanished without a word)
+    state: str = "running"
     attempt: int = 1
     started: str = ""
     ended: str = ""

@@ -1,6 +1,7 @@
-"""Talking to MLflow: on the CLI side the only module that imports mlflow (experiments per
-batch, runs, notes, closing dead runs; callers get plain dataclasses and typed errors), plus
-the task's Tracker and RunHandle. Imported lazily so `netrain --help` stays fast."""
+"""The MLflow client door of the CLI side: experiments per batch, runs, notes, closing dead
+runs, reachability; callers get plain values and typed errors. One of the MLflow doors
+(with mlflow_ship, the shipper's calls; mlflow_ui, the web UI; and results/mlflow_results,
+the registry); imported lazily so `netrain --help` stays fast."""
 
 from __future__ import annotations
 
@@ -13,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from netrain.errors import RunNotFound, TrackingError, TrackingUnavailable
-
-_PARAM_MAX = 6000
-_BATCH_MAX = 1000
 
 
 def quiet_environment() -> None:
