@@ -127,8 +127,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
              gpu: bool, check: bool = True, dry_run: bool = False,
              say: Say = print) -> tuple[Path, Manifest]:
     """Build a batch directory atomically; returns its final path and manifest."""
-    from netrain.define.provenance import experiment_tags, git_state, versions
-    from netrain.define.snapshot import git_commit, snapshot_code
+    from netrain.define.provenance import commit_line, experiment_tags, git_state, versions
+    from netrain.define.snapshot import snapshot_code
 
     check_options(opts, description)
     if not cfg.main_script.is_file():
@@ -166,8 +166,8 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
             code = snapshot_code(cfg.code_dir, tmp / "code", cfg.code_exclude,
                                  skip_paths=(cfg.trainings_dir,))
             code["source"] = str(cfg.code_dir)
-            code["git_commit"] = git_commit(cfg.code_dir)
             code["git"] = git_state(cfg.code_dir, (cfg.trainings_dir,))
+            code["git_commit"] = commit_line(code["git"])
             if check:
                 python = env.value if env.kind == "python" else sys.executable
                 for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):

@@ -84,6 +84,14 @@ def git_state(path: Path, exclude: tuple[Path, ...] = ()) -> dict[str, Any]:
             "dirty": bool(status)}
 
 
+def commit_line(git: dict[str, Any]) -> str | None:
+    """``git_state`` as the manifest's one-line ``git_commit``: the commit, '+dirty' if
+    modified (the trainings directory's changes not counted), None outside git."""
+    if not git:
+        return None
+    return str(git["commit"]) + ("+dirty" if git.get("dirty") else "")
+
+
 def experiment_tags(versions_: dict[str, str], git: dict[str, Any]) -> dict[str, str]:
     """The same facts as MLflow experiment tags (``netrain.version.<pkg>``, ``netrain.git.*``)."""
     tags = {f"netrain.version.{k}": str(v) for k, v in versions_.items()}

@@ -6,7 +6,6 @@ import fnmatch
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +74,3 @@ def digest_dir(root: Path) -> str:
 
 def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, pat) for pat in patterns)
-
-
-def git_commit(path: Path) -> str | None:
-    """The commit of the git checkout holding ``path`` (with '+dirty' if modified), or None."""
-    try:
-        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=20)
-        suffix = "+dirty" if dirty.stdout.strip() else ""
-        return commit.stdout.strip() + suffix
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -61,6 +61,7 @@ def test_generate_records_versions_and_git(trained: dict) -> None:
                           capture_output=True, text=True).stdout.strip()
     # the trainings dir inside the checkout does not make the code dirty
     assert m["code"]["git"] == {"commit": head, "branch": "main", "dirty": False}
+    assert m["code"]["git_commit"] == head  # the one-line form agrees (it said +dirty)
     exp = mlflow_client(trained["uri"]).get_experiment_by_name(b.name)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["netrain.git.commit"] == head and exp.tags["netrain.git.dirty"] == "false"
