@@ -24,6 +24,7 @@ from netrain.errors import NetrainError
 def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     """Train the network of MLflow run RUN_ID again: a new run tagged retrain_of=RUN_ID."""
     from netrain.define import builder
+    from netrain.define.batch import network_files
     from netrain.execute import executor as ex
     from netrain.execute.records import read_model_records
     from netrain.results.lookup import find_run
@@ -45,7 +46,7 @@ def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
         if tags.get("retrain_of") or net_rec is None or not net_rec.stem:
             raise NetrainError(f"cannot find the weights of run {run_id} in the batch's "
                                "records: retrain without --from-weights")
-        weights = wdir / f"{net_rec.stem}.weights.h5"
+        weights = wdir / network_files(net_rec.stem)[0]
         if not weights.is_file():
             raise NetrainError(f"weights file {weights} is missing: retrain without "
                                "--from-weights")

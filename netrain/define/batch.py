@@ -174,6 +174,12 @@ def _typed(cls: Any, d: Any) -> Any:
     return obj
 
 
+def network_files(stem: str) -> tuple[str, str, str]:
+    """A network's file names, the same in every folder that holds them: weights (wpath),
+    architecture (archpath) and metrics (metricspath)."""
+    return f"{stem}.weights.h5", f"{stem}.json", f"{stem}.csv"
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.define.batch import Batch
+from netrain.define.batch import Batch, network_files
 from netrain.errors import NetrainError
 from netrain.execute.records import TaskRecord, read_model_records, read_retrain_records
 
@@ -57,13 +57,14 @@ def _networks_of(batch: Batch, rec: TaskRecord) -> list[Network]:
     runs = shipped_runs(batch, rec)
     for key, n in sorted(rec.nets.items(), key=lambda kv: int(kv[0])):
         stem = n.stem
+        weights, arch, metrics = network_files(stem) if stem else ("", "", "")
         out.append(Network(
             model=rec.model, task=rec.index, net=int(key),
             run_id=n.run_id or runs.get(n.key, ""), name=n.name,
             stem=stem, state=n.state, epochs=n.epochs, final=dict(n.final),
-            weights=str(batch.path / "weights" / f"{stem}.weights.h5") if stem else "",
-            arch=str(batch.path / "archs" / f"{stem}.json") if stem else "",
-            metrics_csv=str(batch.path / "metrics" / f"{stem}.csv") if stem else "",
+            weights=str(batch.path / "weights" / weights) if stem else "",
+            arch=str(batch.path / "archs" / arch) if stem else "",
+            metrics_csv=str(batch.path / "metrics" / metrics) if stem else "",
             retrain_of=rec.retrain_of, parent_run_id=rec.parent_run_id or runs.get(rec.key, ""),
             host=rec.host,
             slurm_job_id=rec.slurm_job_id, error=n.error))

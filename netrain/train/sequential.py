@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netrain.define import checkpoint
+from netrain.define.batch import network_files
 from netrain.define.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 from netrain.train import h5weights
@@ -50,15 +51,15 @@ class NetworkJob:
 
     @property
     def weights_path(self) -> Path:
-        return self.config.wpath / f"{self.stem}.weights.h5"
+        return self.config.wpath / network_files(self.stem)[0]
 
     @property
     def arch_path(self) -> Path:
-        return self.config.archpath / f"{self.stem}.json"
+        return self.config.archpath / network_files(self.stem)[1]
 
     @property
     def metrics_path(self) -> Path:
-        return self.config.metricspath / f"{self.stem}.csv"
+        return self.config.metricspath / network_files(self.stem)[2]
 
 
 @dataclass
