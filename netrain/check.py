@@ -677,3 +677,78 @@ def _models_request(cfg: Config, models: Sequence[Any], parent: Path, array: int
                        for m in models], "array": array}
 
 
+
+
+# ------------------------------------------- the hint when a batch's first tasks all fail
+
+#: How many of a batch's first tasks must have failed alike before netrain suggests a check.
+FIRST_TASKS = 3
+#: SLURM words for a task that ended badly, and for one that ended well.
+_ENDED_BADLY = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def failure_signature(log: Path) -> str:
+    """The last telling line of a task's log (an error if it names one), digits masked so
+    that the same failure of two tasks reads the same; "" if there is nothing to read."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    errors = [x for x in lines if re.search(r"error|exception|not found|no such|denied|"
+                                            r"cannot|failed", x, re.I)]
+    last = (errors or lines or [""])[-1]
+    return re.sub(r"\d+", "N", last)[:300]
+
+
+def first_failures_hint(ended: Sequence[tuple[int, Path]], total: int) -> str:
+    """``ended``: (exit code, log) of the first tasks to end, in the order they ended. When
+    the first min(3, total) all failed with the same last error line, the hint to print."""
+    k = min(FIRST_TASKS, total)
+    first = list(ended)[:k]
+    if k == 0 or len(first) < k or any(rc == 0 for rc, _ in first):
+        return ""
+    sigs = {failure_signature(log) for _, log in first}
+    if len(sigs) != 1 or "" in sigs:
+        return ""
+    line = failure_signature(first[0][1])
+    return (f"the first {k} task(s) all failed the same way ({line}; log: {first[0][1]}): run "
+            "netrain check to test the tasks' environment where they run")
+
+
+def watch_first_tasks(batch_dir: Path, job_ids: Sequence[str], total: int, seconds: float,
+                      runner: Any = None) -> str:
+    """After a SLURM submit: follow the first tasks (sacct and squeue every 2 s) and return
+    first_failures_hint's verdict; "" as soon as a task ends well, 20 s after the first task
+    runs, or after ``seconds`` (a failing environment fails a task within seconds)."""
+    import time
+
+    from netrain import slurm
+
+    deadline = time.monotonic() + seconds
+    running_since: float | None = None
+    order: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        states, _ = slurm.job_states(list(job_ids), runner=runner)
+        for job in sorted(states):
+            for t, state in sorted(states[job].items()):
+                if state == "COMPLETED":
+                    return ""
+                if state == "RUNNING" and running_since is None:
+                    running_since = time.monotonic()
+                    deadline = min(deadline, running_since + 20)
+                if state in _ENDED_BADLY and (job, t) not in order:
+                    order.append((job, t))
+        if len(order) >= min(FIRST_TASKS, total):
+            return first_failures_hint([(1, _slurm_log(batch_dir, j, t)) for j, t in order],
+                                       total)
+        time.sleep(2)
+    return ""
+
+
+def _slurm_log(batch_dir: Path, job: str, task: int) -> Path:
+    found = sorted((batch_dir / "logs").glob(f"*_{job}_{task}.log"))
+    return found[0] if found else batch_dir / "logs" / f"{job}_{task}.log"
