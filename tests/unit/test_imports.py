@@ -12,7 +12,7 @@ PURE = ("netrain", "netrain.spec", "netrain.contract", "netrain.config", "netrai
         "netrain.builder", "netrain.report", "netrain.executor", "netrain.heal",
         "netrain.params", "netrain.mlflow_store", "netrain.lookup", "netrain.cli",
         "netrain.journal", "netrain.shipper", "netrain.mlflow_ship", "netrain.launch",
-        "netrain.sync", "netrain.server")
+        "netrain.sync", "netrain.server", "netrain.check", "netrain.nodeprobe")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:
