@@ -664,9 +664,17 @@ def _models_request(cfg: Config, models: Sequence[Any], parent: Path, array: int
                     ) -> dict[str, Any]:
     """A snapshot of the code (as generate takes one) for the node to import, under the
     trainings directory the tasks will read theirs from."""
+    from netrain.errors import ConfigError
     from netrain.snapshot import snapshot_code
 
-    main_rel = str(cfg.main_script.relative_to(cfg.code_dir))
+    try:
+        main_rel = str(cfg.main_script.relative_to(cfg.code_dir))
+    except ValueError:
+        raise ConfigError(f"main_script {cfg.main_script} is outside code_dir {cfg.code_dir}: "
+                          "move it or set code_dir to a folder holding it") from None
+    if not cfg.main_script.is_file():
+        raise ConfigError(f"main_script {cfg.main_script} does not exist: fix main_script in "
+                          f"{cfg.path or 'netrain.yaml'} (or leave out --models)")
     parent.mkdir(parents=True)
     snapshot_code(cfg.code_dir, parent / "code", cfg.code_exclude,
                   skip_paths=(cfg.trainings_dir,))

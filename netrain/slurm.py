@@ -237,6 +237,9 @@ def run_step(options: Sequence[str], argv: Sequence[str], name: str, timeout: fl
                            stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         return Result(127, "", "srun: command not found")
+    except KeyboardInterrupt:
+        run_command(["scancel", "-n", name])  # srun alone needs a second Ctrl-C to let go
+        raise
     except subprocess.TimeoutExpired:
         q = run_command(["squeue", "-h", "-n", name, "-o", "%T|%r"])
         state = q.stdout.strip().splitlines()[0] if q.stdout.strip() else "ended"
