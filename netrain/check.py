@@ -696,8 +696,13 @@ _ENDED_BADLY = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
 def failure_signature(log: Path) -> str:
-    """The last telling line of a task's log (an error if it names one), digits masked so
-    that the same failure of two tasks reads the same; "" if there is nothing to read."""
+    """The last telling line of a task's log, digits masked so that the same failure of two
+    tasks reads the same; "" if there is nothing to read."""
+    return re.sub(r"\d+", "N", failure_line(log))
+
+
+def failure_line(log: Path) -> str:
+    """The last telling line of a task's log: an error if it names one, else its last."""
     try:
         with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -708,8 +713,7 @@ def failure_signature(log: Path) -> str:
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     errors = [x for x in lines if re.search(r"error|exception|not found|no such|denied|"
                                             r"cannot|failed", x, re.I)]
-    last = (errors or lines or [""])[-1]
-    return re.sub(r"\d+", "N", last)[:300]
+    return (errors or lines or [""])[-1][:300]
 
 
 def first_failures_hint(ended: Sequence[tuple[int, Path]], total: int) -> str:
@@ -722,13 +726,13 @@ def first_failures_hint(ended: Sequence[tuple[int, Path]], total: int) -> str:
     sigs = {failure_signature(log) for _, log in first}
     if len(sigs) != 1 or "" in sigs:
         return ""
-    line = failure_signature(first[0][1])
+    line = failure_line(first[0][1])
     return (f"the first {k} task(s) all failed the same way ({line}; log: {first[0][1]}): run "
             "netrain check to test the tasks' environment where they run")
 
 
 def watch_first_tasks(batch_dir: Path, job_ids: Sequence[str], total: int, seconds: float,
-                      runner: Any = None) -> str:
+                      runner: Any = None, every: float = 2.0) -> str:
     """After a SLURM submit: follow the first tasks (sacct and squeue every 2 s) and return
     first_failures_hint's verdict; "" as soon as a task ends well, 20 s after the first task
     runs, or after ``seconds`` (a failing environment fails a task within seconds)."""
@@ -748,12 +752,13 @@ def watch_first_tasks(batch_dir: Path, job_ids: Sequence[str], total: int, secon
                 if state == "RUNNING" and running_since is None:
                     running_since = time.monotonic()
                     deadline = min(deadline, running_since + 20)
-                if state in _ENDED_BADLY and (job, t) not in order:
+                # t < 0: sacct's row for the whole array before its tasks have rows
+                if state in _ENDED_BADLY and t >= 0 and (job, t) not in order:
                     order.append((job, t))
         if len(order) >= min(FIRST_TASKS, total):
             return first_failures_hint([(1, _slurm_log(batch_dir, j, t)) for j, t in order],
                                        total)
-        time.sleep(2)
+        time.sleep(every)
     return ""
 
 

@@ -50,6 +50,7 @@ def test_check_passes_on_the_cluster(tmp_path: Path) -> None:
                           "models", "sbatch options", "requeue", "signal", "array"}, r.out
     assert {k: v[0] for k, v in table.items()} == dict.fromkeys(table, "ok"), r.out
     assert "ran on" in table["job"][1] and "the same directory, writable" in r.out
+    assert "MaxArraySize" in table["array"][1] and "--array 10" in table["array"][1]
     assert "every check passed" in r.out
     assert not list((proj / "runs").glob(".netrain-check*"))  # it cleans up after itself
 

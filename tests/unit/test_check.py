@@ -223,3 +223,23 @@ def test_first_failures_hint(tmp_path: Path) -> None:
     assert first_failures_hint([(1, logs[0]), (1, other), (1, logs[2])], 4) == ""
     assert first_failures_hint([(1, logs[0])], 4) == ""  # too early to say
     assert "netrain check" in first_failures_hint([(2, logs[0])], 1)
+
+
+def test_watch_skips_sacct_row_of_the_whole_array(tmp_path: Path) -> None:
+    """Recorded from the local cluster: before its tasks have rows, sacct lists a failed array
+    as one row ``138|FAILED``; that row is no task and has no log."""
+    from netrain.check import watch_first_tasks
+    from netrain.slurm import Result
+
+    (tmp_path / "logs").mkdir()
+    for t in range(3):
+        (tmp_path / "logs" / f"m-b_138_{t}.log").write_text(
+            "ModuleNotFoundError: No module named 'netrain'\n")
+    answers = iter(["138_[0-2]|PENDING\n", "138|FAILED\n",
+                    "138_0|FAILED\n138_1|FAILED\n138_2|FAILED\n"])
+
+    def runner(argv: list[str]) -> Result:
+        return Result(0, next(answers) if argv[0] == "sacct" else "", "")
+
+    hint = watch_first_tasks(tmp_path, ["138"], 3, 30, runner=runner, every=0.01)
+    assert "the first 3 task(s) all failed the same way" in hint, hint
