@@ -217,7 +217,9 @@ def _keras_line(f: Facts, where: str, env_key: str) -> Line:
 def _gpu_line(f: Facts, where: str) -> Line:
     gres = f.cluster.get("gres") if f.executor == "slurm" else None
     here = f"--gres={gres}" if gres else "--gpu"
-    if not f.node or f.node.get("keras", {}).get("error"):
+    if not f.node:
+        return _no_answer(f, "gpu", here)
+    if f.node.get("keras", {}).get("error"):
         return Line("gpu", SKIP, here, "not checked: no keras on the node")
     g = f.node.get("keras", {}).get("gpu") or {}
     devices = g.get("devices") or []
@@ -229,10 +231,15 @@ def _gpu_line(f: Facts, where: str) -> Line:
             if smi else "no GPU")
     if g.get("error"):
         seen += f" ({g['error']})"
-    fix = (f"a GPU build of {f.node['keras'].get('backend')} (e.g. tensorflow[and-cuda]) in "
-           "environments.gpu" if smi else
-           "a GPU: slurm.gres (gpu:1 by default) on a GPU partition (slurm.partition)")
-    return Line("gpu", FAIL, here, seen, f"no GPU for training on {where}: request {fix}")
+    backend = f.node["keras"].get("backend")
+    if smi:
+        fix = (f"install a GPU build of {backend} (e.g. tensorflow[and-cuda]) in "
+               "environments.gpu")
+    elif f.executor == "slurm":
+        fix = "request a GPU: slurm.gres (gpu:1 by default) on a GPU partition (slurm.partition)"
+    else:
+        fix = "run on a machine with a GPU (or leave out --gpu)"
+    return Line("gpu", FAIL, here, seen, f"no GPU for training on {where}: {fix}")
 
 
 def _trainings_line(f: Facts, where: str) -> Line:
