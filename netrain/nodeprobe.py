@@ -213,12 +213,20 @@ def _gpus(backend):
 def models(req):
     """generate's own check of the configuration function, on the node's Python and data."""
     import contextlib
+    import importlib
     import io
 
-    try:
-        from netrain.probe import probe
-    except BaseException as exc:
-        return {"error": "cannot load netrain's probe: " + _first_line(exc)}
+    probe = None
+    # the node's netrain may be laid out as an older or newer one is
+    error: BaseException = ImportError("no netrain.probe")
+    for name in ("netrain.probe", "netrain.train.probe"):
+        try:
+            probe = importlib.import_module(name).probe
+            break
+        except BaseException as exc:
+            error = exc
+    if probe is None:
+        return {"error": "cannot load netrain's probe: " + _first_line(error)}
     here = os.getcwd()
     os.environ["NETRAIN_PROBE"] = "1"
     try:
