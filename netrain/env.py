@@ -33,6 +33,12 @@ DRAIN_TIMEOUT = "NETRAIN_DRAIN_TIMEOUT"
 #: the batch directory; set by the task scripts, and needed to run a batch's
 #: netrain_main.py by hand inside it
 BATCH_DIR = "NETRAIN_BATCH_DIR"
+#: seconds `submit` follows the first tasks of a batch for a common failure (default: 30 on
+#: a terminal, else 0)
+WATCH_FIRST = "NETRAIN_WATCH_FIRST"
+#: seconds `netrain check`'s probe waits for the tracking server (default 10); the probe
+#: runs on the node without netrain's modules, so it spells the name itself
+CHECK_HTTP_TIMEOUT = "NETRAIN_CHECK_HTTP_TIMEOUT"
 
 # --- between netrain's own processes -----------------------------------------------------
 #: the batch index is SLURM_ARRAY_TASK_ID + this (arrays split under MaxArraySize)

@@ -117,15 +117,20 @@ def _segment_case(spec: ScriptSpec) -> list[str]:
 
 
 def _environment_lines(spec: ScriptSpec) -> tuple[list[str], str]:
-    """Lines that make the task's Python available, and the python command to use."""
-    if spec.env_kind == "python":
-        bindir = spec.env_value.rsplit("/", 1)[0] if "/" in spec.env_value else ""
+    return environment_lines(spec.env_kind, spec.env_value)
+
+
+def environment_lines(env_kind: str, env_value: str) -> tuple[list[str], str]:
+    """Lines that make the task's Python available, and the python command to use (the
+    scripts' and `netrain check`'s)."""
+    if env_kind == "python":
+        bindir = env_value.rsplit("/", 1)[0] if "/" in env_value else ""
         lines = [f"export PATH={q(bindir)}:\"$PATH\""] if bindir else []
-        return lines, q(spec.env_value)
-    if spec.env_kind == "conda-name":
+        return lines, q(env_value)
+    if env_kind == "conda-name":
         return [
             'eval "$(conda shell.bash hook)"',
-            f"conda activate {q(spec.env_value)}",
+            f"conda activate {q(env_value)}",
         ], "python"
     return [], "python"
 

@@ -210,3 +210,39 @@ def cancel(job_ids: Sequence[str], runner: Runner | None = None) -> None:
     r = (runner or run_command)(["scancel", *job_ids])
     if r.returncode != 0:
         raise SchedulerError(f"scancel failed: {(r.stderr or r.stdout).strip()}")
+
+
+# ------------------------------------------------------------------------ netrain check
+
+def test_only(script: str, runner: Runner = run_command) -> str:
+    """``sbatch --test-only SCRIPT``: what the controller says of the script's options, ""
+    when it would take the job (nothing is submitted)."""
+    r = runner(["sbatch", "--test-only", script])
+    if r.returncode == 0:
+        return ""
+    lines = [x.strip() for x in (r.stderr + "\n" + r.stdout).splitlines() if x.strip()]
+    # sbatch prints its own "sbatch: error: ..." and the controller's "allocation failure"
+    said = [x for x in lines if "error" in x.lower() or "failure" in x.lower()] or lines
+    return "; ".join(dict.fromkeys(said)) or f"sbatch --test-only exited {r.returncode}"
+
+
+def run_step(options: Sequence[str], argv: Sequence[str], name: str, timeout: float,
+             env: Mapping[str, str]) -> Result:
+    """Run ``argv`` once on a compute node as its own short job (srun), its output streamed
+    back by SLURM (so it needs no shared filesystem); on timeout the job is cancelled and the
+    result's stderr says why it had not ended (squeue's reason)."""
+    full = ["srun", f"--job-name={name}", "--nodes=1", "--ntasks=1", *options, *argv]
+    try:
+        p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=dict(env),
+                           stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return Result(127, "", "srun: command not found")
+    except KeyboardInterrupt:
+        run_command(["scancel", "-n", name])  # srun alone needs a second Ctrl-C to let go
+        raise
+    except subprocess.TimeoutExpired:
+        q = run_command(["squeue", "-h", "-n", name, "-o", "%T|%r"])
+        state = q.stdout.strip().splitlines()[0] if q.stdout.strip() else "ended"
+        run_command(["scancel", "-n", name])
+        return Result(124, "", f"no answer within {timeout:.0f} s (job {name}: {state})")
+    return Result(p.returncode, p.stdout, p.stderr)

@@ -14,7 +14,8 @@ PURE = ("netrain", "netrain.define.spec", "netrain.define.contract", "netrain.de
         "netrain.define.params", "netrain.track.mlflow_store", "netrain.results.lookup",
         "netrain.cli", "netrain.track.journal", "netrain.track.shipper",
         "netrain.track.mlflow_ship", "netrain.execute.launcher", "netrain.track.sync",
-        "netrain.track.server")
+        "netrain.track.server", "netrain.execute.check",
+        "netrain.execute.nodeprobe")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:
