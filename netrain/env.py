@@ -3,8 +3,9 @@ modules use these constants, never the literal names (tests/unit/test_env_names.
 
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
-SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR. The others pass facts between netrain's own
-processes (a script, the launcher, a task, its shipper) and are described here only.
+SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT. The others
+pass facts between netrain's own processes (a script, the launcher, a task, its shipper) and
+are described here only.
 """
 
 # --- user-facing -------------------------------------------------------------------------
@@ -61,4 +62,5 @@ SHIPPER = "NETRAIN_SHIPPER"
 RUN_TAGS = "NETRAIN_RUN_TAGS"
 
 USER_FACING = (CONFIG, TRAININGS_DIR, TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF,
-               SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT, SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR)
+               SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT, SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR,
+               WATCH_FIRST, CHECK_HTTP_TIMEOUT)
