@@ -228,7 +228,6 @@ def models(req):
     if probe is None:
         return {"error": "cannot load netrain's probe: " + _first_line(error)}
     here = os.getcwd()
-    os.environ["NETRAIN_PROBE"] = "1"
     try:
         os.chdir(req["code_dir"])
         sys.path.insert(0, req["code_dir"])

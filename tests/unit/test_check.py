@@ -198,13 +198,13 @@ def test_probe_http_sends_the_environment_credentials(auth_server: str,
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
-    assert nodeprobe._http(auth_server) == {"status": 401, "credentials": "none"}
+    assert nodeprobe.http_probe(auth_server) == {"status": 401, "credentials": "none"}
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-    assert nodeprobe._http(auth_server)["status"] == 401
+    assert nodeprobe.http_probe(auth_server)["status"] == 401
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
-    assert nodeprobe._http(auth_server) == {"status": 404, "credentials": "basic"}
-    closed = nodeprobe._http("http://127.0.0.1:9")
+    assert nodeprobe.http_probe(auth_server) == {"status": 404, "credentials": "basic"}
+    closed = nodeprobe.http_probe("http://127.0.0.1:9")
     assert "status" not in closed and "refused" in closed["error"].lower()
 
 
