@@ -152,7 +152,7 @@ def main() -> None:
     import mlflow  # noqa: F401  (imported once; the shippers are forked from here)
     import sqlalchemy  # noqa: F401
 
-    from netrain import shipper  # noqa: F401
+    from netrain.track import shipper  # noqa: F401
 
     rows: list[tuple[str, dict[str, Any]]] = []
     starts: dict[str, str] = {}

@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
-from netrain import h5weights  # noqa: E402
+from netrain.train import h5weights  # noqa: E402
 from netrain.train.packed import spans  # noqa: E402
 
 
