@@ -1,11 +1,14 @@
-"""`netrain sync`: ship every journal of a batch that has events MLflow has not got yet."""
+"""`netrain sync`: ship every journal of a batch that has events MLflow has not got yet, once
+or (--follow) as the journals grow, and the heartbeat that keeps the batch to one writer."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from netrain.journal import pending
 
@@ -105,3 +108,181 @@ class Courier:
                 if item is not None:
                     left.append(item)
         return [j for j in dict.fromkeys(left) if j.is_file()]
+
+
+# ------------------------------------------------------------------ netrain sync --follow
+
+#: records/follow.json: who follows the batch, refreshed every round; the batch's sync job
+#: leaves the shipping to a follower whose heartbeat is fresh (one writer).
+FOLLOW_FILE = "follow.json"
+
+
+def heartbeat_path(batch_dir: Path) -> Path:
+    return batch_dir / "records" / FOLLOW_FILE
+
+
+def beat(batch_dir: Path, every: float) -> None:
+    import json
+    import socket
+    import time
+
+    path = heartbeat_path(batch_dir)
+    tmp = path.with_name(f".{FOLLOW_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                               "time": time.time(), "every": every}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def follower(batch_dir: Path) -> str | None:
+    """"host pid" of a `sync --follow` whose heartbeat is fresh (three rounds), else None."""
+    import json
+    import time
+
+    try:
+        data = json.loads(heartbeat_path(batch_dir).read_text(encoding="utf-8"))
+        if time.time() - float(data["time"]) <= 3 * float(data["every"]) + 10:
+            return f"{data['host']} pid {data['pid']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def epochs_shipped(journal: Path, start: int, end: int) -> str:
+    """What the events between two offsets reached: "epoch 5: loss 0.69, val_loss 0.71" (the
+    latest epoch logged, with its losses), or "" when they hold no epoch."""
+    from netrain.journal import read_events
+
+    top: dict[str, Any] | None = None
+    for pos, ev in read_events(journal, start):
+        if pos > end:
+            break
+        if ev["ev"] == "metrics" and (top is None or int(ev.get("step", -1)) >= top["step"]):
+            top = {"step": int(ev.get("step", -1)), "values": ev.get("values") or {}}
+    if top is None or top["step"] < 0:
+        return ""
+    losses = ", ".join(f"{k} {float(v):.4g}" for k, v in top["values"].items()
+                       if k in ("loss", "val_loss"))
+    return f"epoch {top['step'] + 1}" + (f": {losses}" if losses else "")
+
+
+def ship_round(batch_dir: Path, uri: str, say: Callable[[str], None],
+               stop: Callable[[], bool], retry_for: float) -> SyncResult:
+    """Ship every pending journal once, one line each with the epoch it reached; between
+    journals (never inside one) look at ``stop``."""
+    from netrain.journal import read_state
+    from netrain.shipper import Busy, ship
+
+    result = SyncResult()
+    for journal in pending(batch_dir):
+        if stop():
+            break
+        name = os.path.relpath(journal, batch_dir / "journal")
+        start = int(read_state(journal).get("offset", 0))
+        def log(text: str, name: str = name) -> None:
+            say(f"  {name}: {text}")
+
+        try:
+            report = ship(journal, batch_dir, uri, give_up_after=retry_for, log=log)
+        except Busy:
+            result.busy += 1
+            continue
+        result.shipped += 1
+        what = epochs_shipped(journal, start, int(read_state(journal).get("offset", 0)))
+        if report.ended:
+            what += f"{'; ' if what else ''}{report.ended} run(s) ended"
+        if what:
+            say(f"{name}: {what}")
+        if not report.complete:
+            result.incomplete.append(name)
+            if report.stopped:
+                break
+    return result
+
+
+def sync_job_running(batch_id: str) -> bool:
+    """Whether the batch's SLURM sync job is running now (then it is the one writer)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        p = subprocess.run(["squeue", "-h", "-n", f"sync-{batch_id}", "-t", "RUNNING",
+                            "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and bool(p.stdout.strip())
+
+
+def batch_active(batch: Any) -> bool:
+    """Whether any task (or retrain) of the batch is queued or running: here, or on SLURM."""
+    from netrain import executor
+    from netrain.heal import heal
+    from netrain.status import State, batch_status
+
+    view = executor.scheduler_view([batch]) if executor.has_slurm_jobs(batch) else None
+    tasks = view.tasks.get(batch.id) if view is not None else None
+    retrains = view.retrains.get(batch.id) if view is not None else None
+    status = batch_status(batch, tasks)
+    heal(batch, status, retrains)  # a task that died without a word is not waited for
+    for m in status.models:
+        for t in m.tasks:
+            if t.state is State.RUNNING or (t.state is State.PENDING and t.scheduler):
+                return True
+    return any(w.split()[0].upper().rstrip("+") in ("PENDING", "RUNNING", "REQUEUED",
+                                                     "CONFIGURING", "COMPLETING")
+               for w in (retrains or {}).values() if w)
+
+
+@dataclass
+class FollowResult:
+    rounds: int = 0
+    interrupted: bool = False
+    left: list[str] = field(default_factory=list)
+
+
+def follow_batch(batch: Any, uri: str, say: Callable[[str], None], every: float = 5.0,
+                 retry_for: float = 30.0) -> FollowResult:
+    """Ship the batch's journals as they grow, every ``every`` seconds, until no task is
+    queued or running and all is shipped. The first Ctrl-C stops after the journal being
+    shipped (nothing half-shipped), a second one at once."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    result = FollowResult()
+
+    def on_int(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        say("stopping after the journal being shipped (Ctrl-C again to stop at once)")
+
+    old = signal.signal(signal.SIGINT, on_int)
+    waiting_said = False
+    try:
+        while True:
+            beat(batch.path, every)
+            active = batch_active(batch)  # read before shipping: what it wrote is then in
+            if sync_job_running(batch.id):
+                if not waiting_said:
+                    say("the batch's sync job is shipping: waiting for it")
+                    waiting_said = True
+            else:
+                res = ship_round(batch.path, uri, say, stop.is_set, retry_for)
+                result.rounds += 1
+                if res.incomplete and not active:
+                    result.left = res.incomplete
+                    return result
+            if stop.is_set():
+                result.interrupted = True
+                result.left = [os.path.relpath(j, batch.path / "journal")
+                               for j in pending(batch.path)]
+                return result
+            if not active and not sync_job_running(batch.id) and not pending(batch.path):
+                return result
+            stop.wait(every)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        with contextlib.suppress(OSError):
+            heartbeat_path(batch.path).unlink()

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import math
 import os
 import re
 import signal
@@ -509,6 +510,8 @@ class TaskRunner:
         from netrain.launch import ship_after
 
         after = ship_after()
+        if math.isinf(after):
+            return  # a SQLite store on SLURM: the batch's sync job is its one writer
         if after > 0:
             self._shipper_timer = threading.Timer(after, self._spawn_shipper)
             self._shipper_timer.daemon = True
