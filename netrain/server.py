@@ -45,12 +45,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def allowed_hosts(host: str, port: int) -> list[str]:
+    """The Host headers a server bound to ``host`` answers. MLflow's own default takes
+    loopback and private addresses only, so nodes that call the server by this machine's
+    name (as the printed tracking_uri does) or by a public address would get 403: add those."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    if host not in ("0.0.0.0", "::", "[::]"):
+        names.add(host)
+    for name in list(names):
+        with contextlib.suppress(OSError):
+            names.update(socket.gethostbyname_ex(name)[2])
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # sends nothing: asks which address the default route uses
+        names.add(s.getsockname()[0])
+    out = list(get_default_allowed_hosts())
+    for name in sorted(n for n in names if n):
+        shown = f"[{name}]" if ":" in name else name
+        out += [shown, f"{shown}:{port}"]
+    return out
+
+
 def server_command(backend_uri: str, artifacts_dir: Path, host: str, port: int,
                    workers: int, auth: bool = False) -> list[str]:
     """mlflow server's argv: never a credential in it (ps shows argv to every user)."""
+    from netrain.server_auth import is_loopback
+
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
             "--artifacts-destination", str(artifacts_dir), "--serve-artifacts",
             "--host", host, "--port", str(port), "--workers", str(workers),
+            *([] if is_loopback(host) else ["--allowed-hosts", ",".join(allowed_hosts(host,
+                                                                                      port))]),
             *(["--app-name", "basic-auth"] if auth else [])]
 
 
