@@ -135,8 +135,9 @@ def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
 def submit_after(job_ids: Sequence[str], options: Sequence[str], command: str,
                  runner: Runner | None = None) -> str:
     """sbatch a one-line job that starts once every job of ``job_ids`` has ended, however
-    it ended (afterany); returns its id."""
-    argv = ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)}",
+    it ended (afterany), and no job of its name runs (singleton: one sync job of a batch at
+    a time, one writer); returns its id."""
+    argv = ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)},singleton",
             "--kill-on-invalid-dep=no", *options, f"--wrap={command}"]
     r = (runner or run_command)(argv)
     if r.returncode != 0:

@@ -510,8 +510,11 @@ class TaskRunner:
         from netrain.launch import ship_after
 
         after = ship_after()
-        if math.isinf(after):
-            return  # a SQLite store on SLURM: the batch's sync job is its one writer
+        if math.isinf(after):  # a SQLite store on SLURM: the batch's sync job is its one writer
+            print("netrain: the tracking store is a SQLite file: this task does not open it; "
+                  "its journal is shipped by the batch's sync job (or netrain sync --follow)",
+                  file=sys.stderr, flush=True)
+            return
         if after > 0:
             self._shipper_timer = threading.Timer(after, self._spawn_shipper)
             self._shipper_timer.daemon = True

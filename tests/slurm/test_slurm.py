@@ -245,6 +245,19 @@ def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
     data = show_json(proj, batch)
     assert states(data) == [["finished", "finished"]] * 2
     assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}
+    # a SQLite store: submitted by hand too, no task opened it; each model's script
+    # submitted a sync job after its array (one at a time), and they shipped everything
+    assert "  sync job " in p.stdout
+    task_logs = [f for f in (batch / "logs").glob("*.log") if not f.name.startswith("sync_")]
+    assert len(task_logs) == 4
+    assert all("this task does not open it" in f.read_text() for f in task_logs)
+    while subprocess.run(["squeue", "-h", "-n", f"sync-{batch.name}", "-o", "%i"],
+                         capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the sync jobs did not finish"
+        time.sleep(1)
+    c = mlflow_client(_uri(proj))
+    runs = c.search_runs([c.get_experiment_by_name(batch.name).experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
 
 
 def _wait_ids(ids: list[str], timeout: float = TIMEOUT) -> None:

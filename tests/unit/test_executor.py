@@ -72,7 +72,7 @@ def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> No
     assert all("NETRAIN_SHIP_LATER=1" in c[3] for c in sbatch[:2])
     # then one sync job after both arrays, which ships what their short tasks left
     ids = ":".join(j.job_id for j in started.jobs)
-    assert sbatch[2][2] == f"--dependency=afterany:{ids}" and len(sbatch) == 3
+    assert sbatch[2][2] == f"--dependency=afterany:{ids},singleton" and len(sbatch) == 3
     assert any(line.startswith("submitted sync job ") for line in said)
     again = Batch.load(batch.path)
     jobs = {m.key: [(j.job_id, j.indices, j.executor) for j in m.jobs]
@@ -110,7 +110,8 @@ def test_sqlite_store_on_slurm_leaves_every_task_to_the_sync_job(batch: Batch) -
              runner=runner)
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
     assert "NETRAIN_SHIP_LATER=always" in sbatch[0][3] and len(sbatch) == 2
-    assert sbatch[1][2] == f"--dependency=afterany:{500 + runner.calls.index(sbatch[0]) + 1}"
+    assert sbatch[1][2] == (f"--dependency=afterany:{500 + runner.calls.index(sbatch[0]) + 1}"
+                            ",singleton")
 
 
 def test_unknown_task_and_executor_are_errors(batch: Batch) -> None:
