@@ -24,7 +24,7 @@ def measure(name: str, layers: list[int], features: int, samples: int, epochs: i
     import keras
     import numpy as np
 
-    from netrain import checkpoint
+    from netrain.define import checkpoint
 
     keras.utils.set_random_seed(0)
     x = np.random.rand(samples, features).astype("float32")

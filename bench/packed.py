@@ -51,7 +51,7 @@ from a learnt layout, netrain/h5weights.py; keras' own save_weights took 27 ms);
 32-64-64-1 8.7 s in all, building 4.1 s (32 ms each), training 3.6 s, saving 0.5 s.
 Building was 56 ms a network (MLP 6-8-1) until members were built with TensorFlow's eager
 kernel cache kept: keras' clear_session and set_random_seed both clear it, and re-creating
-every kernel after each clear cost half of each build (netrain/packed.py, `_Seeder`: the
+every kernel after each clear cost half of each build (netrain/train/packed.py, `_Seeder`: the
 full clear still runs for the first member and any repeated seed, where a stateful random
 op could otherwise continue a stream). Building is per-network work the sequential path
 does too, so the ratio is bounded by sequential's time per network over the build's.
@@ -125,9 +125,9 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str
     # (~5 s on jax): paid before the timer, as the import of keras is
     keras.utils.set_random_seed(0)
 
-    from netrain.contract import validate_output
-    from netrain.packed import train_networks_packed
-    from netrain.training import NetworkJob, train_networks
+    from netrain.define.contract import validate_output
+    from netrain.train.packed import train_networks_packed
+    from netrain.train.sequential import NetworkJob, train_networks
 
     data = dataset(kind, samples)
     base = rss_kib()

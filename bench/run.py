@@ -59,9 +59,9 @@ def make_project(root: Path, launcher: str) -> Path:
 
 def new_batch(cfg_path: Path, models: list[tuple[str, str, int]], array: int, epochs: int,
               epoch_samples: int) -> Path:
-    from netrain.builder import TrainOptions, generate
-    from netrain.config import load_config
-    from netrain.spec import ModelSpec
+    from netrain.define.builder import TrainOptions, generate
+    from netrain.define.config import load_config
+    from netrain.define.spec import ModelSpec
 
     cfg = load_config(cfg_path)
     path, _ = generate(cfg, [ModelSpec(c, a, n) for c, a, n in models],
@@ -95,21 +95,21 @@ def bench_per_network(work: Path, n: int, epochs: int, reps: int) -> dict[str, A
     """N networks through netrain's training path vs plain model.fit, same process."""
     import bench_models
 
-    from netrain.task import TaskArgs, TaskRunner, _TaskObserver
+    from netrain.train.task import TaskArgs, TaskRunner, _TaskObserver
 
     cfg = make_project(work / "pernet", "direct")
     batch = new_batch(cfg, [("bench", "tiny", n)], 2 * reps + 2, epochs, bench_models.SAMPLES)
-    from netrain.batch import Batch
+    from netrain.define.batch import Batch
 
     uri = Batch.load(batch).manifest.tracking["uri"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_ID"] = str(Batch.load(batch).manifest.tracking["experiment_id"])
-    from netrain import training
+    from netrain.train import sequential as training
 
     bench_models.plain_loop(1, epochs)  # warm-up: imports, first trace
     plain, harness, before = [], [], []
 
-    from netrain.journal import JournalWriter
+    from netrain.track.journal import JournalWriter
 
     def through_netrain(index: int) -> float:
         args = TaskArgs("bench", "tiny", epochs, bench_models.SAMPLES, n, False, index)
@@ -152,8 +152,8 @@ def bench_tracking(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     import bench_models
     import keras
 
-    from netrain import mlflow_store
-    from netrain.journal import JournalWriter
+    from netrain.track import mlflow_store
+    from netrain.track.journal import JournalWriter
 
     db = work / "tracking.db"
     uri = f"sqlite:///{db}"
@@ -284,9 +284,9 @@ def bench_generate(work: Path, sizes: list[tuple[int, int]], reps: int) -> dict[
 
 def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
     """show with 1k/10k/100k networks recorded (10 networks per task)."""
-    from netrain import report
-    from netrain.batch import Batch, now_iso
-    from netrain.records import NetRecord, TaskRecord, record_path, write_record
+    from netrain.define.batch import Batch, now_iso
+    from netrain.execute.records import NetRecord, TaskRecord, record_path, write_record
+    from netrain.results import table as report
 
     cfg = make_project(work / "show", "direct")
     rows = []
@@ -302,7 +302,7 @@ def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
             write_record(record_path(batch_dir, "show-big", i), rec)
         b = Batch.load(batch_dir)
         def read_and_render(path: Path) -> str:
-            from netrain.status import batch_status
+            from netrain.execute.status import batch_status
 
             batch = Batch.load(path)
             return report.detail(batch, batch_status(batch))
@@ -468,7 +468,8 @@ def to_markdown(res: dict[str, Any]) -> str:
                  f"**{e[launcher + '_single_task_ratio']:.2f}** |")
     L.append("")
     changes.append(("default launcher: the batch's MLflow project run through MLflow's Projects "
-                    "API (`python -m netrain.launch`, what `mlflow run` calls) instead of the "
+                    "API (`python -m netrain.execute.launcher`, what `mlflow run` calls) instead "
+                    "of the "
                     "`mlflow` CLI, whose start-up imports MLflow's server",
                     f"{pt['ratio_mlflow_cli']:.2f}", f"{pt['ratio_mlflow']:.2f}",
                     "per task, start to first step"))

@@ -38,7 +38,7 @@ END = "<!-- bench/shippers.py: end -->"
 
 
 def _worker(journal: str, batch: str, uri: str, ready: Any, start: Any, out: Any) -> None:
-    from netrain.shipper import Shipper
+    from netrain.track.shipper import Shipper
 
     retried = []
     try:
@@ -76,7 +76,7 @@ def run_case(root: Path, uri: str, n: int) -> dict[str, Any]:
     for p in procs:
         p.join()
     wall = max(r[4] for r in results) - t0
-    from netrain.mlflow_ship import client
+    from netrain.track.mlflow_ship import client
 
     found = len(client(uri).search_runs([exp_id], max_results=10000))
     runs = sum(r[0] for r in results)
@@ -91,7 +91,7 @@ def run_case(root: Path, uri: str, n: int) -> dict[str, Any]:
 
 class _Server:
     def __init__(self, root: Path, backend: str) -> None:
-        from netrain.server import free_port
+        from netrain.track.server import free_port
 
         self.root = root
         (root / "trainings").mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def main() -> None:
     import mlflow  # noqa: F401  (imported once; the shippers are forked from here)
     import sqlalchemy  # noqa: F401
 
-    from netrain import mlflow_ship, shipper  # noqa: F401
+    from netrain import shipper  # noqa: F401
 
     rows: list[tuple[str, dict[str, Any]]] = []
     starts: dict[str, str] = {}

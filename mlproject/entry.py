@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from netrain.exits import exit_now
-from netrain.task import run_entry
+from netrain.train.task import run_entry
 
 if __name__ == "__main__":
     # ends without the interpreter's ~2 s teardown of TensorFlow (see netrain.exits)

@@ -2,10 +2,25 @@
 
 Importing this package is cheap: TensorFlow, Keras and MLflow are imported only where a
 network is trained or a run is recorded.
+
+The package is laid out by stage, so the tree reads as a batch flows through it:
+
+- track/    the journal, the shipper and the doors to MLflow (knows runs, not batches)
+- define/   what a batch is: spec, netrain.yaml, the contract, the manifest, its builder
+- execute/  where tasks run: local or SLURM, the launcher, records, status, healing
+- train/    inside a task process: the task runner and the two trainers (Keras lives here)
+- results/  what happened: networks, show's table, report, best, describe
+- cli/      one module per command
+
+stages, bottom to top: track < define < execute < train, results < cli
+
+A stage imports only stages below it (train and results never import each other); the
+top-level modules errors, exits and version import no stage, and app (the user's
+``Netrain``) sits above train. tests/unit/test_import_graph.py reads this line and checks it.
 """
 
 from netrain.app import Netrain
 from netrain.errors import NetrainError
+from netrain.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Netrain", "NetrainError", "__version__"]

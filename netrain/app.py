@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netrain import loader
+from netrain.define import loader
 
 
 class Netrain:
@@ -29,7 +29,7 @@ class Netrain:
         if loader.loading():
             loader.register(self.config_fn)
             return
-        from netrain.task import TaskRunner, parse_task_args
+        from netrain.train.task import TaskRunner, parse_task_args
 
         args = parse_task_args(sys.argv[1:] if argv is None else argv)
         env_dir = os.environ.get("NETRAIN_BATCH_DIR")

@@ -36,6 +36,7 @@ def _register() -> None:
         add,
         best,
         cancel,
+        check,
         describe,
         generate,
         init,
@@ -52,7 +53,7 @@ def _register() -> None:
     )
 
     for mod in (init, generate, add, run, submit, show, retrain, note, cancel, resubmit, sync,
-                server, report, best, describe, ui):
+                server, report, best, describe, ui, check):
         cli.add_command(mod.command)
 
 

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, say, warn
-from netrain.cli.generate import training_options
+from netrain.cli.common import EXECUTOR, POSITIVE, TaskProgress, load_batch, say, warn
+from netrain.cli.generate import bool_option, training_options
 
 
 @click.command("add")
 @click.argument("batch")
 @training_options
-@click.option("--run", "run_", is_flag=True, help="Start the new tasks right away.")
-@click.option("--executor", type=EXECUTOR, default=None)
+@bool_option("--run", "run_", help="Start the new tasks right away (see --executor).")
+@click.option("--executor", type=EXECUTOR, default=None,
+              help="Where --run sends the new tasks (default: executor in netrain.yaml, else "
+              "local).")
+@click.option("--workers", "-j", type=POSITIVE, default=None,
+              help="With --run on the local executor: tasks at a time (default: workers in "
+              "netrain.yaml, else 2).")
 @click.pass_obj
 def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pack, no_check,
-            run_, executor) -> None:
+            run_, executor, workers) -> None:
     """Add networks to BATCH: new models get scripts; existing models get new array tasks."""
-    from netrain import executor as ex
-    from netrain.builder import TrainOptions, add
-    from netrain.local import python_executable
-    from netrain.spec import parse_models
+    from netrain.define.builder import TrainOptions, add
+    from netrain.define.spec import parse_models
+    from netrain.execute import executor as ex
+    from netrain.execute.local import python_executable
 
     specs = parse_models(models)
     b = load_batch(obj, batch)
@@ -36,7 +41,8 @@ def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pac
         cfg = obj.config(required=False)
         selection = ex.Selection({model.key: list(range(seg.start, seg.stop))
                                   for model, seg in added}, skip_finished=False)
-        started = ex.start(b, executor or cfg.executor, selection, workers=cfg.workers,
+        started = ex.start(b, executor or cfg.executor, selection,
+                           workers=workers or cfg.workers,
                            say=warn, progress=TaskProgress())
         if started.failures:
             raise click.exceptions.Exit(1)

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from netrain.batch import Batch, find_batch
 from netrain.cli.context import Context
+from netrain.define.batch import Batch, find_batch
 
 EXECUTOR = click.Choice(["local", "slurm"])
 POSITIVE = click.IntRange(min=1)
@@ -35,6 +35,8 @@ class TaskProgress:
     def __init__(self) -> None:
         self.bar: Any = None
         self.failed = 0
+        #: (exit code, log) of each task as it ended: the first ones decide netrain check's hint
+        self.ended: list[tuple[int, Path]] = []
 
     def begin(self, total: int) -> None:
         if sys.stderr.isatty():
@@ -47,6 +49,7 @@ class TaskProgress:
              finished: int, total: int) -> None:
         ok = returncode == 0
         self.failed += 0 if ok else 1
+        self.ended.append((returncode, log))
         status = "ok" if ok else f"FAILED (exit {returncode}), log: {log}"
         line = f"[{finished}/{total}] {model_key} task {index}: {status} ({seconds:.1f} s)"
         if self.bar is None:
@@ -66,11 +69,46 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
                 tasks: Sequence[int] | None = None, workers: int | None = None,
                 rerun: bool = False) -> None:
     """Start the selected tasks through the executor; exit 1 if a local task failed."""
-    from netrain import executor as ex
+    from netrain.execute import executor as ex
 
     if workers is None:
         workers = obj.config(required=False).workers
+    progress = TaskProgress()
     started = ex.start(batch, executor, ex.Selection.of(batch, models, tasks, not rerun),
-                       workers=workers, say=warn, progress=TaskProgress())
+                       workers=workers, say=warn, progress=progress)
+    if executor == "local" and started.failures:
+        from netrain.execute.check import first_failures_hint
+
+        hint = first_failures_hint(progress.ended, len(progress.ended))
+        if hint:
+            warn(hint)
+    if executor == "slurm" and started.jobs:
+        _watch_first_tasks(batch, started.jobs)
     if started.failures:
         raise click.exceptions.Exit(1)
+
+
+def _watch_first_tasks(batch: Batch, jobs: Sequence[Any]) -> None:
+    """After a submit, on a terminal (or with NETRAIN_WATCH_FIRST=SECONDS): follow the first
+    tasks briefly and suggest netrain check when they all fail the same way."""
+    import os
+
+    from netrain.execute.check import watch_first_tasks
+    from netrain.execute.slurm import expand_task_ids
+
+    default = "30" if sys.stderr.isatty() else "0"
+    try:
+        seconds = float(os.environ.get("NETRAIN_WATCH_FIRST", default))
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        return
+    total = sum(len(expand_task_ids(j.indices)) for j in jobs)
+    warn(f"watching the first tasks for up to {seconds:.0f} s (Ctrl-C stops watching, not the "
+         "tasks; NETRAIN_WATCH_FIRST=0 turns this off)")
+    try:
+        hint = watch_first_tasks(batch.path, [j.job_id for j in jobs], total, seconds)
+    except KeyboardInterrupt:
+        return
+    if hint:
+        warn(hint + f"; netrain cancel {batch.id} stops the rest")

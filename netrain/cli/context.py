@@ -16,14 +16,14 @@ class Context:
         self._config: Any = None
 
     def config(self, required: bool = True) -> Any:
-        from netrain.config import load_config
+        from netrain.define.config import load_config
 
         if self._config is None:
             self._config = load_config(self.config_path, required=required)
         return self._config
 
     def trainings_dir(self) -> Path | None:
-        from netrain.config import find_config
+        from netrain.define.config import find_config
 
         if self.config_path or find_config() is not None:
             return Path(self.config().trainings_dir)

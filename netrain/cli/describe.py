@@ -15,8 +15,8 @@ def command(obj, run_id, as_json) -> None:
     """How the network of MLflow run RUN_ID was made: batch, model, task and net, seed,
     params, code digest and commit, versions, host, job, status, epochs, final metrics,
     files and retrain lineage."""
-    from netrain import describe
-    from netrain.lookup import find_run
+    from netrain.results import describe
+    from netrain.results.lookup import find_run
 
     cfg = obj.config(required=False)
     ref = find_run(run_id, obj.trainings_dir(), cfg.tracking_uri if cfg.path else None)

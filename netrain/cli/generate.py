@@ -9,7 +9,8 @@ from netrain.cli.common import EXECUTOR, POSITIVE, load_batch, say, start_tasks,
 
 def bool_option(*names: str, help: str):
     """``--name`` alone means true; ``--name false`` too is accepted (the seed's ``--run True``):
-    true/false, yes/no, 1/0, on/off in any case, the words netrain.params.parse_bool takes."""
+    true/false, yes/no, 1/0, on/off in any case, the words
+    netrain.define.params.parse_bool takes."""
     return click.option(*names, type=click.BOOL, is_flag=False, flag_value=True, default=False,
                         metavar="[true|false]", help=help)
 
@@ -45,7 +46,9 @@ def training_options(f):
 @bool_option("--run", "run_", help="Start the batch right away (see --executor).")
 @click.option("--executor", type=EXECUTOR, default=None,
               help="Where --run sends the batch (default: executor in netrain.yaml, else local).")
-@click.option("--workers", type=POSITIVE, default=None, help="Local executor: tasks at a time.")
+@click.option("--workers", "-j", type=POSITIVE, default=None,
+              help="With --run on the local executor: tasks at a time (default: workers in "
+              "netrain.yaml, else 2).")
 @click.option("--max-running", type=POSITIVE, default=None,
               help="SLURM: at most K tasks of each array at once (--array=0-N%K).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written and submitted.")
@@ -55,8 +58,8 @@ def command(obj, models, array, nb_epoch, epoch_samples, intelligent, pack, no_c
     """Build a batch: code snapshot, one sbatch array script per model, runbatch.sh."""
     import dataclasses
 
-    from netrain.builder import TrainOptions, generate
-    from netrain.spec import parse_models
+    from netrain.define.builder import TrainOptions, generate
+    from netrain.define.spec import parse_models
 
     specs = parse_models(models)
     cfg = obj.config()

@@ -14,9 +14,9 @@ from netrain.errors import BatchError, NetrainError
 @click.pass_obj
 def command(obj, target, text) -> None:
     """Annotate TARGET (a batch id/prefix/path, or a run id) with TEXT."""
-    from netrain import mlflow_store
-    from netrain.batch import Batch, find_batch, now_iso
-    from netrain.lookup import find_run, looks_like_run_id
+    from netrain.define.batch import Batch, find_batch, now_iso
+    from netrain.results.lookup import find_run, looks_like_run_id
+    from netrain.track import mlflow_store
 
     if not text.strip():
         raise NetrainError("the note is empty: give some text")

@@ -27,8 +27,8 @@ from netrain.cli.common import POSITIVE, load_batch, say, warn
 def command(obj, batch, out, metric, mode, top, no_mlflow) -> None:
     """Write BATCH's report (PNG figures, best.csv, one self-contained report.html) and log
     it to the batch's MLflow experiment as the run named 'report'."""
-    from netrain import batch_report
     from netrain.errors import NetrainError
+    from netrain.results import report as batch_report
 
     b = load_batch(obj, batch)
     where = Path(out) if out else batch_report.default_out(b)
@@ -41,7 +41,7 @@ def command(obj, batch, out, metric, mode, top, no_mlflow) -> None:
         from netrain.errors import TrackingError
 
         try:
-            from netrain import mlflow_results
+            from netrain.results import mlflow_results
 
             run_id = mlflow_results.log_report(b, where)
             warn(f"logged to MLflow: run {run_id} (named 'report') of experiment "

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, warn
+from netrain.cli.common import EXECUTOR, POSITIVE, TaskProgress, load_batch, warn
 
 
 @click.command("resubmit")
 @click.argument("batch")
-@click.option("--failed", is_flag=True, required=True,
-              help="Resubmit the tasks that failed, died, were cancelled or were lost.")
+@click.option("--failed", is_flag=True,
+              help="The tasks that failed, died, were cancelled or were lost: what resubmit "
+              "always takes (accepted for the spelling show suggests).")
 @click.option("--models", default=None, metavar="CLASS.ARCH,...", help="Only these models.")
 @click.option("--executor", "where", type=EXECUTOR, default=None,
               help="Where to run them (default: where the batch's jobs went).")
+@click.option("--workers", "-j", type=POSITIVE, default=None,
+              help="Local executor: tasks at a time (default: workers in netrain.yaml, else 2).")
 @click.pass_obj
-def command(obj, batch, failed, models, where) -> None:
+def command(obj, batch, failed, models, where, workers) -> None:
     """Resubmit BATCH's failed tasks as one new array (e.g. --array=3,17,42) per model."""
-    from netrain import executor as ex
-    from netrain.heal import heal
-    from netrain.spec import parse_model_filter
-    from netrain.status import batch_status
+    from netrain.define.spec import parse_model_filter
+    from netrain.execute import executor as ex
+    from netrain.execute.heal import heal
+    from netrain.execute.status import batch_status
 
+    wanted = parse_model_filter(models) if models else None
     b = load_batch(obj, batch)
-    keys = [m.key for m in ex.select_models(b, parse_model_filter(models) if models else None)]
+    keys = [m.key for m in ex.select_models(b, wanted)]
     view = ex.scheduler_view([b]) if ex.has_slurm_jobs(b) else ex.SchedulerView()
     st = batch_status(b, view.tasks.get(b.id))
     heal(b, st, view.retrains.get(b.id))
@@ -37,7 +41,7 @@ def command(obj, batch, failed, models, where) -> None:
         warn("nothing to resubmit")
         return
     started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False),
-                       workers=obj.config(required=False).workers, say=warn,
+                       workers=workers or obj.config(required=False).workers, say=warn,
                        progress=TaskProgress())
     if started.failures:
         raise click.exceptions.Exit(1)

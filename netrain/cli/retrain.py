@@ -16,16 +16,18 @@ from netrain.errors import NetrainError
               help="Epochs this time (default: as the first time).")
 @click.option("--from-weights", is_flag=True,
               help="Start from the network's trained weights instead of a fresh init.")
-@click.option("--executor", type=EXECUTOR, default=None)
+@click.option("--executor", type=EXECUTOR, default=None,
+              help="Where the retrain runs (default: where the network's task ran).")
 @click.option("--run/--no-run", "run_", default=True, show_default=True,
               help="Start it now (--no-run only writes scripts/retrain-*.sh).")
 @click.pass_obj
 def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
     """Train the network of MLflow run RUN_ID again: a new run tagged retrain_of=RUN_ID."""
-    from netrain import builder
-    from netrain import executor as ex
-    from netrain.lookup import find_run
-    from netrain.records import read_model_records
+    from netrain.define import builder
+    from netrain.define.batch import network_files
+    from netrain.execute import executor as ex
+    from netrain.execute.records import read_model_records
+    from netrain.results.lookup import find_run
 
     cfg = obj.config(required=False)
     ref = find_run(run_id, obj.trainings_dir(), cfg.tracking_uri if cfg.path else None)
@@ -44,7 +46,7 @@ def command(obj, run_id, nb_epoch, from_weights, executor, run_) -> None:
         if tags.get("retrain_of") or net_rec is None or not net_rec.stem:
             raise NetrainError(f"cannot find the weights of run {run_id} in the batch's "
                                "records: retrain without --from-weights")
-        weights = wdir / f"{net_rec.stem}.weights.h5"
+        weights = wdir / network_files(net_rec.stem)[0]
         if not weights.is_file():
             raise NetrainError(f"weights file {weights} is missing: retrain without "
                                "--from-weights")

@@ -14,8 +14,10 @@ import click
                    "postgresql+psycopg2://user@host/db (password from PGPASSWORD/~/.pgpass).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind (0.0.0.0 exposes it to the network).")
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port to listen on (MLflow's own default; 'netrain ui' uses 5001).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server worker processes (one is enough for a lab; each costs ~0.3 GB).")
 @click.option("--auth", is_flag=True,
               help="Run MLflow's basic-auth app: clients need a name and password. Its admin "
                    "is you, from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
@@ -27,7 +29,7 @@ import click
 def command(obj, backend_store_uri, host, port, workers, auth, insecure) -> None:
     """Start an MLflow tracking server for the trainings directory (artifacts proxied into
     TRAININGS_DIR/mlartifacts) and print the tracking_uri line for netrain.yaml."""
-    from netrain import server, server_auth
+    from netrain.track import server, server_auth
 
     server_auth.check_exposure(host, auth, insecure)
     creds = server_auth.credentials_from_environment() if auth else None

@@ -20,10 +20,11 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     Tasks that died while their records say running (SLURM saw them end, or their process
     on this machine is gone) get their MLflow runs closed and their records marked died.
     """
-    from netrain import executor, report
-    from netrain.batch import load_batches
-    from netrain.heal import heal
-    from netrain.status import batch_status
+    from netrain.define.batch import load_batches
+    from netrain.execute import executor
+    from netrain.execute.heal import heal
+    from netrain.execute.status import batch_status
+    from netrain.results import table as report
 
     if batch is None:
         trainings = obj.trainings_dir()
@@ -40,7 +41,7 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     if batch is None:
         say(report.overview(statuses, trainings, broken, view.note, as_json))
     else:
-        from netrain.status import code_edited
+        from netrain.execute.status import code_edited
 
         statuses[0].code_edited = code_edited(batches[0])  # hashes the snapshot: one batch
         say(report.detail(batches[0], statuses[0], all_tasks, view.note,

@@ -14,7 +14,7 @@ from netrain.cli.common import load_batch, start_tasks
 @click.pass_obj
 def command(obj, batch, models, tasks) -> None:
     """Submit BATCH (its unfinished tasks, or the selected ones) with sbatch."""
-    from netrain.spec import parse_model_filter, parse_tasks
+    from netrain.define.spec import parse_model_filter, parse_tasks
 
     keys = parse_model_filter(models) if models else None
     idx = parse_tasks(tasks) if tasks else None

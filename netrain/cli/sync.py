@@ -25,8 +25,8 @@ from netrain.errors import NetrainError
 @click.pass_obj
 def command(obj, batch, retry_for, follow, every) -> None:
     """Ship the unshipped tracking events of BATCH (default: of every batch)."""
-    from netrain.batch import Batch, list_batches
-    from netrain.sync import follower, sync_batch
+    from netrain.define.batch import Batch, list_batches
+    from netrain.track.sync import follower, sync_batch
 
     if follow:
         _follow(obj, batch, retry_for, every)
@@ -71,9 +71,9 @@ def command(obj, batch, retry_for, follow, every) -> None:
 def _heal(batches: list[Any]) -> None:
     """Close (in their journals) the runs of tasks that died without a word, as `show` does,
     so that what sync ships leaves no run RUNNING."""
-    from netrain import executor
-    from netrain.heal import heal
-    from netrain.status import batch_status
+    from netrain.execute import executor
+    from netrain.execute.heal import heal
+    from netrain.execute.status import batch_status
 
     asked = [b for b in batches if executor.has_slurm_jobs(b)]
     view = executor.scheduler_view(asked)
@@ -82,8 +82,8 @@ def _heal(batches: list[Any]) -> None:
 
 
 def _follow(obj: Any, ref: str | None, retry_for: float, every: float) -> None:
-    from netrain.batch import Batch, list_batches
-    from netrain.sync import follow_batch
+    from netrain.define.batch import Batch, list_batches
+    from netrain.track.sync import follow_batch
 
     if ref is not None:
         b = load_batch(obj, ref)
@@ -95,11 +95,16 @@ def _follow(obj: Any, ref: str | None, retry_for: float, every: float) -> None:
         if not found:
             raise NetrainError(f"no batch in {trainings} to follow: run netrain generate")
         b = Batch.load(found[-1])
+    from netrain.execute.slurm import sync_job_running
+    from netrain.execute.status import batch_active
+
     uri = str(b.manifest.tracking["uri"])
     _check_tracking(uri)
     say(f"following batch {b.id}: shipping its journals to {_shown(uri)} every {every:g} s "
         "until no task is queued or running (Ctrl-C stops)")
-    res = follow_batch(b, uri, say, every=every, retry_for=retry_for)
+    res = follow_batch(b.path, uri, say, active=lambda: batch_active(b),
+                       sync_job_running=lambda: sync_job_running(b.id), every=every,
+                       retry_for=retry_for)
     if res.interrupted:
         left = f"; {len(res.left)} journal(s) still to ship: netrain sync {b.id}" \
             if res.left else ""
@@ -112,15 +117,15 @@ def _follow(obj: Any, ref: str | None, retry_for: float, every: float) -> None:
 
 
 def _shown(uri: str) -> str:
-    from netrain.mlflow_store import _describe_uri
+    from netrain.track.server_auth import shown
 
-    return _describe_uri(uri)
+    return shown(uri)
 
 
 def _check_tracking(uri: str) -> None:
     """A server that refuses our credentials: one line now, not a retry loop per journal."""
     if uri.startswith(("http://", "https://")):
-        from netrain.server_auth import refusal
+        from netrain.track.server_auth import refusal
 
         refused = refusal(uri, _shown(uri))
         if refused:

@@ -12,7 +12,9 @@ from netrain.cli.common import load_batch, say, warn
 
 @click.command("ui")
 @click.argument("batch", required=False)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5001, show_default=True,
+              help="Port on 127.0.0.1 (5001, so that it runs beside 'netrain server' on "
+              "5000).")
 @click.option("--print-only", is_flag=True, help="Print the mlflow command instead of "
               "starting it.")
 @click.pass_obj
@@ -20,7 +22,7 @@ def command(obj, batch, port, print_only) -> None:
     """Start mlflow ui on this project's tracking store, bound to 127.0.0.1 (one worker, no
     job runner), and print its URL (BATCH: the URL of that batch's experiment). Ctrl-C stops
     it."""
-    from netrain import mlflow_ui
+    from netrain.track import mlflow_ui
 
     cfg = obj.config()
     experiment = None

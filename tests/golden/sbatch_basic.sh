@@ -42,7 +42,7 @@ export PATH=/opt/venv/bin:"$PATH"
 # time-limit warning (USR1), scancel (TERM) or Ctrl-C (INT) it checkpoints and stops;
 # after USR1 it requeues itself to resume (slurm.requeue).
 set -m
-/opt/venv/bin/python -m netrain.launch "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" -P pack="$pack" &
+/opt/venv/bin/python -m netrain.execute.launcher "$batch_dir" -e train --env-manager local --experiment-id "$MLFLOW_EXPERIMENT_ID" -P class=classifier -P architecture=clu_one -P nb_epoch="$nb_epoch" -P epoch_samples="$epoch_samples" -P nnets="$nnets" -P intelligent="$intelligent" -P trainingrun="$index" -P pack="$pack" &
 child=$!
 trap 'kill -USR1 -- -"$child" 2>/dev/null' USR1
 trap 'kill -TERM -- -"$child" 2>/dev/null' TERM

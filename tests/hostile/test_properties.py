@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netrain.batch import Batch, Manifest
 from netrain.cli import cli
-from netrain.config import load_config, parse_config
+from netrain.define.batch import Batch, Manifest
+from netrain.define.config import load_config, parse_config
+from netrain.define.spec import MAX_NNETS, NAME_RE, parse_model_filter, parse_models, parse_tasks
 from netrain.errors import BatchError, ConfigError, SpecError
-from netrain.spec import MAX_NNETS, NAME_RE, parse_model_filter, parse_models, parse_tasks
 from tests.conftest import make_userproj
 
 #: Characters that matter to the --models grammar and to shells, plus some that do not.

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netrain.batch import Segment
-from netrain.config import parse_environment
+from netrain.define.batch import Segment
+from netrain.define.config import parse_environment
+from netrain.define.scripts import ScriptSpec, render_runbatch, render_sbatch
 from netrain.errors import BatchError, ConfigError
-from netrain.render import ScriptSpec, render_runbatch, render_sbatch
 from tests.hostile.conftest import Template, no_marker_files, nr
 
 BASH = shutil.which("bash") or "/bin/bash"
@@ -140,7 +140,7 @@ def test_sbatch_script_passes_hostile_values_intact(rec: Recorder, tmp_path: Pat
         assert t["prog"] == "mlflow" and t["argv"] == mlflow_args(batch_dir, "conda")
     else:
         assert t["prog"] == "python" and t["argv"] == [
-            "-m", "netrain.launch", *mlflow_args(batch_dir, "local")[1:]]
+            "-m", "netrain.execute.launcher", *mlflow_args(batch_dir, "local")[1:]]
         if env_kind == "python":
             assert t["argv0"] == rec.python
     assert t["cwd"] == str(batch_dir)
@@ -291,7 +291,8 @@ def test_generated_batch_scripts_under_a_hostile_path(hostile_batch: tuple[Path,
         for k, v in params:
             expected += [f"--{k.replace('_', '-')}", v]
     else:
-        expected = ["-m", "netrain.launch", str(batch), "-e", "train", "--env-manager", "local",
+        expected = ["-m", "netrain.execute.launcher", str(batch), "-e", "train",
+                    "--env-manager", "local",
                     "--experiment-id", str(m["tracking"]["experiment_id"])]
         for k, v in params:
             expected += ["-P", f"{k}={v}"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netrain.config import normalise_tracking_uri
+from netrain.define.config import normalise_tracking_uri
 from netrain.errors import ConfigError
 from tests.hostile.conftest import Template, nr
 

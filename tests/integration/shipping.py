@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netrain.batch import Manifest, new_batch_id, now_iso, write_manifest
-from netrain.journal import JournalWriter, journal_path
+from netrain.define.batch import Manifest, new_batch_id, now_iso, write_manifest
+from netrain.track.journal import JournalWriter, journal_path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -31,14 +31,14 @@ def env() -> dict[str, str]:
 
 
 def client(uri: str) -> Any:
-    from netrain.mlflow_store import client as make
+    from netrain.track.mlflow_store import client as make
 
     return make(uri)
 
 
 def make_batch(root: Path, uri: str) -> tuple[Path, str]:
     """A batch directory with a manifest and its MLflow experiment; (dir, experiment id)."""
-    from netrain.mlflow_store import initialise_sqlite
+    from netrain.track.mlflow_store import initialise_sqlite
 
     batch_id = new_batch_id()
     batch = root / batch_id
@@ -151,7 +151,7 @@ class Server:
     """A real `netrain server` on a free loopback port (restartable on the same port)."""
 
     def __init__(self, project: Path, backend: str | None = None, port: int | None = None):
-        from netrain.server import free_port
+        from netrain.track.server import free_port
 
         self.project = project
         self.backend = backend

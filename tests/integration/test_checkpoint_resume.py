@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netrain import checkpoint
-from netrain.contract import build_input, call_config_function
+from netrain.define import checkpoint
+from netrain.define.contract import build_input, call_config_function
 from netrain.errors import TaskInterrupted, note_interrupt
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def _configure(stop_after: int | None, intelligent: bool,  # type: ignore[no-unt
 
 
 def _job(tmp: Path, fn: Any, intelligent: bool, resume: Any = None, every: int = 1) -> Any:
-    from netrain.training import NetworkJob
+    from netrain.train.sequential import NetworkJob
 
     inputs = build_input(cls="c", architecture="a", nb_epoch=12, epoch_samples=40, nnets=1,
                          intelligent=intelligent, batch_dir=tmp, batch="b", trainingrun=0,
@@ -93,7 +93,7 @@ def _job(tmp: Path, fn: Any, intelligent: bool, resume: Any = None, every: int =
 def test_stopped_and_resumed_equals_uninterrupted(tmp_path: Path, intelligent: bool) -> None:
     import keras
 
-    from netrain.training import train_one
+    from netrain.train.sequential import train_one
 
     straight = train_one(_job(tmp_path / "a", _configure(None, intelligent), intelligent),
                          _Quiet(), keras)
@@ -130,8 +130,8 @@ def test_signalled_mid_epoch_resumes_exactly(tmp_path: Path, monkeypatch: Any,
                                              reached: int, intelligent: bool) -> None:
     import keras
 
-    from netrain import training
-    from netrain.training import train_one
+    from netrain.train import sequential as training
+    from netrain.train.sequential import train_one
 
     straight = train_one(_job(tmp_path / "a", _configure(None, intelligent), intelligent),
                          _Quiet(), keras)
@@ -167,8 +167,8 @@ def test_dropout_resumes_with_its_random_state(tmp_path: Path, monkeypatch: Any,
     """Keras' model file does not keep a SeedGenerator's state: the checkpoint does."""
     import keras
 
-    from netrain import training
-    from netrain.training import train_one
+    from netrain.train import sequential as training
+    from netrain.train.sequential import train_one
 
     straight = train_one(_job(tmp_path / "a", _configure(None, False, dropout=True), False),
                          _Quiet(), keras)
@@ -205,7 +205,7 @@ def _weights(path: Path, batch: Path, dropout: bool = False) -> list[Any]:
 def test_seed_states_of_nested_random_layers_go_back_into_a_fresh_model() -> None:
     import keras
 
-    from netrain.training import seed_states, set_seed_states
+    from netrain.train.sequential import seed_states, set_seed_states
 
     def build() -> Any:
         keras.utils.set_random_seed(5)

@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
 from netrain import h5weights  # noqa: E402
-from netrain.packed import spans  # noqa: E402
+from netrain.train.packed import spans  # noqa: E402
 
 
 def _model(kind: str, seed: int, lr: float = 1e-3) -> Any:

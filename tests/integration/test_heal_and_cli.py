@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from netrain.batch import Batch
-from netrain.heal import heal
-from netrain.records import NetRecord, TaskRecord, read_record, record_path, write_record
-from netrain.status import State, batch_status
+from netrain.define.batch import Batch
+from netrain.execute.heal import heal
+from netrain.execute.records import NetRecord, TaskRecord, read_record, record_path, write_record
+from netrain.execute.status import State, batch_status
 from tests.conftest import invoke, mlflow_client, snapshot_tree
 
 
@@ -89,8 +89,8 @@ def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
 
 def test_mlflow_store_errors_are_typed(userproj: Path) -> None:
     """Recognised by MLflow's error code, not by the words of its message."""
-    from netrain import mlflow_store
     from netrain.errors import RunNotFound, TrackingUnavailable
+    from netrain.track import mlflow_store
 
     uri = f"sqlite:///{userproj / 'tracking' / 'custom.db'}"
     c = mlflow_client(uri)
@@ -134,7 +134,7 @@ def here(pid: int) -> dict[str, object]:
 
 
 def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> None:
-    from netrain.heal import heal_exited
+    from netrain.execute.heal import heal_exited
 
     batch, path, parent = _running_task(userproj, **here(os.getpid()))
     c = mlflow_client(batch.manifest.tracking["uri"])

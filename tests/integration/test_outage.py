@@ -22,7 +22,7 @@ EPOCHS = 30
 
 
 def _project(tmp_path: Path) -> tuple[Path, Server]:
-    from netrain.server import free_port
+    from netrain.track.server import free_port
 
     proj = tmp_path / "proj"
     shutil.copytree(FIXTURES / "userproj", proj)

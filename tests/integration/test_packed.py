@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netrain.contract import validate_output
-from netrain.packed import epoch_order, network_rng, pack_fallback, train_networks_packed
-from netrain.training import NetworkJob
+from netrain.define.contract import validate_output
+from netrain.train.packed import epoch_order, network_rng, pack_fallback, train_networks_packed
+from netrain.train.sequential import NetworkJob
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def alone(job: NetworkJob) -> Any:
     own fit on the same batches (the packed order, no shuffling)."""
     import keras
 
-    from netrain.training import _materialise
+    from netrain.train.sequential import _materialise
 
     cfg = job.config
     keras.backend.clear_session()
@@ -99,7 +99,7 @@ def saved(job: NetworkJob) -> list[np.ndarray]:
 
 
 def _x(job: NetworkJob) -> Any:
-    from netrain.training import _materialise
+    from netrain.train.sequential import _materialise
 
     return _materialise(job.config.training_generator)[0]
 
@@ -244,7 +244,7 @@ def test_variable_count_guard_falls_back(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
-    from netrain.packed import pack_refusal
+    from netrain.train.packed import pack_refusal
 
     def two(**kw: Any) -> list[NetworkJob]:
         return [make_job(tmp_path, i, **kw) for i in range(2)]
@@ -268,7 +268,7 @@ def test_optimizers_that_would_couple_the_networks_are_refused(optimizer: str,
                                                                 refused: str | None) -> None:
     import keras
 
-    from netrain.packed import model_refusal
+    from netrain.train.packed import model_refusal
 
     opt: Any = {"Lamb": lambda: keras.optimizers.Lamb(),
                 "clipnorm": lambda: keras.optimizers.Adam(clipnorm=1.0),
@@ -284,7 +284,7 @@ def test_optimizers_that_would_couple_the_networks_are_refused(optimizer: str,
                                                (True, False, False), (False, None, False)])
 def test_the_configuration_pack_key_overrides_the_batch_flag(
         tmp_path: Path, capsys: Any, flag: bool, key: bool | None, packed: bool) -> None:
-    from netrain.packed import train_networks_maybe_packed
+    from netrain.train.packed import train_networks_maybe_packed
 
     extra = {} if key is None else {"pack": key}
     calls: list[int] = []
@@ -303,7 +303,7 @@ def test_the_configuration_pack_key_overrides_the_batch_flag(
 def test_sequential_path_gives_the_packed_results(tmp_path: Path, epoch_samples: int) -> None:
     """With or without --pack, a network ends with the same weights: the sequential trainer
     serves each network its own seeded batch order, the order the packed trainer uses."""
-    from netrain.training import train_networks
+    from netrain.train.sequential import train_networks
 
     packed_jobs = [make_job(tmp_path / "p", i, epoch_samples=epoch_samples) for i in range(3)]
     train_networks_packed(range(3), lambda i: packed_jobs[i], Recorder())
@@ -367,7 +367,7 @@ def test_members_start_from_the_sequential_paths_initial_weights(
     every network shares, seeds that come back)."""
     import keras
 
-    from netrain.packed import _build_member, _Seeder
+    from netrain.train.packed import _build_member, _Seeder
 
     jobs = [make_job(tmp_path, i, gen=stateful_random_mlp, extra={"seed": s})
             for i, s in enumerate(seeds)]

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netrain import checkpoint
-from netrain.contract import validate_output
+from netrain.define import checkpoint
+from netrain.define.contract import validate_output
 from netrain.errors import TaskInterrupted, note_interrupt
-from netrain.training import NetworkJob
+from netrain.train.sequential import NetworkJob
 from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
 from tests.integration.test_packed import Recorder, data, mlp
 
@@ -80,7 +80,7 @@ def _weights(job: NetworkJob, gen: Any = mlp) -> list[np.ndarray]:
 def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
     """The task's handler noting a signal while epoch ``epoch`` starts (its batch order drawn:
     the group's state already copied, no step of it trained)."""
-    from netrain import packed
+    from netrain.train import packed
 
     draws = [0]
     real = packed.epoch_order
@@ -99,9 +99,9 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
         tmp_path: Path, monkeypatch: Any, capsys: Any, intelligent: bool, copy: bool) -> None:
     """``copy``: the group keeps a copy of each epoch's start and a signal mid-epoch goes
     back to it; else (epochs too short for the copy to pay) the epoch is finished first."""
-    from netrain import packed
-    from netrain.packed import train_networks_packed
-    from netrain.training import train_networks
+    from netrain.train import packed
+    from netrain.train.packed import train_networks_packed
+    from netrain.train.sequential import train_networks
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     straight = [_job(a, i, intelligent) for i in range(3)]
@@ -173,8 +173,8 @@ def test_packed_dropout_resumes_with_each_networks_random_state(
     """Each network's Dropout seed generator is a slice of the group's state: its checkpoint
     keeps that network's own state (Keras' model file does not), so the group resumes to the
     uninterrupted group's weights."""
-    from netrain import packed
-    from netrain.packed import train_networks_packed
+    from netrain.train import packed
+    from netrain.train.packed import train_networks_packed
 
     a, b = tmp_path / "a", tmp_path / "b"
     straight = [_job(a, i, False, gen=dropout_mlp) for i in range(3)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netrain.journal import pending
+from netrain.track.journal import pending
 from tests.integration.shipping import (
     ROOT,
     Server,
@@ -45,7 +45,7 @@ def test_sixteen_shippers_through_a_server_on_postgresql(tmp_path: Path) -> None
         batch, exp_id = make_batch(proj / "trainings", server.url)
         specs = [TaskSpec(i, nets=2, epochs=6) for i in range(SHIPPERS)]
         journals = [write_task(batch, exp_id, s) for s in specs]
-        procs = [subprocess.Popen([sys.executable, "-m", "netrain.shipper", "once", str(j),
+        procs = [subprocess.Popen([sys.executable, "-m", "netrain.track.shipper", "once", str(j),
                                    "--batch-dir", str(batch), "--uri", server.url],
                                   cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True)
                  for j in journals]

@@ -61,6 +61,7 @@ def test_generate_records_versions_and_git(trained: dict) -> None:
                           capture_output=True, text=True).stdout.strip()
     # the trainings dir inside the checkout does not make the code dirty
     assert m["code"]["git"] == {"commit": head, "branch": "main", "dirty": False}
+    assert m["code"]["git_commit"] == head  # the one-line form agrees (it said +dirty)
     exp = mlflow_client(trained["uri"]).get_experiment_by_name(b.name)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["netrain.git.commit"] == head and exp.tags["netrain.git.dirty"] == "false"
@@ -123,9 +124,19 @@ def test_best_ranks_and_errors(trained: dict) -> None:
     r = invoke("best", b.name, "--json", "--top", "10", cwd=proj)
     assert r.code == 0, r.text
     data = json.loads(r.out)
-    vals = [n["value"] for n in data["best"]]
-    assert len(vals) == 4 and vals == sorted(vals) and data["mode"] == "min"
-    r = invoke("best", b.name, "--json", "--mode", "max", "--metric", "loss", cwd=proj)
+    assert len(data["best"]) == 4 and data["mode"] == "min"
+    by_model: dict[str, list[float]] = {}
+    for n in data["best"]:
+        by_model.setdefault(n["model"], []).append(n["value"])
+    assert len(by_model) == 2 and all(v == sorted(v) for v in by_model.values())
+    assert [n["model"] for n in data["best"]] == sorted(n["model"] for n in data["best"])
+    r = invoke("best", b.name, "--json", "--top", "3", "--across-models", cwd=proj)
+    vals = [n["value"] for n in json.loads(r.out)["best"]]
+    assert len(vals) == 3 and vals == sorted(vals)
+    r = invoke("best", b.name, "--json", "--top", "1", cwd=proj)
+    assert len(json.loads(r.out)["best"]) == 2  # one per model
+    r = invoke("best", b.name, "--json", "--mode", "max", "--metric", "loss", "--across-models",
+               cwd=proj)
     vals = [n["value"] for n in json.loads(r.out)["best"]]
     assert vals == sorted(vals, reverse=True)
     r = invoke("best", b.name, "--model", "classifier.clu_one", "--metric", "val_accuracy",

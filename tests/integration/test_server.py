@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netrain.journal import journal_path, pending, unshipped_bytes
-from netrain.server import healthy, rss_mib
+from netrain.track.journal import journal_path, pending, unshipped_bytes
+from netrain.track.server import healthy, rss_mib
 from tests.integration.shipping import (
     BIN,
     ROOT,
@@ -31,7 +31,7 @@ def _follower(batch: Path, uri: str, spec: TaskSpec, pid: int, drain: str = "120
     e["NETRAIN_SHIP_HTTP_TIMEOUT"] = "10"
     e["NETRAIN_DRAIN_TIMEOUT"] = drain
     j = journal_path(batch, "c-a", spec.index)
-    return subprocess.Popen([sys.executable, "-m", "netrain.shipper", "follow", str(j),
+    return subprocess.Popen([sys.executable, "-m", "netrain.track.shipper", "follow", str(j),
                              "--batch-dir", str(batch), "--uri", uri, "--pid", str(pid)],
                             cwd=ROOT, env=e, stderr=subprocess.PIPE, text=True)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netrain.journal import JournalWriter, pending, read_state, state_path, write_state
-from netrain.shipper import ship
+from netrain.track.journal import JournalWriter, pending, read_state, state_path, write_state
+from netrain.track.shipper import ship
 from tests.integration.shipping import (
     ROOT,
     TaskSpec,
@@ -23,6 +23,8 @@ from tests.integration.shipping import (
     verify,
     write_task,
 )
+
+LAUNCHER = [sys.executable, "-m", "netrain.execute.launcher"]
 
 
 @pytest.fixture
@@ -133,7 +135,7 @@ def test_sigkill_mid_ship_then_ship_again(sqlite_batch: tuple[Path, str, str]) -
     e["NETRAIN_SHIP_CHUNK_EVENTS"] = "7"
     kills = 0
     for _ in range(3):
-        p = subprocess.Popen([sys.executable, "-m", "netrain.shipper", "once", str(j),
+        p = subprocess.Popen([sys.executable, "-m", "netrain.track.shipper", "once", str(j),
                               "--batch-dir", str(batch), "--uri", uri], cwd=ROOT, env=e,
                              stderr=subprocess.DEVNULL)
         start = read_state(j)["offset"]
@@ -180,7 +182,7 @@ def test_launcher_ships_and_keeps_the_exit_code(sqlite_batch: tuple[Path, str, s
     _launcher_batch(batch, exit_code=3)
     e = env()
     e["MLFLOW_TRACKING_URI"] = uri
-    p = subprocess.run([sys.executable, "-m", "netrain.launch", str(batch), "--experiment-id",
+    p = subprocess.run([*LAUNCHER, str(batch), "--experiment-id",
                         exp_id, "--env-manager", "local", "-P", "class=c", "-P",
                         "architecture=a", "-P", "trainingrun=4"], cwd=ROOT, env=e,
                        capture_output=True, text=True, timeout=300)
@@ -197,14 +199,14 @@ def test_launcher_ships_and_keeps_the_exit_code(sqlite_batch: tuple[Path, str, s
 
 def test_launcher_with_tracking_down_then_sync(sqlite_batch: tuple[Path, str, str]) -> None:
     batch, exp_id, uri = sqlite_batch
-    from netrain.server import free_port
+    from netrain.track.server import free_port
 
     _launcher_batch(batch, exit_code=0)
     e = env()
     e["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"  # nobody listens
     e["NETRAIN_DRAIN_TIMEOUT"] = "2"
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "netrain.launch", str(batch), "--experiment-id",
+    p = subprocess.run([*LAUNCHER, str(batch), "--experiment-id",
                         exp_id, "-P", "class=c", "-P", "architecture=a", "-P",
                         "trainingrun=0"], cwd=ROOT, env=e, capture_output=True, text=True,
                        timeout=300)
@@ -214,7 +216,7 @@ def test_launcher_with_tracking_down_then_sync(sqlite_batch: tuple[Path, str, st
     j = batch / "journal" / "c-a" / "0.jsonl"
     assert pending(batch) == [j]
     # the batch's own tracking (SQLite) is used by sync
-    from netrain.sync import sync_batch
+    from netrain.track.sync import sync_batch
 
     lines: list[str] = []
     res = sync_batch(batch, uri, lines.append)
@@ -223,7 +225,7 @@ def test_launcher_with_tracking_down_then_sync(sqlite_batch: tuple[Path, str, st
 
 
 def test_retrain_journal_path(tmp_path: Path) -> None:
-    from netrain.launch import journal_for
+    from netrain.execute.launcher import journal_for
 
     p = journal_for(tmp_path, {"retrain_of": "0123456789abcdef0123", "class": "c"})
     assert p.parent == tmp_path / "journal" / "retrain"
@@ -239,7 +241,7 @@ def test_a_create_finished_after_the_client_gave_up(sqlite_batch: tuple[Path, st
     later anyway (after the retry created one): the late one is deleted at the run's end."""
     import threading
 
-    from netrain import mlflow_ship
+    from netrain.track import mlflow_ship
 
     batch, exp_id, uri = sqlite_batch
     monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.01")
@@ -280,7 +282,7 @@ def test_launcher_forwards_sigterm(sqlite_batch: tuple[Path, str, str]) -> None:
     _launcher_batch(batch, exit_code=0)
     (batch / "mlproject" / "entry.py").write_text(
         "import os, signal, sys, time\nfrom pathlib import Path\n"
-        "from netrain.journal import JournalWriter\n"
+        "from netrain.track.journal import JournalWriter\n"
         "w = JournalWriter(Path(os.environ['NETRAIN_JOURNAL']), Path.cwd())\n"
         "stop = []\nsignal.signal(signal.SIGTERM, lambda *a: stop.append(1))\n"
         "w.open_run('t', parent=None, name='t', experiment_id=os.environ['MLFLOW_EXPERIMENT_ID'],"
@@ -290,7 +292,7 @@ def test_launcher_forwards_sigterm(sqlite_batch: tuple[Path, str, str]) -> None:
         "w.end_run('t', 'KILLED')\nw.close()\nsys.exit(143)\n")
     e = env()
     e["MLFLOW_TRACKING_URI"] = uri
-    p = subprocess.Popen([sys.executable, "-m", "netrain.launch", str(batch), "--experiment-id",
+    p = subprocess.Popen([*LAUNCHER, str(batch), "--experiment-id",
                           exp_id, "-P", "class=c", "-P", "architecture=a", "-P",
                           "trainingrun=2"], cwd=ROOT, env=e, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -306,8 +308,8 @@ def test_launcher_forwards_sigterm(sqlite_batch: tuple[Path, str, str]) -> None:
 def test_healing_waits_for_a_draining_follower(sqlite_batch: tuple[Path, str, str]) -> None:
     """A dead task's own follower may still hold its journal while heal writes the closing
     events: heal waits for the lock and ships them, so no run is left RUNNING."""
-    from netrain.heal import mark_died
-    from netrain.records import TaskRecord, record_path
+    from netrain.execute.heal import mark_died
+    from netrain.execute.records import TaskRecord, record_path
 
     batch, exp_id, uri = sqlite_batch
     j = batch / "journal" / "c-a" / "0.jsonl"

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netrain.contract import validate_output
-from netrain.training import NetworkJob, train_networks
+from netrain.define.contract import validate_output
+from netrain.train.sequential import NetworkJob, train_networks
 
 pytestmark = pytest.mark.slow
 

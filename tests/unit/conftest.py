@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from netrain.batch import Job, Manifest, ModelEntry, Segment
+from netrain.define.batch import Job, Manifest, ModelEntry, Segment
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 UPDATE_GOLDEN = os.environ.get("NETRAIN_UPDATE_GOLDEN") == "1"

@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netrain.batch import MANIFEST, Batch, Manifest, find_batch, list_batches, write_manifest
+from netrain.define.batch import MANIFEST, Batch, Manifest, find_batch, list_batches, write_manifest
+from netrain.define.spec import NAME_RE
 from netrain.errors import BatchError
-from netrain.spec import NAME_RE
 
 MakeManifest = Callable[..., Manifest]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from netrain import checkpoint
-from netrain.checkpoint import Meta, Policy, Schedule
+from netrain.define import checkpoint
+from netrain.define.checkpoint import Meta, Policy, Schedule
 
 
 def _commit(batch: Path, epoch: int, key: str = "m/0/n0") -> Meta:

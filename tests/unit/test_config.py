@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from netrain.config import (
+from netrain.define.config import (
     DEFAULT_CODE_EXCLUDE,
     Config,
     DiskConfig,

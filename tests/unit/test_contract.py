@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from netrain.contract import (
+from netrain.define.contract import (
     EXTRA_INPUT_KEYS,
     INPUT_KEYS,
     OPTIONAL_OUTPUT,

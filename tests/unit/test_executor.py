@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from netrain import executor as ex
-from netrain.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
-from netrain.records import TaskRecord, record_path, write_record
-from netrain.slurm import Result
+from netrain.define.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
+from netrain.execute import executor as ex
+from netrain.execute.records import TaskRecord, record_path, write_record
+from netrain.execute.slurm import Result
 
 
 class Sbatch:
@@ -80,6 +80,10 @@ def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> No
     assert jobs == {"regressor.narrow": [(started.jobs[0].job_id, "0,2-3", "slurm")],
                     "regressor.wide": [(started.jobs[1].job_id, "0-1", "slurm")]}
     assert ex.slurm_job_ids(again) == [j.job_id for j in started.jobs]
+    # cancel --tasks: those array tasks only, as JOBID_INDEX
+    narrow, wide = (j.job_id for j in started.jobs)
+    assert ex.slurm_job_ids(again, tasks=[1, 2]) == [f"{narrow}_2", f"{wide}_1"]
+    assert ex.slurm_job_ids(again, ["regressor.wide"], [0, 3]) == [f"{wide}_0"]
     assert ex.default_executor(again) == "slurm"
 
 

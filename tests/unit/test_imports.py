@@ -7,12 +7,15 @@ import subprocess
 import sys
 
 HEAVY = ("tensorflow", "keras", "mlflow")
-PURE = ("netrain", "netrain.spec", "netrain.contract", "netrain.config", "netrain.render",
-        "netrain.slurm", "netrain.status", "netrain.batch", "netrain.records",
-        "netrain.builder", "netrain.report", "netrain.executor", "netrain.heal",
-        "netrain.params", "netrain.mlflow_store", "netrain.lookup", "netrain.cli",
-        "netrain.journal", "netrain.shipper", "netrain.mlflow_ship", "netrain.launch",
-        "netrain.sync", "netrain.server")
+PURE = ("netrain", "netrain.define.spec", "netrain.define.contract", "netrain.define.config",
+        "netrain.define.scripts", "netrain.execute.slurm", "netrain.execute.status",
+        "netrain.define.batch", "netrain.execute.records", "netrain.define.builder",
+        "netrain.results.table", "netrain.execute.executor", "netrain.execute.heal",
+        "netrain.define.params", "netrain.track.mlflow_store", "netrain.results.lookup",
+        "netrain.cli", "netrain.track.journal", "netrain.track.shipper",
+        "netrain.track.mlflow_ship", "netrain.execute.launcher", "netrain.track.sync",
+        "netrain.track.server", "netrain.execute.check",
+        "netrain.execute.nodeprobe")
 
 
 def test_pure_modules_import_no_heavy_package() -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from netrain.journal import (
+from netrain.track.journal import (
     JournalWriter,
     ReadStats,
     journal_path,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netrain.loader import ScriptError, load_config_function, loading
+from netrain.define.loader import ScriptError, load_config_function, loading
 
 
 def test_returns_the_function_given_to_netrain_run(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from netrain.params import (
+from netrain.define.params import (
     FALSE_WORDS,
     OPTIONAL_DEFAULTS,
     TASK_PARAM_NAMES,

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from netrain import render
-from netrain.batch import Segment
-from netrain.builder import template
+from netrain.define import scripts as render
+from netrain.define.batch import Segment
+from netrain.define.builder import template
+from netrain.define.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
+from netrain.define.scripts import ScriptSpec, directive, render_sbatch
 from netrain.errors import BatchError
-from netrain.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
-from netrain.render import ScriptSpec, directive, render_sbatch
 
 REPO = Path(__file__).resolve().parents[2]
 PWN = "$(touch /tmp/pwned)"
@@ -188,9 +188,9 @@ def test_basic_script_structure() -> None:
 
 def test_mlflow_launcher_command() -> None:
     text = render_sbatch(basic_spec())
-    cmd = next(ln for ln in text.splitlines() if "netrain.launch" in ln)
+    cmd = next(ln for ln in text.splitlines() if "netrain.execute.launcher" in ln)
     words = shlex.split(cmd.rstrip(" &"))
-    assert words[:3] == ["/opt/venv/bin/python", "-m", "netrain.launch"]
+    assert words[:3] == ["/opt/venv/bin/python", "-m", "netrain.execute.launcher"]
     assert words[words.index("--env-manager") + 1] == "local"
     assert words[words.index("-e") + 1] == "train"
     params = [words[i + 1] for i, w in enumerate(words) if w == "-P"]
@@ -318,7 +318,7 @@ def test_hostile_values_round_trip_through_the_shell_words() -> None:
     assert value_of("batch_dir=") == spec.batch_dir
     assert value_of("export MLFLOW_TRACKING_URI=") == spec.tracking_uri
     assert value_of("export MLFLOW_EXPERIMENT_ID=") == spec.experiment_id
-    cmd = next(ln for ln in lines if "netrain.launch" in ln)
+    cmd = next(ln for ln in lines if "netrain.execute.launcher" in ln)
     assert shlex.split(cmd.rstrip(" &"))[0] == spec.env_value
 
 

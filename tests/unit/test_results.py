@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from netrain.define.provenance import experiment_tags, git_state, keras_backend, versions
 from netrain.errors import NetrainError
-from netrain.provenance import experiment_tags, git_state, keras_backend, versions
-from netrain.results import Network, best, default_mode, read_history
+from netrain.results.networks import Network, best, default_mode, read_history
 
 
 def _net(model: str, i: int, final: dict[str, float], state: str = "finished") -> Network:

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from netrain import server, server_auth
 from netrain.errors import UsageError
+from netrain.track import server, server_auth
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from netrain.mlflow_ship import is_transient
-from netrain.shipper import Busy, GiveUp, Shipper
+from netrain.track.mlflow_ship import is_transient
+from netrain.track.shipper import Busy, GiveUp, Shipper
 
 
 class FakeMlflowError(Exception):
@@ -128,8 +128,8 @@ def test_follower_drains_when_its_writer_dies_while_tracking_is_down(
     import subprocess
     import sys
 
-    from netrain.journal import JournalWriter
-    from netrain.shipper import _pid_follower
+    from netrain.track.journal import JournalWriter
+    from netrain.track.shipper import _pid_follower
 
     monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.5")
     monkeypatch.setenv("NETRAIN_SHIP_BACKOFF_MAX", "60")

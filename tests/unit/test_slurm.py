@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netrain import executor, slurm
-from netrain.batch import Batch, Manifest, write_manifest
+from netrain.define.batch import Batch, Manifest, write_manifest
 from netrain.errors import SchedulerError
-from netrain.slurm import (
+from netrain.execute import executor, slurm
+from netrain.execute.slurm import (
     DEFAULT_MAX_ARRAY_SIZE,
     Result,
     expand_task_ids,
@@ -224,7 +224,7 @@ def test_scheduler_view_without_accounting(batch: Batch) -> None:
 
 def test_scheduler_view_newest_job_of_an_index_wins(
         tmp_path: Path, make_manifest: Callable[..., Manifest]) -> None:
-    from netrain.batch import Job
+    from netrain.define.batch import Job
 
     m = make_manifest()
     m.model("autoencoder.classical").jobs.append(Job("1100", "3", "slurm", "later", 0))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from netrain.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
+from netrain.define.batch import Batch, Manifest, ModelEntry, Segment, write_manifest
 from netrain.errors import BatchError
-from netrain.records import NetRecord, TaskRecord, record_path, write_record
-from netrain.status import (
+from netrain.execute.records import NetRecord, TaskRecord, record_path, write_record
+from netrain.execute.status import (
     State,
     batch_status,
     reconcile,
@@ -173,7 +173,7 @@ def test_batch_status_reads_records(tmp_path: Path,
 def test_a_record_from_a_newer_netrain_is_read_not_dropped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from netrain.records import read_record
+    from netrain.execute.records import read_record
 
     path = tmp_path / "0.json"
     path.write_text(json.dumps({

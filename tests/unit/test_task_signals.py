@@ -6,7 +6,7 @@ import os
 import signal
 
 from netrain.errors import note_interrupt, pending_interrupt
-from netrain.task import _install_signal_handlers, _restore_signal_handlers
+from netrain.train.task import _install_signal_handlers, _restore_signal_handlers
 
 
 def test_flag_then_the_users_handler_then_restored() -> None:

@@ -1,0 +1,605 @@
+"""One array task: train its networks (resuming unfinished ones from their checkpoints),
+write every tracking event to the task's journal (never to MLflow itself), keep the files in
+the batch, and write the task's record for `show`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netrain.define import checkpoint
+from netrain.define.batch import Batch, now_iso
+from netrain.define.contract import build_input, call_config_function, first_line
+from netrain.define.params import TASK_PARAMS, parse_bool
+from netrain.define.spec import ModelName
+from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
+from netrain.execute.records import (
+    NetRecord,
+    TaskRecord,
+    new_record,
+    read_record,
+    record_path,
+    write_record,
+)
+from netrain.execute.status import code_edited
+from netrain.track.journal import JournalWriter, journal_path, logged_steps
+
+
+@dataclass(frozen=True)
+class TaskArgs(ModelName):
+    cls: str
+    architecture: str
+    nb_epoch: int
+    epoch_samples: int
+    nnets: int
+    intelligent: bool
+    trainingrun: int
+    net_index: int = -1
+    retrain_of: str = ""
+    from_weights: str = ""
+    pack: bool = False
+
+    @property
+    def model_key(self) -> str:
+        return self.key
+
+
+def _bool(text: str) -> bool:
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _none(text: str) -> str:
+    return "" if text in ("none", "None", "") else text
+
+
+def parse_task_args(argv: list[str]) -> TaskArgs:
+    """The task's command line, as the sbatch script and the MLproject pass it (the
+    parameters are netrain.define.params.TASK_PARAMS)."""
+    p = argparse.ArgumentParser(prog="netrain task", add_help=True)
+    for param in TASK_PARAMS:
+        dest = "cls" if param.name == "class" else param.name
+        flags = {f"--{param.name.replace('_', '-')}", f"--{param.name}"}
+        kind: Any = {int: int, bool: _bool}.get(param.type, _none if param.default else str)
+        if param.default is None:
+            p.add_argument(*sorted(flags), dest=dest, type=kind, required=True)
+        else:
+            p.add_argument(*sorted(flags), dest=dest, type=kind, default=kind(param.default))
+    ns = p.parse_args(argv)
+    return TaskArgs(**vars(ns))
+
+
+def safe_stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "net"
+
+
+def slurm_job_id() -> str:
+    arr = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if arr:
+        return f"{arr}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID", "")
+
+
+def retrain_key(retrain_of: str) -> str:
+    """The key of one retrain task (its journal and record name), as netrain's executor
+    chose it (NETRAIN_RETRAIN_KEY), or the launcher, or made here."""
+    if os.environ.get("NETRAIN_RETRAIN_KEY"):
+        return os.environ["NETRAIN_RETRAIN_KEY"]
+    journal = os.environ.get("NETRAIN_JOURNAL", "")
+    if journal and Path(journal).parent.name == "retrain":
+        return Path(journal).name.removesuffix(".jsonl")
+    return f"{retrain_of[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+
+
+def gpu_model() -> str:
+    """The GPU's model name when the NVIDIA driver shows one (read from /proc, no import)."""
+    base = Path("/proc/driver/nvidia/gpus")
+    with contextlib.suppress(OSError):
+        for info in sorted(base.iterdir()):
+            for line in (info / "information").read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    return ""
+
+
+class _TaskObserver:
+    """Turns training events into journal events, files and the task record."""
+
+    def __init__(self, task: TaskRunner) -> None:
+        self.t = task
+        # the networks whose runs are open, by key: one at a time in sequence, a whole group
+        # at once when packed (its runs open before it trains)
+        self.open: dict[str, Any] = {}
+
+    def network_started(self, job: Any) -> None:
+        t = self.t
+        tags = {**t.common_tags, **t.source_tags, "net_index": job.net_index,
+                "name": job.config.name, **job.config.tags}
+        if "~" in t.key:  # trained again from scratch (netrain run --rerun): new runs
+            tags["rerun"] = t.record.attempt
+        if t.args.retrain_of:
+            tags["retrain_of"] = t.args.retrain_of
+        packing = vars(job)
+        if packing.get("pack_group"):
+            tags["netrain.packed"] = packing["pack_group"]  # trained with this many others
+        if packing.get("pack_fallback"):
+            tags["netrain.pack_fallback"] = str(packing["pack_fallback"])[:500]
+            tags["netrain.packed"] = 0  # its run may have been opened for a group first
+        t.journal.open_run(job.key, parent=t.key, name=job.stem,
+                           experiment_id=t.experiment_id, tags=tags)
+        self.open[job.key] = job
+        if job.resume is None:
+            inputs = {k: v for k, v in job_inputs(t, job.net_index).items()
+                      if isinstance(v, (str, int, float, bool))}
+            t.journal.log_params(job.key, {**inputs, **job.config.scalar_params(),
+                                           "epoch_samples": job.epoch_samples})
+        else:
+            t.journal.set_tags(job.key, {"netrain.resumed_from_epoch": job.resume.epoch,
+                                         "netrain.state": "running"})
+            # The checkpoint's epochs that the journal lost (its metrics lines wait up to 2 s
+            # in memory; a SIGKILL right after a checkpoint drops them): logged from the
+            # checkpoint's history, since training resumes after them.
+            hist = job.resume.history
+            logged = t.logged.get(job.key, -1)
+            for epoch in range(logged + 1, job.resume.epoch):
+                values = {k: v[epoch] for k, v in hist.items() if epoch < len(v)}
+                if values:
+                    t.journal.log_metrics(job.key, epoch, values)
+            t.logged[job.key] = max(logged, job.resume.epoch - 1)
+            t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index}: resuming "
+                  f"from its checkpoint at epoch {job.resume.epoch}")
+        t.record.nets[str(job.net_index)] = NetRecord(
+            state="running", key=job.key, name=job.config.name, stem=job.stem,
+            checkpoint_epoch=job.resume.epoch if job.resume else 0)
+        t.save_record()
+        if job.config.unknown_keys:
+            t.say(f"warning: {job.model_key}: output keys {', '.join(job.config.unknown_keys)} "
+                  "are not part of the contract and were ignored")
+
+    def epoch_end(self, job: Any, epoch: int, logs: dict[str, float]) -> None:
+        # a resumed network re-trains at most the epochs after its checkpoint: a step the
+        # journal already holds is not logged twice
+        if epoch > self.t.logged.get(job.key, -1):
+            self.t.journal.log_metrics(job.key, epoch, logs)
+
+    def network_finished(self, job: Any, result: Any) -> None:
+        t = self.t
+        t.journal.set_tags(job.key, {"epochs": result.epochs,
+                                     "stopped_early": result.stopped_early,
+                                     "netrain.state": "finished"})
+        t.journal.log_artifacts(job.key, {"weights": result.files["weights"],
+                                          "archs": result.files["arch"],
+                                          "metrics": result.files["metrics"]})
+        t.journal.end_run(job.key, "FINISHED")
+        rec = t.record.nets[str(job.net_index)]
+        rec.state, rec.epochs, rec.final = "finished", result.epochs, result.final
+        rec.checkpoint_epoch = 0
+        t.save_record()
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.final.items())
+        t.say(f"{job.model_key} task {t.args.trainingrun} net {job.net_index} "
+              f"'{job.config.name}': {result.epochs} epochs, {metrics} ({result.seconds:.1f} s)")
+        self.open.pop(job.key, None)
+
+    def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
+        t = self.t
+        msg = str(exc) if isinstance(exc, NetrainError) else \
+            f"{type(exc).__name__}: {first_line(str(exc))}"
+        t.say(f"{t.args.model_key} task {t.args.trainingrun} net {index} FAILED: {msg}")
+        if not isinstance(exc, NetrainError) or exc.__cause__ is not None:
+            traceback.print_exception(exc, file=sys.stderr)
+        rec = t.record.nets.get(str(index)) or NetRecord(
+            name=job.config.name if job else "", stem=job.stem if job else "")
+        if job is not None and self.open.pop(job.key, None) is not None:
+            t.journal.set_tags(job.key, {"error": msg[:500], "netrain.state": "failed"})
+            t.journal.end_run(job.key, "FAILED")
+            rec.key = job.key
+        rec.state, rec.error = "failed", msg[:1000]
+        t.record.nets[str(index)] = rec
+        t.save_record()
+
+    def interrupted(self) -> None:
+        """The networks in training saved their checkpoints: their runs wait, resumable."""
+        for job in list(self.open.values()):
+            self.network_interrupted(job)
+
+    def network_interrupted(self, job: Any) -> None:
+        """A network stopped by the signal (its checkpoint written, if checkpoints are on):
+        its run waits, resumable (the packed trainer calls this for each of its networks)."""
+        t = self.t
+        t.journal.set_tags(job.key, {"netrain.state": "resumable",
+                                     "netrain.resume_epoch": job.checkpoint_epoch})
+        t.journal.end_run(job.key, "KILLED")
+        rec = t.record.nets.get(str(job.net_index))
+        if rec is not None:
+            rec.state, rec.checkpoint_epoch = "interrupted", job.checkpoint_epoch
+        self.open.pop(job.key, None)
+
+
+def job_inputs(t: TaskRunner, net_index: int) -> dict[str, Any]:
+    return build_input(
+        cls=t.args.cls, architecture=t.args.architecture, nb_epoch=t.args.nb_epoch,
+        epoch_samples=t.args.epoch_samples, nnets=t.args.nnets, intelligent=t.args.intelligent,
+        batch_dir=t.batch.path, batch=t.batch.id, trainingrun=t.args.trainingrun,
+        net_index=net_index, retrain_of=t.args.retrain_of or None,
+    )
+
+
+class TaskRunner:
+    def __init__(self, fn: Callable[[dict[str, Any]], Any], args: TaskArgs, batch_dir: Path):
+        self.fn = fn
+        self.args = args
+        self.batch = Batch.load(batch_dir)
+        self.model = self.batch.manifest.model(args.model_key)
+        self.log = os.environ.get("NETRAIN_LOG", "")
+        self.executor = os.environ.get("NETRAIN_EXECUTOR") or (
+            "slurm" if os.environ.get("SLURM_JOB_ID") else "local")
+        self.slurm_job_id = slurm_job_id() if self.executor == "slurm" else ""
+        self.retrain_key = retrain_key(args.retrain_of) if args.retrain_of else ""
+        self.rpath = record_path(self.batch.path, args.slug, args.trainingrun, self.retrain_key)
+        self.previous = read_record(self.rpath)
+        self.record: TaskRecord = new_record(args.model_key, args.trainingrun, self.previous,
+                                             self.log, self.executor, self.slurm_job_id,
+                                             args.retrain_of)
+        self.key = self._task_key()
+        self.record.key = self.key
+        jpath = os.environ.get("NETRAIN_JOURNAL")
+        self.jpath = Path(jpath) if jpath else journal_path(
+            self.batch.path, args.slug, args.trainingrun, self.retrain_key)
+        with contextlib.suppress(ValueError):
+            self.record.journal = str(self.jpath.relative_to(self.batch.path))
+        self.logged = logged_steps(self.jpath) if self.jpath.is_file() else {}
+        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
+            self.batch.manifest.tracking.get("experiment_id", ""))
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or str(
+            self.batch.manifest.tracking.get("uri", ""))
+        self.common_tags: dict[str, Any] = {
+            "batch": self.batch.id, "class": args.cls, "architecture": args.architecture,
+            "array_index": args.trainingrun,
+            "slurm_job_id": self.slurm_job_id or None,
+            "executor": self.executor,
+        }
+        self.source_tags = {
+            "mlflow.user": _user(),
+            "mlflow.source.type": "PROJECT",
+            "mlflow.source.name": str(self.batch.path),
+            "mlflow.project.entryPoint": "train",
+            "host": socket.gethostname(),
+            "code_edited": str(code_edited(self.batch)).lower(),
+        }
+        self.journal: Any = None
+        self.signum: int | None = None
+        self._shipper: subprocess.Popen[bytes] | None = None
+        self._shipper_timer: threading.Timer | None = None
+        self._shipper_lock = threading.Lock()
+        self._ended = False
+
+    def _task_key(self) -> str:
+        """The same key (so the same MLflow run) for every attempt of this task, unless it
+        is explicitly trained again from scratch (NETRAIN_RERUN=1)."""
+        base = (f"retrain/{self.retrain_key}" if self.retrain_key
+                else f"{self.args.slug}/{self.args.trainingrun}")
+        prev = self.previous
+        if os.environ.get("NETRAIN_RERUN") == "1" and prev is not None:
+            return f"{base}~{self.record.attempt}"
+        if prev is not None and prev.key:
+            return prev.key
+        return base
+
+    def say(self, text: str) -> None:
+        print(f"netrain: {text}", flush=True)
+
+    def save_record(self) -> None:
+        write_record(self.rpath, self.record)
+
+    def make_job(self, net_index: int) -> Any:
+        from netrain.train.sequential import NetworkJob
+
+        inputs = job_inputs(self, net_index)
+        cfg = call_config_function(self.fn, inputs, self.args.model_key)
+        stem = f"{safe_stem(cfg.name)}_t{self.args.trainingrun}_n{net_index}"
+        if self.retrain_key:
+            stem += f"_retrain-{self.retrain_key.split('-')[1] if '-' in self.retrain_key else ''}"
+        init = Path(self.args.from_weights) if self.args.from_weights else None
+        if init is not None and not init.is_file():
+            raise NetrainError(f"--from-weights file {init} does not exist")
+        key = f"{self.key}/n{net_index}"
+        policy = checkpoint.Policy.from_mapping(
+            cfg.checkpoint or None, self.policy())
+        resume = checkpoint.read(self.batch.path, stem, key) if policy.enabled else None
+        return NetworkJob(net_index=net_index, model_key=self.args.model_key, config=cfg,
+                          seed=inputs["seed"], stem=stem, epoch_samples=self.args.epoch_samples,
+                          intelligent=self.args.intelligent, init_weights=init, key=key,
+                          batch_dir=self.batch.path, policy=policy, resume=resume)
+
+    def policy(self) -> checkpoint.Policy:
+        settings = self.batch.manifest.checkpoint
+        try:
+            return checkpoint.Policy.from_mapping(settings)
+        except ValueError:
+            return checkpoint.Policy()
+
+    def open_runs(self) -> None:
+        """Open (or reopen: the same key is the same MLflow run) the task's run."""
+        run_name = f"{self.args.slug}[{self.args.trainingrun}]"
+        if self.args.retrain_of:
+            run_name += f" retrain of {self.args.retrain_of[:8]}"
+        ptags = {**self.common_tags, **self.source_tags, "netrain.attempt": self.record.attempt}
+        with contextlib.suppress(ValueError, TypeError):  # the launcher's MLflow project tags
+            ptags.update(json.loads(os.environ.get("NETRAIN_RUN_TAGS") or "{}"))
+        gpu = gpu_model()
+        if gpu:
+            ptags["gpu"] = gpu
+        if os.environ.get("SLURM_RESTART_COUNT"):
+            ptags["slurm_restart_count"] = os.environ["SLURM_RESTART_COUNT"]
+        if self.args.retrain_of:
+            ptags["retrain_of"] = self.args.retrain_of
+        if "~" in self.key:
+            ptags["rerun"] = self.record.attempt
+        self.journal.open_run(self.key, parent=None, name=run_name,
+                              experiment_id=self.experiment_id, tags=ptags,
+                              adopt=os.environ.get("MLFLOW_RUN_ID") or None)
+        self.journal.log_params(self.key, {
+            "class": self.args.cls, "architecture": self.args.architecture,
+            "nb_epoch": self.args.nb_epoch, "epoch_samples": self.args.epoch_samples,
+            "nnets": self.args.nnets, "intelligent": self.args.intelligent,
+            "trainingrun": self.args.trainingrun,
+        })
+        self.save_record()
+
+    def todo(self) -> list[int]:
+        """The task's networks, less those a previous attempt of it finished."""
+        indices = [self.args.net_index] if self.args.net_index >= 0 else \
+            list(range(self.args.nnets))
+        prev = self.previous
+        if prev is None or prev.key != self.key:
+            return indices
+        done = []
+        for i in indices:
+            n = prev.nets.get(str(i))
+            if n is not None and n.state == "finished":
+                self.record.nets[str(i)] = n
+                done.append(i)
+        if done:
+            self.say(f"{self.args.model_key} task {self.args.trainingrun}: {len(done)} "
+                     "network(s) finished in an earlier attempt are kept")
+        return [i for i in indices if i not in done]
+
+    def train_all(self, observer: _TaskObserver) -> int:
+        """Train the task's networks; returns how many failed."""
+        from netrain.train import packed
+
+        indices = self.todo()
+        self.say(f"{self.args.model_key} task {self.args.trainingrun}: training "
+                 f"{len(indices)} network(s), attempt {self.record.attempt}")
+        results = packed.train_networks_maybe_packed(indices, self.make_job, observer,
+                                                     pack=self.args.pack)
+        failed = sum(1 for r in results if r is None)
+        self.record.state = "finished" if failed == 0 else "failed"
+        if failed:
+            self.record.error = f"{failed} of {len(indices)} network(s) failed"
+        return failed
+
+    def _lock(self) -> bool:
+        """One process trains a task at a time: a second one (a requeue racing a task that
+        is still stopping, a rerun while it runs) stops before it touches anything."""
+        import fcntl
+
+        path = self.jpath.with_name(self.jpath.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
+            self.say(f"{self.args.model_key} task {self.args.trainingrun} is already being "
+                     f"trained by another process ({holder or 'unknown'}): not starting twice")
+            return False
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        return True
+
+    def run(self) -> int:
+        if not self._lock():
+            return 3
+        self.save_record()
+        old = _install_signal_handlers()
+        observer = _TaskObserver(self)
+        status = "FAILED"
+        try:
+            self.journal = JournalWriter(self.jpath, self.batch.path)
+            self._start_shipper()
+            self.open_runs()
+            failed = self.train_all(observer)
+            status = "FINISHED" if failed == 0 else "FAILED"
+            return 0 if failed == 0 else 1
+        except TaskInterrupted as exc:
+            status = "KILLED"
+            return self._interrupted(observer, exc.signum)
+        except NetrainError as exc:
+            self.record.state = "failed"
+            self.record.error = str(exc)
+            self.say(f"task FAILED: {exc}")
+            return 1
+        except Exception as exc:
+            signum = pending_interrupt()
+            if signum is not None:  # a stop that TensorFlow wrapped in its own error
+                status = "KILLED"
+                return self._interrupted(observer, signum)
+            self.record.state = "failed"
+            self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
+            traceback.print_exc()
+            for job in list(observer.open.values()):  # no run is left RUNNING
+                observer.network_failed(job.net_index, job, exc)
+            return 1
+        finally:
+            self.close(status)
+            _restore_signal_handlers(old)
+
+    def _interrupted(self, observer: _TaskObserver, signum: int) -> int:
+        """A signal: the network in training kept its checkpoint; the task is resumable."""
+        self.signum = signum
+        observer.interrupted()
+        self.record.state = "killed"
+        self.record.error = f"stopped by signal {signal.Signals(signum).name}"
+        reached = [n for n in self.record.nets.values() if n.state == "interrupted"]
+        where = (f"; net {reached[0].stem} resumes at epoch {reached[0].checkpoint_epoch}"
+                 if reached else "")
+        self.say(f"task stopped by signal {signal.Signals(signum).name}: checkpoint kept, "
+                 f"runs left resumable{where}")
+        return 128 + signum
+
+    def close(self, status: str) -> None:
+        """Write the final record and end the task's run (with its log as an artifact)."""
+        self.record.ended = now_iso()
+        self.save_record()
+        if self.journal is None:
+            return
+        with contextlib.suppress(Exception):
+            self.journal.log_metrics(self.key, self.record.attempt - 1, summary(self.record))
+            # the task run's state says how this attempt ended (an earlier attempt that
+            # died left "died" on the same run)
+            self.journal.set_tags(self.key, {"netrain.state": {
+                "KILLED": "resumable", "FINISHED": "finished"}.get(status, "failed")})
+            if self.log and Path(self.log).is_file():
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self.journal.log_artifacts(self.key, {"logs": Path(self.log)})
+            self.journal.end_run(self.key, status)
+        with contextlib.suppress(Exception):
+            self.journal.close()
+        self._wait_for_shipper()
+
+    def _wait_for_shipper(self) -> None:
+        """Without the launcher, the task's own follower ships the journal's end: give it the
+        drain time before the task exits (a batch job's end would kill it with the job)."""
+        with self._shipper_lock:
+            self._ended = True  # a follower not started by now is not needed
+            if self._shipper_timer is not None:
+                self._shipper_timer.cancel()
+        if self._shipper is None:
+            return
+        from netrain.track.shipper import drain_timeout
+
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self._shipper.wait(timeout=drain_timeout() + 5)
+
+    def _start_shipper(self) -> None:
+        """Without the launcher (which ships), a separate process ships the journal; when
+        the executor ships after the task (NETRAIN_SHIP_LATER), only once the task has run
+        NETRAIN_SHIP_AFTER seconds."""
+        if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
+            return
+        from netrain.execute.launcher import ship_after
+
+        after = ship_after()
+        if math.isinf(after):  # a SQLite store on SLURM: the batch's sync job is its one writer
+            print("netrain: the tracking store is a SQLite file: this task does not open it; "
+                  "its journal is shipped by the batch's sync job (or netrain sync --follow)",
+                  file=sys.stderr, flush=True)
+            return
+        if after > 0:
+            self._shipper_timer = threading.Timer(after, self._spawn_shipper)
+            self._shipper_timer.daemon = True
+            self._shipper_timer.start()
+        else:
+            self._spawn_shipper()
+
+    def _spawn_shipper(self) -> None:
+        cmd = [sys.executable, "-m", "netrain.track.shipper", "follow", str(self.jpath),
+               "--batch-dir", str(self.batch.path), "--uri", self.tracking_uri,
+               "--pid", str(os.getpid())]
+        with self._shipper_lock, contextlib.suppress(OSError):
+            if not self._ended:
+                self._shipper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL,
+                                                 start_new_session=True)
+
+
+def summary(record: TaskRecord) -> dict[str, float]:
+    """The task run's summary metrics: networks finished, best and median final loss."""
+    finals = [n.final for n in record.nets.values() if n.state == "finished"]
+    out: dict[str, float] = {"networks_finished": float(len(finals))}
+    for name in ("val_loss", "loss"):
+        values = sorted(f[name] for f in finals if name in f)
+        if values:
+            out[f"best_{name}"] = values[0]
+            mid = len(values) // 2
+            out[f"median_{name}"] = values[mid] if len(values) % 2 else \
+                (values[mid - 1] + values[mid]) / 2
+    return out
+
+
+def _user() -> str:
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return os.environ.get("USER", "")
+
+
+#: The handlers the user's code had installed before the task's (called after ours).
+_USER_HANDLERS: dict[int, Any] = {}
+
+
+def _note_signal(signum: int, frame: Any) -> None:
+    """Only remember the signal: training stops where a checkpoint resumes exactly. A handler the
+    user's own code had installed is called too (ours only sets a flag)."""
+    if pending_interrupt() is None:
+        note_interrupt(signum)
+    user = _USER_HANDLERS.get(signum)
+    if callable(user) and user is not signal.default_int_handler:
+        user(signum, frame)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    old: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        with contextlib.suppress(ValueError):  # not the main thread
+            old[sig] = signal.signal(sig, _note_signal)
+            _USER_HANDLERS[sig] = old[sig]
+    return old
+
+
+def _restore_signal_handlers(old: dict[int, Any]) -> None:
+    _USER_HANDLERS.clear()
+    for sig, handler in old.items():
+        with contextlib.suppress(ValueError):
+            signal.signal(sig, handler)
+
+
+def run_entry(batch_dir: Path, argv: list[str]) -> int:
+    """The batch's MLflow entry point: load the user's main script from the code snapshot
+    and train the array task its arguments name."""
+    from netrain.define.loader import ScriptError, batch_environment, load_config_function
+
+    args = parse_task_args(argv)
+    batch = Batch.load(batch_dir)
+    main = batch.path / "code" / batch.manifest.main_script
+    if not main.is_file():
+        print(f"netrain: main script {main} is missing from the batch's code snapshot",
+              file=sys.stderr)
+        return 2
+    batch_environment(batch.path)
+    try:
+        fn = load_config_function(main, argv)
+    except ScriptError as exc:
+        print(f"netrain: {exc}", file=sys.stderr)
+        return 2
+    return TaskRunner(fn, args, batch.path).run()
