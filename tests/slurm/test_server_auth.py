@@ -60,7 +60,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_auth_server_refuses_strangers_and_takes_a_slurm_batch_once(tmp_path: Path) -> None:
-    from netrain.server import free_port
+    from netrain.track.server import free_port
 
     proj = make_userproj(tmp_path / "p", "executor: slurm\nlauncher: mlflow\n")
     port = free_port()
