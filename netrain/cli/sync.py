@@ -16,12 +16,21 @@ from netrain.errors import NetrainError
 @click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
               metavar="SECONDS", help="Give up on a journal when tracking has failed this "
               "long (what is left stays for the next sync).")
+@click.option("--follow", is_flag=True,
+              help="Ship BATCH's journals as they grow (default: the newest batch), for a live "
+                   "view without a server, until no task is queued or running. Ctrl-C stops "
+                   "between two journals.")
+@click.option("--every", type=click.FloatRange(0.5), default=5.0, show_default=True,
+              metavar="SECONDS", help="With --follow: seconds between two rounds.")
 @click.pass_obj
-def command(obj, batch, retry_for) -> None:
+def command(obj, batch, retry_for, follow, every) -> None:
     """Ship the unshipped tracking events of BATCH (default: of every batch)."""
     from netrain.define.batch import Batch, list_batches
-    from netrain.track.sync import sync_batch
+    from netrain.track.sync import follower, sync_batch
 
+    if follow:
+        _follow(obj, batch, retry_for, every)
+        return
     if batch is not None:
         batches = [load_batch(obj, batch)]
     else:
@@ -29,7 +38,19 @@ def command(obj, batch, retry_for) -> None:
         if trainings is None:
             obj.config()  # raises the "no netrain.yaml" error
         batches = [Batch.load(p) for p in list_batches(trainings)]
+    ours = []
+    for b in batches:
+        who = follower(b.path)
+        if who:  # one writer: it ships this batch as it grows, and what is left at the end
+            say(f"{b.id}: netrain sync --follow ({who}) ships this batch: left to it")
+        else:
+            ours.append(b)
+    batches = ours
+    if not batches:
+        return
     _heal(batches)
+    for uri in dict.fromkeys(str(b.manifest.tracking["uri"]) for b in batches):
+        _check_tracking(uri)
     shipped = busy = 0
     incomplete: list[str] = []
     for b in batches:
@@ -58,3 +79,54 @@ def _heal(batches: list[Any]) -> None:
     view = executor.scheduler_view(asked)
     for b in batches:
         heal(b, batch_status(b, view.tasks.get(b.id)), view.retrains.get(b.id))
+
+
+def _follow(obj: Any, ref: str | None, retry_for: float, every: float) -> None:
+    from netrain.define.batch import Batch, list_batches
+    from netrain.track.sync import follow_batch
+
+    if ref is not None:
+        b = load_batch(obj, ref)
+    else:
+        trainings = obj.trainings_dir()
+        if trainings is None:
+            obj.config()  # raises the "no netrain.yaml" error
+        found = list_batches(trainings)
+        if not found:
+            raise NetrainError(f"no batch in {trainings} to follow: run netrain generate")
+        b = Batch.load(found[-1])
+    from netrain.execute.slurm import sync_job_running
+    from netrain.execute.status import batch_active
+
+    uri = str(b.manifest.tracking["uri"])
+    _check_tracking(uri)
+    say(f"following batch {b.id}: shipping its journals to {_shown(uri)} every {every:g} s "
+        "until no task is queued or running (Ctrl-C stops)")
+    res = follow_batch(b.path, uri, say, active=lambda: batch_active(b),
+                       sync_job_running=lambda: sync_job_running(b.id), every=every,
+                       retry_for=retry_for)
+    if res.interrupted:
+        left = f"; {len(res.left)} journal(s) still to ship: netrain sync {b.id}" \
+            if res.left else ""
+        warn(f"stopped between two journals, nothing half-shipped{left}")
+        raise SystemExit(130)
+    if res.left:
+        raise NetrainError(f"{len(res.left)} journal(s) not fully shipped (tracking "
+                           f"unreachable?): run netrain sync {b.id} when it is back")
+    say(f"batch {b.id}: no task queued or running, every journal shipped")
+
+
+def _shown(uri: str) -> str:
+    from netrain.track.server_auth import shown
+
+    return shown(uri)
+
+
+def _check_tracking(uri: str) -> None:
+    """A server that refuses our credentials: one line now, not a retry loop per journal."""
+    if uri.startswith(("http://", "https://")):
+        from netrain.track.server_auth import refusal
+
+        refused = refusal(uri, _shown(uri))
+        if refused:
+            raise NetrainError(refused)

@@ -192,6 +192,7 @@ def render_sbatch(spec: ScriptSpec) -> str:
         f"export MLFLOW_TRACKING_URI={q(spec.tracking_uri)}",
         f"export MLFLOW_EXPERIMENT_ID={q(spec.experiment_id)}",
         "export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true",
+        *_one_writer_lines(spec),
         "export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1",
         'export NETRAIN_BATCH_DIR="$batch_dir"',
         'index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))',
@@ -225,6 +226,31 @@ def render_sbatch(spec: ScriptSpec) -> str:
     return "\n".join(lines)
 
 
+def one_writer(spec: ScriptSpec) -> bool:
+    """A SQLite store whose SLURM tasks can leave all shipping to the batch's sync job."""
+    return spec.tracking_uri.startswith("sqlite:") and sync_job(spec) is not None
+
+
+def _one_writer_lines(spec: ScriptSpec) -> list[str]:
+    if not one_writer(spec):
+        return []
+    return ["# A SQLite store takes one writer (network filesystems do not keep its locks): on",
+            "# SLURM no task opens it; the sync job (or netrain sync --follow) ships the journals.",
+            'if [ -n "${SLURM_JOB_ID:-}" ]; then export NETRAIN_SHIP_LATER=always; fi']
+
+
+def _sync_submit_lines(spec: ScriptSpec) -> list[str]:
+    """Submitted by hand, the array gets its own sync job (one at a time per batch)."""
+    job = sync_job(spec)
+    if not one_writer(spec) or job is None:
+        return []
+    options, command = job
+    argv = ["sbatch", "--parsable", '--dependency=afterany:"${job%%;*}",singleton',
+            "--kill-on-invalid-dep=no", *(q(o) for o in options), q(f"--wrap={command}")]
+    return [f'  sync=$(cd "$batch_dir" && {" ".join(argv)}) && '
+            'echo "  sync job ${sync%%;*}: ships the journals once the array ends"']
+
+
 def _submit_lines(spec: ScriptSpec) -> list[str]:
     """Outside SLURM (no array task id) the script submits itself and stops there. A
     model's array job is noted in records/runbatch-jobs.txt so `netrain show` asks SLURM about
@@ -240,6 +266,7 @@ def _submit_lines(spec: ScriptSpec) -> list[str]:
         '  job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1',
         *note,
         f'  echo {q(key + spec.job_suffix)}": submitted array job ${{job%%;*}}"',
+        *_sync_submit_lines(spec),
         "  exit 0",
         "fi",
     ]

@@ -161,8 +161,14 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
     # each importing MLflow beside its training. One task ships for itself, as before: a
     # sync job would cost it more than it saves.
     tasks = sum(len(indices) for _, indices in plan)
-    sync = _sync_job(batch) if tasks > 1 else None
-    env = {SHIP_LATER_VAR: "1"} if sync is not None else None
+    # A SQLite store on a shared filesystem takes one writer: no task opens it, the sync
+    # job (or `netrain sync --follow` on the login node) ships every journal.
+    one_writer = single_writer(batch)
+    sync = _sync_job(batch) if tasks > 1 or one_writer else None
+    env = {SHIP_LATER_VAR: "always" if one_writer else "1"} if sync is not None else None
+    if one_writer and sync is None:
+        say("netrain: warning: with this launcher or a conda.yaml environment each task opens "
+            "the SQLite tracking database itself: use launcher: mlflow for one writer")
     for model, indices in plan:
         if not indices:
             say(f"{model.key}: nothing to submit")
@@ -182,11 +188,19 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
         try:
             job_id = slurm.submit_after([j.job_id for j in out.jobs], options, command,
                                         runner=runner)
-            say(f"submitted sync job {job_id}: ships the journals of short tasks once the "
-                "arrays end")
+            say(f"submitted sync job {job_id}: ships the journals " +
+                ("of the tasks once the arrays end (the SQLite store's one writer; "
+                 f"netrain sync --follow {batch.id} ships them as they grow)" if one_writer
+                 else "of short tasks once the arrays end"))
         except SchedulerError as exc:  # the tasks are submitted; what they leave waits
             say(f"netrain: {exc}; run netrain sync {batch.id} once the arrays end")
     return out
+
+
+def single_writer(batch: Batch) -> bool:
+    """Whether the batch's SLURM tasks leave all shipping to one process: its tracking store
+    is a SQLite file, whose locks many network filesystems do not keep."""
+    return str(batch.manifest.tracking.get("uri") or "").startswith("sqlite:")
 
 
 def _sync_job(batch: Batch) -> tuple[list[str], str] | None:
@@ -290,9 +304,18 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
     if executor == "slurm":
         from netrain.execute import slurm
 
+        sync = _sync_job(batch) if single_writer(batch) else None
+        if sync is not None:
+            env[SHIP_LATER_VAR] = "always"
         arrays = slurm.submit_array(str(r.script), [r.index], runner=runner, env=env)
         job_id, offset = arrays[0].job_id, arrays[0].offset
         say(f"submitted job {job_id}")
+        if sync is not None:
+            try:
+                sync_id = slurm.submit_after([job_id], sync[0], sync[1], runner=runner)
+                say(f"submitted sync job {sync_id}: ships its journal once it ends")
+            except SchedulerError as exc:
+                say(f"netrain: {exc}; run netrain sync {batch.id} once it ends")
     else:
         job_id, offset = new_local_job_id(), 0
     job = Job(job_id=job_id, indices=str(r.index), executor=executor, submitted=now_iso(),

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import math
 import os
 import shlex
 import signal
@@ -86,8 +87,12 @@ def _tracking_uri(batch_dir: Path) -> str | None:
 def ship_after() -> float:
     """Seconds a task runs before it starts shipping itself, when its executor ships after
     it (NETRAIN_SHIP_LATER=1): MLflow's import and store cost a short task more than its
-    training. 0 without NETRAIN_SHIP_LATER."""
-    if os.environ.get("NETRAIN_SHIP_LATER") != "1":
+    training. 0 without NETRAIN_SHIP_LATER; infinite with NETRAIN_SHIP_LATER=always (a
+    SQLite store on SLURM: the sync job, or `netrain sync --follow`, is its one writer)."""
+    later = os.environ.get("NETRAIN_SHIP_LATER")
+    if later == "always":
+        return math.inf
+    if later != "1":
         return 0.0
     try:
         return max(0.0, float(os.environ.get("NETRAIN_SHIP_AFTER", "30")))
@@ -100,6 +105,9 @@ def ended_before_shipping(child: subprocess.Popen[Any]) -> bool:
     after = ship_after()
     if after <= 0:
         return False
+    if math.isinf(after):
+        child.wait()
+        return True
     try:
         child.wait(timeout=after)
     except subprocess.TimeoutExpired:
@@ -206,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     shipper: _ShipThread | None = None
     if not uri:
         _log("no tracking URI (MLFLOW_TRACKING_URI or batch.yaml): run netrain sync later")
+    elif math.isinf(ship_after()):
+        _log("the tracking store is a SQLite file: this task does not open it; its journal is "
+             "shipped by the batch's sync job (or netrain sync --follow)")
+        uri = None
     elif ended_before_shipping(child):
         _log(f"the task ended within {ship_after():.0f} s: its journal is shipped after it "
              "(the batch's sync job, or netrain run)")

@@ -135,14 +135,26 @@ def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
 def submit_after(job_ids: Sequence[str], options: Sequence[str], command: str,
                  runner: Runner | None = None) -> str:
     """sbatch a one-line job that starts once every job of ``job_ids`` has ended, however
-    it ended (afterany); returns its id."""
-    argv = ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)}",
+    it ended (afterany), and no job of its name runs (singleton: one sync job of a batch at
+    a time, one writer); returns its id."""
+    argv = ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)},singleton",
             "--kill-on-invalid-dep=no", *options, f"--wrap={command}"]
     r = (runner or run_command)(argv)
     if r.returncode != 0:
         msg = (r.stderr or r.stdout).strip().splitlines()
         raise SchedulerError(f"sbatch refused the sync job: {msg[-1] if msg else 'no message'}")
     return parse_job_id(r.stdout)
+
+
+def sync_job_running(batch_id: str, runner: Runner | None = None) -> bool:
+    """Whether the batch's sync job (``sync-<batch id>``) is running now: then it is the
+    batch's one writer, and `netrain sync --follow` waits for it."""
+    if runner is None:
+        if not available():
+            return False
+        runner = run_command
+    r = runner(["squeue", "-h", "-n", f"sync-{batch_id}", "-t", "RUNNING", "-o", "%i"])
+    return r.returncode == 0 and bool(r.stdout.strip())
 
 
 @dataclass(frozen=True)

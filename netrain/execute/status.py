@@ -236,3 +236,22 @@ def code_edited(batch: Batch) -> bool:
         return digest_dir(batch.path / "code") != want
     except OSError:
         return False
+
+
+def batch_active(batch: Batch) -> bool:
+    """Whether any task (or retrain) of the batch is queued or running, here or on SLURM
+    (a task that died without a word is healed first, so it is not waited for)."""
+    from netrain.execute import executor
+    from netrain.execute.heal import heal
+
+    view = executor.scheduler_view([batch]) if executor.has_slurm_jobs(batch) else None
+    tasks = view.tasks.get(batch.id) if view is not None else None
+    retrains = view.retrains.get(batch.id) if view is not None else None
+    status = batch_status(batch, tasks)
+    heal(batch, status, retrains)
+    for m in status.models:
+        for t in m.tasks:
+            if t.state is State.RUNNING or (t.state is State.PENDING and t.scheduler):
+                return True
+    return any(scheduler_state(w) in (State.PENDING, State.RUNNING)
+               for w in (retrains or {}).values())

@@ -71,6 +71,11 @@ def check_reachable(uri: str) -> None:
             raise TrackingError(f"tracking server {_describe_uri(uri)} is unreachable "
                                 f"({reason}): start it or fix tracking_uri in netrain.yaml"
                                 ) from None
+        from netrain.track.server_auth import refusal
+
+        refused = refusal(uri, _describe_uri(uri))
+        if refused:
+            raise TrackingError(refused)
 
 
 def initialise_sqlite(uri: str) -> None:

@@ -45,11 +45,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def allowed_hosts(host: str, port: int) -> list[str]:
+    """The Host headers a server bound to ``host`` answers. MLflow's own default takes
+    loopback and private addresses only, so nodes that call the server by this machine's
+    name (as the printed tracking_uri does) or by a public address would get 403: add those."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    if host not in ("0.0.0.0", "::", "[::]"):
+        names.add(host)
+    for name in list(names):
+        with contextlib.suppress(OSError):
+            names.update(socket.gethostbyname_ex(name)[2])
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # sends nothing: asks which address the default route uses
+        names.add(s.getsockname()[0])
+    out = list(get_default_allowed_hosts())
+    for name in sorted(n for n in names if n):
+        shown = f"[{name}]" if ":" in name else name
+        out += [shown, f"{shown}:{port}"]
+    return out
+
+
 def server_command(backend_uri: str, artifacts_dir: Path, host: str, port: int,
-                   workers: int) -> list[str]:
+                   workers: int, auth: bool = False) -> list[str]:
+    """mlflow server's argv: never a credential in it (ps shows argv to every user)."""
+    from netrain.track.server_auth import is_loopback
+
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
             "--artifacts-destination", str(artifacts_dir), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            *([] if is_loopback(host) else ["--allowed-hosts", ",".join(allowed_hosts(host,
+                                                                                      port))]),
+            *(["--app-name", "basic-auth"] if auth else [])]
 
 
 def server_environment() -> dict[str, str]:
@@ -120,9 +148,17 @@ def _reap_group(pgid: int, grace: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def client_url(host: str, port: int) -> str:
+    """The URL to give clients: a wildcard address is no address to them, the host name is."""
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
 def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: int,
-          say: Any, startup_timeout: float = 120.0) -> int:
-    """Run the server in the foreground until it exits or we get SIGTERM/SIGINT."""
+          say: Any, startup_timeout: float = 120.0, auth: Any = None) -> int:
+    """Run the server in the foreground until it exits or we get SIGTERM/SIGINT. ``auth``:
+    a server_auth.AuthSetup to run MLflow's basic-auth app with."""
     check_backend_uri(backend_uri)
     if backend_uri.startswith("sqlite:///"):
         from netrain.track.mlflow_store import initialise_sqlite
@@ -137,10 +173,14 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         except OSError as exc:
             raise NetrainError(f"cannot listen on {host}:{port} ({exc.strerror}): pick "
                                "another --port") from None
-    url = f"http://{host}:{port}"
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"
     started = time.monotonic()
-    proc = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers),
-                            env=server_environment(), start_new_session=True,
+    env = server_environment()
+    if auth is not None:
+        env.update(auth.environment())
+    proc = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers,
+                                           auth=auth is not None),
+                            env=env, start_new_session=True,
                             stdout=sys.stderr)  # our stdout: only the tracking_uri line
 
     def stop(signum: int, frame: Any) -> None:
@@ -151,11 +191,20 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
         signal.signal(sig, stop)
     try:
         if not wait_healthy(url, proc, startup_timeout):
+            if proc.poll() is not None:
+                raise NetrainError(f"mlflow server exited with code {proc.returncode} before "
+                                   "it answered: see its messages above")
             raise NetrainError(f"mlflow server did not answer {url}/health within "
                                f"{startup_timeout:.0f} s: see its messages above")
+        if auth is not None:
+            from netrain.track.server_auth import check_admin
+
+            check_admin(url, auth)
+            say(f"netrain: basic auth on: admin {auth.creds.user!r}, users in {auth.db} "
+                "(clients export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)")
         say(f"netrain: mlflow server ready in {time.monotonic() - started:.1f} s "
             f"({rss_mib(proc.pid):.0f} MiB RSS); put this line into netrain.yaml:")
-        say(f"tracking_uri: {url}")
+        say(f"tracking_uri: {client_url(host, port)}")
         rc = proc.wait()
     finally:
         # Whatever ends us (an error, a closed terminal), the server goes with us, workers

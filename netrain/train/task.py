@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import math
 import os
 import re
 import signal
@@ -509,6 +510,11 @@ class TaskRunner:
         from netrain.execute.launcher import ship_after
 
         after = ship_after()
+        if math.isinf(after):  # a SQLite store on SLURM: the batch's sync job is its one writer
+            print("netrain: the tracking store is a SQLite file: this task does not open it; "
+                  "its journal is shipped by the batch's sync job (or netrain sync --follow)",
+                  file=sys.stderr, flush=True)
+            return
         if after > 0:
             self._shipper_timer = threading.Timer(after, self._spawn_shipper)
             self._shipper_timer.daemon = True

@@ -18,12 +18,16 @@ if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
   job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1
   printf '%s %s\n' classifier.clu_one "${job%%;*}" >> "$batch_dir/records/runbatch-jobs.txt"
   echo classifier.clu_one": submitted array job ${job%%;*}"
+  sync=$(cd "$batch_dir" && sbatch --parsable --dependency=afterany:"${job%%;*}",singleton --kill-on-invalid-dep=no --job-name=sync-20240102-030405-abcd --chdir=/scratch/trainings/20240102-030405-abcd --output=logs/sync_%j.log --error=logs/sync_%j.log '--wrap=export PATH=/opt/venv/bin:"$PATH"; exec /opt/venv/bin/python -m netrain sync /scratch/trainings/20240102-030405-abcd') && echo "  sync job ${sync%%;*}: ships the journals once the array ends"
   exit 0
 fi
 cd "$batch_dir" || exit 2
 export MLFLOW_TRACKING_URI=sqlite:////scratch/trainings/mlflow.db
 export MLFLOW_EXPERIMENT_ID=7
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+# A SQLite store takes one writer (network filesystems do not keep its locks): on
+# SLURM no task opens it; the sync job (or netrain sync --follow) ships the journals.
+if [ -n "${SLURM_JOB_ID:-}" ]; then export NETRAIN_SHIP_LATER=always; fi
 export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
 export NETRAIN_BATCH_DIR="$batch_dir"
 index=$(( SLURM_ARRAY_TASK_ID + ${NETRAIN_INDEX_OFFSET:-0} ))

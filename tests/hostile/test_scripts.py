@@ -267,10 +267,16 @@ def test_generated_batch_scripts_under_a_hostile_path(hostile_batch: tuple[Path,
     assert m["environment"] == {"kind": "python", "value": rec.python}
     p = run_bash(batch / "runbatch.sh", rec.env(), cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
-    [sub] = rec.records()
+    # the array, then (a SQLite store: one writer) its sync job after it
+    [sub, sync] = rec.records()
     assert sub["prog"] == "sbatch" and sub["cwd"] == str(batch)
     assert Path(sub["cwd"], sub["argv"][-1]).resolve() == \
         batch / "scripts" / "regressor-narrow-sbatch.sh"
+    assert sync["prog"] == "sbatch" and sync["cwd"] == str(batch)
+    assert "--dependency=afterany:4242,singleton" in sync["argv"]
+    assert f"--chdir={batch}" in sync["argv"]
+    wrap = next(a for a in sync["argv"] if a.startswith("--wrap="))
+    assert shlex.split(wrap.removeprefix("--wrap="))[-3:] == ["netrain", "sync", str(batch)]
     rec.file.unlink()
 
     p = run_bash(batch / "scripts" / "regressor-narrow-sbatch.sh",
@@ -295,6 +301,7 @@ def test_generated_batch_scripts_under_a_hostile_path(hostile_batch: tuple[Path,
     assert task["env"]["MLFLOW_TRACKING_URI"] == m["tracking"]["uri"]
     assert task["env"]["MLFLOW_EXPERIMENT_ID"] == str(m["tracking"]["experiment_id"])
     assert task["env"]["NETRAIN_BATCH_DIR"] == str(batch)
+    assert "NETRAIN_SHIP_LATER" not in task["env"]  # not under SLURM: it may ship itself
     assert m["description"] == HOSTILE
     no_marker_files(tmp_path)
 
@@ -311,7 +318,7 @@ def test_netrain_submit_passes_the_hostile_script_path_as_one_argument(
     assert sb[0]["argv"][-1] == str(batch / "scripts" / "regressor-narrow-sbatch.sh")
     assert "--array=0-2" in sb[0]["argv"]
     sync = sb[1]["argv"]
-    assert "--dependency=afterany:4242" in sync and f"--chdir={batch}" in sync
+    assert "--dependency=afterany:4242,singleton" in sync and f"--chdir={batch}" in sync
     wrap = next(a for a in sync if a.startswith("--wrap="))
     assert shlex.split(wrap.removeprefix("--wrap="))[-3:] == ["netrain", "sync", str(batch)]
     jobs = yaml.safe_load((batch / "batch.yaml").read_text())["models"][0]["jobs"]

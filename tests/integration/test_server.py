@@ -114,3 +114,36 @@ def test_server_down_for_the_whole_follow_then_sync(tmp_path: Path) -> None:
         verify(server.url, exp_id, batch, [spec])
     finally:
         server.stop()
+
+
+def _server(proj: Path, *args: str, extra: dict[str, str] | None = None) -> Any:
+    e = {k: v for k, v in env().items()
+         if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    e.update(extra or {})
+    return subprocess.run([str(BIN / "netrain"), "server", *args], cwd=proj, env=e,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_server_on_the_network_needs_auth_or_insecure(tmp_path: Path) -> None:
+    import socket
+
+    proj = project(tmp_path)
+    p = _server(proj, "--host", "0.0.0.0")
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "--auth" in p.stderr and "--insecure" in p.stderr
+    assert not (proj / "trainings" / "mlflow.db").exists()  # refused before anything
+    # --insecure lets it past that rule: it goes on to bind (here a taken port)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        port = str(taken.getsockname()[1])
+        p = _server(proj, "--host", "0.0.0.0", "--port", port, "--insecure")
+    assert p.returncode == 1 and f"cannot listen on 0.0.0.0:{port}" in p.stderr, p.stderr
+    # --auth takes the admin from the environment only, and says which variable is missing
+    p = _server(proj, "--host", "0.0.0.0", "--auth",
+                extra={"MLFLOW_TRACKING_USERNAME": "someone"})
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "needs MLFLOW_TRACKING_PASSWORD in the environment" in p.stderr
+    p = _server(proj, "--host", "127.0.0.1", "--auth",
+                extra={"MLFLOW_TRACKING_USERNAME": "someone",
+                       "MLFLOW_TRACKING_PASSWORD": "short"})
+    assert p.returncode == 2 and "shorter than 12" in p.stderr and "short" not in p.stdout

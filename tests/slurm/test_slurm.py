@@ -94,9 +94,9 @@ def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
     logs = sorted(p.name for p in (batch / "logs").iterdir() if not p.name.startswith("sync_"))
     assert len(logs) == 8 and all(re.match(r"regressor-(narrow|wide)-.*_\d+_\d\.log", n)
                                   for n in logs)
-    # the tasks were short: they left their journals to the batch's sync job, which ran
-    # once after both arrays and shipped all 8
-    assert all("its journal is shipped after it" in (batch / "logs" / n).read_text()
+    # a SQLite store: the tasks left their journals to the batch's sync job (its one
+    # writer), which ran once after both arrays and shipped all 8
+    assert all("this task does not open it" in (batch / "logs" / n).read_text()
                for n in logs)
     sync_logs = list((batch / "logs").glob("sync_*.log"))
     assert len(sync_logs) == 1
@@ -245,6 +245,19 @@ def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
     data = show_json(proj, batch)
     assert states(data) == [["finished", "finished"]] * 2
     assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}
+    # a SQLite store: submitted by hand too, no task opened it; each model's script
+    # submitted a sync job after its array (one at a time), and they shipped everything
+    assert "  sync job " in p.stdout
+    task_logs = [f for f in (batch / "logs").glob("*.log") if not f.name.startswith("sync_")]
+    assert len(task_logs) == 4
+    assert all("this task does not open it" in f.read_text() for f in task_logs)
+    while subprocess.run(["squeue", "-h", "-n", f"sync-{batch.name}", "-o", "%i"],
+                         capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the sync jobs did not finish"
+        time.sleep(1)
+    c = mlflow_client(_uri(proj))
+    runs = c.search_runs([c.get_experiment_by_name(batch.name).experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
 
 
 def _wait_ids(ids: list[str], timeout: float = TIMEOUT) -> None:

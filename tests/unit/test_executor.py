@@ -50,12 +50,20 @@ def batch(tmp_path: Path, make_manifest: Callable[..., Manifest]) -> Batch:
     return b
 
 
+def on_server(b: Batch, uri: str = "http://tracking.example:5000") -> Batch:
+    """The batch tracked by a server (its tasks may ship for themselves)."""
+    b.manifest.tracking["uri"] = uri
+    b.save()
+    return Batch.load(b.path)
+
+
 def finished(b: Batch, slug: str, index: int) -> None:
     write_record(record_path(b.path, slug, index),
                  TaskRecord(model=slug.replace("-", "."), index=index, state="finished"))
 
 
 def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> None:
+    batch = on_server(batch)
     finished(batch, "regressor-narrow", 1)
     runner, said = Sbatch(), []
     started = ex.start(batch, "slurm", ex.Selection.of(batch), say=said.append, runner=runner)
@@ -64,7 +72,7 @@ def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> No
     assert all("NETRAIN_SHIP_LATER=1" in c[3] for c in sbatch[:2])
     # then one sync job after both arrays, which ships what their short tasks left
     ids = ":".join(j.job_id for j in started.jobs)
-    assert sbatch[2][2] == f"--dependency=afterany:{ids}" and len(sbatch) == 3
+    assert sbatch[2][2] == f"--dependency=afterany:{ids},singleton" and len(sbatch) == 3
     assert any(line.startswith("submitted sync job ") for line in said)
     again = Batch.load(batch.path)
     jobs = {m.key: [(j.job_id, j.indices, j.executor) for j in m.jobs]
@@ -80,6 +88,7 @@ def test_slurm_submits_unfinished_tasks_and_records_the_jobs(batch: Batch) -> No
 
 
 def test_named_tasks_go_even_when_finished(batch: Batch) -> None:
+    batch = on_server(batch)
     finished(batch, "regressor-narrow", 1)
     runner = Sbatch()
     sel = ex.Selection.of(batch, ["regressor.narrow"], [1], skip_finished=False)
@@ -88,6 +97,25 @@ def test_named_tasks_go_even_when_finished(batch: Batch) -> None:
     # one task ships for itself: no NETRAIN_SHIP_LATER, no sync job
     assert [c[2] for c in sbatch] == ["--array=1%4"]
     assert "NETRAIN_SHIP_LATER" not in sbatch[0][3]
+
+
+def test_sqlite_store_on_slurm_leaves_every_task_to_the_sync_job(batch: Batch) -> None:
+    # a SQLite store: even one task leaves its journal to a sync job, and never ships itself
+    runner, said = Sbatch(), []
+    sel = ex.Selection.of(batch, ["regressor.narrow"], [1], skip_finished=False)
+    ex.start(batch, "slurm", sel, say=said.append, runner=runner)
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert sbatch[0][2] == "--array=1%4" and "NETRAIN_SHIP_LATER=always" in sbatch[0][3]
+    assert len(sbatch) == 2 and sbatch[1][2].startswith("--dependency=afterany:")
+    assert any("one writer" in line for line in said)
+    # a retrain too: its own sync job after it
+    runner = Sbatch()
+    ex.start(batch, "slurm", ex.Selection.retraining(_retrain(batch)), say=lambda _: None,
+             runner=runner)
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert "NETRAIN_SHIP_LATER=always" in sbatch[0][3] and len(sbatch) == 2
+    assert sbatch[1][2] == (f"--dependency=afterany:{500 + runner.calls.index(sbatch[0]) + 1}"
+                            ",singleton")
 
 
 def test_unknown_task_and_executor_are_errors(batch: Batch) -> None:
@@ -147,6 +175,7 @@ def test_local_retrain_is_recorded_with_a_real_record_path(batch: Batch) -> None
 
 
 def test_slurm_retrain_is_recorded_and_cancellable(batch: Batch) -> None:
+    batch = on_server(batch)
     r = _retrain(batch)
     runner = Sbatch()
     started = ex.start(batch, "slurm", ex.Selection.retraining(r), say=lambda _: None,
