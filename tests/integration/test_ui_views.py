@@ -150,6 +150,12 @@ def test_every_task_is_a_row_and_the_best_networks_a_click_away(big: Any) -> Non
                 assert float(cells[f"metrics.`{m}`"]) == pytest.approx(want[m]), (name, m)
         body = d.find_element(By.TAG_NAME, "body").text
         assert "Load more" not in body and f"{len(big['tasks'])} matching runs" in body
+        # a task's row leads to its networks: its run's page lists them
+        d.find_element(By.LINK_TEXT, "autoencoder-classical[3]").click()
+        nets = {f"autoencoder-classical_t3_n{n}" for n in range(NETS)}
+        _wait(d, lambda d: "Child runs" in d.find_element(By.TAG_NAME, "body").text)
+        links = {a.text.strip(", ") for a in d.find_elements(By.TAG_NAME, "a")}
+        assert nets <= links, sorted(links)
 
         d.get(big["best_url"])
         best = sorted(big["nets"], key=big["nets"].__getitem__)[:20]
