@@ -101,16 +101,13 @@ def write_tasks_view(c: Any, experiment_id: str, metric: str) -> str:
 
 
 def write_best_view(c: Any, experiment_id: str, metric: str, mode: str,
-                    model: str | None = None, top: int = BEST) -> BestView | None:
+                    top: int = BEST) -> BestView | None:
     """The view of the batch's ``top`` best networks by their final ``metric`` (``mode``
     min or max), best first: network runs whose metric is at least as good as the
     ``top``-th's. None when no network has the metric yet."""
     import math
 
     flt = NETWORK_FILTER
-    if model:
-        cls, _, arch = model.rpartition(".")
-        flt += f" AND tags.class = '{cls}' AND tags.architecture = '{arch}'"
     order = "ASC" if mode == "min" else "DESC"
     runs = c.search_runs([experiment_id], flt, order_by=[f"metrics.`{metric}` {order}"],
                          max_results=2 * top)
@@ -119,7 +116,7 @@ def write_best_view(c: Any, experiment_id: str, metric: str, mode: str,
     if not values:
         return None
     cmp = "<=" if mode == "min" else ">="
-    key = f"netrain-best-{metric}-{mode}" + (f"-{model}" if model else "")
+    key = f"netrain-best-{metric}-{mode}"
     _write(c, experiment_id, key, {
         "searchFilter": f"{flt} AND metrics.`{metric}` {cmp} {_literal(values[-1])}",
         "orderByKey": _column("metrics", metric), "orderByAsc": mode == "min",
