@@ -323,6 +323,34 @@ class _Seeder:
         self.since_clear.add(key)
 
 
+class _YoungGC:
+    """Python's garbage collector kept to what the members built since its last call made.
+
+    The group's members stay alive until it has trained; every automatic full collection
+    walks all of them again, so building a member got slower the more had been built before
+    it. Every ``every`` members the young generations are collected (the builds' garbage
+    goes) and what survives is frozen out of later collections; :meth:`done` gives it back
+    to the collector. A small gain (bench/build_cost.py, MLP 6-8-1: 12.0 -> 10.5 ms a
+    member at N=64, 12.8 -> 12.3 at N=256); the rest is the model's own construction."""
+
+    def __init__(self, every: int = 8) -> None:
+        self.every, self.count = every, 0
+
+    def __call__(self) -> None:
+        import gc
+
+        self.count += 1
+        if self.count % self.every == 0:
+            gc.collect(1)
+            gc.freeze()
+
+    def done(self) -> None:
+        import gc
+
+        if self.count >= self.every:
+            gc.unfreeze()
+
+
 def _build_member(index: int, job: NetworkJob, keras: Any,
                   seeder: _Seeder | None = None) -> _Member | str:
     """Build a network exactly as train_one does; a str return is why it cannot be packed."""
@@ -432,17 +460,21 @@ def train_networks_packed(
 
     groups: dict[Any, list[_Member]] = {}
     refused: dict[str, list[int]] = {}
-    seeder = _Seeder()
-    for index, job in jobs.items():
-        try:
-            built = _build_member(index, job, keras, seeder)
-        except Exception as exc:
-            _reraise_interrupt(exc)
-            built = f"building it failed ({type(exc).__name__}: {_first_line(exc)})"
-        if isinstance(built, str):
-            refused.setdefault(built, []).append(index)
-            continue
-        groups.setdefault(built.key, []).append(built)
+    seeder, young_gc = _Seeder(), _YoungGC()
+    try:
+        for index, job in jobs.items():
+            try:
+                built = _build_member(index, job, keras, seeder)
+            except Exception as exc:
+                _reraise_interrupt(exc)
+                built = f"building it failed ({type(exc).__name__}: {_first_line(exc)})"
+            young_gc()
+            if isinstance(built, str):
+                refused.setdefault(built, []).append(index)
+                continue
+            groups.setdefault(built.key, []).append(built)
+    finally:
+        young_gc.done()
     for why, idx in refused.items():
         fallback(idx, why)
 
@@ -470,8 +502,13 @@ def train_networks_packed(
             fallback(idx, f"the packed step failed ({type(exc).__name__}: {_first_line(exc)})")
             continue
         say(f"packed {len(members)} networks ({spans(idx)}) into one step: {seconds:.1f} s")
-        for m in members:
-            results[m.index] = _finish(m, observer, seconds / len(members))
+        young_gc = _YoungGC()
+        try:
+            for m in members:
+                results[m.index] = _finish(m, observer, seconds / len(members))
+                young_gc()
+        finally:
+            young_gc.done()
         del members[:]
         # the group's memory back before the next group (its garbage collection costs
         # ~0.5 s at 128 networks: not worth it after the last)

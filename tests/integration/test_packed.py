@@ -364,10 +364,11 @@ def test_members_start_from_the_sequential_paths_initial_weights(
         tmp_path: Path, seeds: list[int]) -> None:
     """Members are built with TensorFlow's kernel cache kept where it cannot change a value;
     each still starts from the weights train_one would build it with (distinct seeds, a seed
-    every network shares, seeds that come back)."""
+    every network shares, seeds that come back), with the trainer's collector freezing the
+    members already built after each one."""
     import keras
 
-    from netrain.train.packed import _build_member, _Seeder
+    from netrain.train.packed import _build_member, _Seeder, _YoungGC
 
     jobs = [make_job(tmp_path, i, gen=stateful_random_mlp, extra={"seed": s})
             for i, s in enumerate(seeds)]
@@ -376,10 +377,15 @@ def test_members_start_from_the_sequential_paths_initial_weights(
         keras.backend.clear_session()
         keras.utils.set_random_seed(j.config.seed)
         expected.append([np.asarray(w) for w in j.config.model_generator().get_weights()])
-    seeder = _Seeder()
-    for j, want in zip(jobs, expected, strict=True):
+    seeder, young_gc = _Seeder(), _YoungGC(every=1)
+    members = []
+    for j in jobs:
         member = _build_member(j.net_index, j, keras, seeder)
         assert not isinstance(member, str), member
+        members.append(member)
+        young_gc()
+    young_gc.done()
+    for member, want in zip(members, expected, strict=True):
         got = [np.asarray(w) for w in member.model.get_weights()]
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)

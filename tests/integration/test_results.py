@@ -256,7 +256,7 @@ def test_ui_serves_the_batch(trained: dict, ui: dict) -> None:
 
     exp = mlflow_client(trained["uri"]).get_experiment_by_name(trained["batch"].name)
     assert ui["url"] == (f"http://127.0.0.1:{ui['port']}/#/experiments/{exp.experiment_id}"
-                         "/runs?workflowType=machine_learning")
+                         "/runs?workflowType=machine_learning&viewStateShareKey=netrain-tasks")
     with urllib.request.urlopen(f"http://127.0.0.1:{ui['port']}/health", timeout=10) as r:
         assert r.status == 200
     r = run_cli("ui", "--port", str(ui["port"]), cwd=trained["proj"])
@@ -265,7 +265,7 @@ def test_ui_serves_the_batch(trained: dict, ui: dict) -> None:
     assert "--workers 1" in r.out and "--host 127.0.0.1" in r.out
 
 
-def _browser():  # type: ignore[no-untyped-def]
+def _browser(size: str = "1400,900"):  # type: ignore[no-untyped-def]
     import os
 
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
@@ -285,7 +285,7 @@ def _browser():  # type: ignore[no-untyped-def]
     opts = Options()
     opts.binary_location = str(CHROMIUM)
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1400,900"):
+              f"--window-size={size}"):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
 
@@ -315,12 +315,22 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
     b = trained["batch"].name
     nets = {r.info.run_id: r for r in _nets(trained) if r.data.tags["class"] == "classifier"
             and "retrain_of" not in r.data.tags}
-    d = _browser()
+    d = _browser("2400,900")  # wide: the grid draws only the columns in sight
     try:
         d.get(ui["url"])
         _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
         assert "/runs" in d.current_url and "Token Usage" not in d.find_element(
             By.TAG_NAME, "body").text
+        # the URL opens the batch's tasks, one row each, with their summary
+        from tests.integration.test_ui_views import ROWS
+
+        tasks = {r["attributes.`Run Name`"].splitlines()[-1]: r for r in
+                 _wait(d, lambda d: d.execute_script(ROWS))}
+        assert set(tasks) == {"classifier-clu_one[0]", "autoencoder-classical[0]"}, tasks
+        for name, cells in tasks.items():
+            assert cells["tags.`class`"] == name.split("-")[0], cells
+            assert cells["tags.`array_index`"] == "0", cells
+            assert float(cells["metrics.`networks_finished`"]) == 2, cells
         flt = (f"tags.batch = '{b}' and tags.class = 'classifier' and "
                "tags.architecture = 'clu_one' and tags.net_index LIKE '%'")
         d.get(ui["url"] + "&searchFilter=" + quote(flt))
@@ -334,6 +344,7 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
                                                                        "[role=row][row-id]")}
             return ids if set(nets) <= ids else False
 
+        d.set_window_size(1400, 900)  # the screenshot's size
         ids = _wait(d, network_rows)
         assert set(nets) <= ids and len(nets) == 2
         names = {r.info.run_name for r in nets.values()}  # told apart at a glance
