@@ -8,6 +8,7 @@ import sys
 import click
 
 from netrain.cli.common import load_batch, say, warn
+from netrain.errors import NetrainError
 
 
 @click.command("ui")
@@ -44,6 +45,12 @@ def command(obj, batch, port, print_only) -> None:
         mlflow_ui.wait_healthy(proc, base)
         say(mlflow_ui.url(base, experiment))
         warn("mlflow ui is running; Ctrl-C stops it")
-        proc.wait()
+        rc = proc.wait()
+        if rc != 0:  # not stopped by us: it died (killed, out of memory)
+            raise NetrainError(f"mlflow ui ended with {_status(rc)}: see its messages above")
     finally:
         mlflow_ui.stop(proc)
+
+
+def _status(rc: int) -> str:
+    return f"signal {-rc}" if rc < 0 else f"status {rc}"
