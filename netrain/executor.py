@@ -29,6 +29,9 @@ RETRAIN_KEY_VAR = "NETRAIN_RETRAIN_KEY"
 #: the `netrain run` process here): a task that ends within NETRAIN_SHIP_AFTER seconds
 #: leaves its journal to it instead of starting MLflow itself.
 SHIP_LATER_VAR = "NETRAIN_SHIP_LATER"
+#: Tells a task to train again from scratch in new runs: "1" whatever its record says,
+#: "finished" only when its record says finished (else it resumes).
+RERUN_VAR = "NETRAIN_RERUN"
 
 Say = Callable[[str], None]
 
@@ -51,6 +54,14 @@ class Selection:
     #: Leave out tasks whose record says finished (run without --rerun, submit without --tasks).
     skip_finished: bool = True
     retrain: Retrain | None = None
+    #: Train the selected tasks that finished again, from scratch in new runs (run --rerun,
+    #: submit --tasks); None: whenever finished tasks are not skipped. Unfinished tasks
+    #: always resume from their checkpoints in their runs (resubmit --failed).
+    rerun: bool | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return not self.skip_finished if self.rerun is None else self.rerun
 
     @classmethod
     def of(cls, batch: Batch, models: Sequence[str] | None = None,
@@ -147,12 +158,12 @@ def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1
             indices = pending_indices(batch, model, indices)
         plan.append((model, indices))
     if executor == "slurm":
-        return _submit(batch, plan, say, runner)
-    return _run_here(batch, plan, workers, say, progress, rerun=not selection.skip_finished)
+        return _submit(batch, plan, say, runner, rerun=selection.fresh)
+    return _run_here(batch, plan, workers, say, progress, rerun=selection.fresh)
 
 
 def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
-            runner: Any) -> Started:
+            runner: Any, rerun: bool = False) -> Started:
     from netrain import slurm
 
     throttle = batch.manifest.slurm.get("max_running")
@@ -162,13 +173,15 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
     # sync job would cost it more than it saves.
     tasks = sum(len(indices) for _, indices in plan)
     sync = _sync_job(batch) if tasks > 1 else None
-    env = {SHIP_LATER_VAR: "1"} if sync is not None else None
+    env = {SHIP_LATER_VAR: "1"} if sync is not None else {}
+    if rerun:  # a named task that finished trains again in new runs; the others resume
+        env[RERUN_VAR] = "finished"
     for model, indices in plan:
         if not indices:
             say(f"{model.key}: nothing to submit")
             continue
         arrays = slurm.submit_array(str(batch.script_path(model)), indices, throttle=throttle,
-                                    runner=runner, env=env)
+                                    runner=runner, env=env or None)
         jobs = [Job(job_id=a.job_id, indices=format_indices(a.indices), executor="slurm",
                     submitted=now_iso(), offset=a.offset) for a in arrays]
         with batch.locked() as b:
@@ -206,7 +219,7 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
     # new runs (NETRAIN_RERUN tells the task)
-    env: tuple[tuple[str, str], ...] = (("NETRAIN_RERUN", "1"),) if rerun else ()
+    env: tuple[tuple[str, str], ...] = ((RERUN_VAR, "1"),) if rerun else ()
     uri = str(batch.manifest.tracking.get("uri") or "")
     if uri:
         env += ((SHIP_LATER_VAR, "1"),)

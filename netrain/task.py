@@ -292,11 +292,14 @@ class TaskRunner:
 
     def _task_key(self) -> str:
         """The same key (so the same MLflow run) for every attempt of this task, unless it
-        is explicitly trained again from scratch (NETRAIN_RERUN=1)."""
+        is explicitly trained again from scratch (NETRAIN_RERUN=1; NETRAIN_RERUN=finished
+        only when the previous attempt finished it: `submit --tasks` of a finished task)."""
         base = (f"retrain/{self.retrain_key}" if self.retrain_key
                 else f"{self.args.slug}/{self.args.trainingrun}")
         prev = self.previous
-        if os.environ.get("NETRAIN_RERUN") == "1" and prev is not None:
+        rerun = os.environ.get("NETRAIN_RERUN", "")
+        if prev is not None and (rerun == "1" or (rerun == "finished"
+                                                  and prev.state == "finished")):
             return f"{base}~{self.record.attempt}"
         if prev is not None and prev.key:
             return prev.key

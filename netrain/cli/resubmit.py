@@ -36,7 +36,7 @@ def command(obj, batch, failed, models, where) -> None:
     if not todo:
         warn("nothing to resubmit")
         return
-    started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False),
+    started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False, rerun=False),
                        workers=obj.config(required=False).workers, say=warn,
                        progress=TaskProgress())
     if started.failures:

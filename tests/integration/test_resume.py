@@ -200,3 +200,25 @@ def test_a_task_killed_under_netrain_run_leaves_no_run_running_and_resumes(
                 if "mlflow.parentRunId" not in r.data.tags)
     assert task.info.status == "FINISHED"
     assert task.data.tags["netrain.state"] == "finished"  # no longer "died" from the kill
+
+
+def test_resubmit_failed_on_this_machine_resumes_in_the_same_runs(userproj: Path) -> None:
+    # resubmit used to start its tasks as `run --rerun` does: a new key, new runs, epoch 0
+    batch = _generate(userproj, nets=1, epochs=30)
+    proc = _start(batch)
+    if not _wait(lambda: len(_journal_steps(batch).get("regressor-wide/0/n0", [])) >= 4):
+        proc.kill()
+        pytest.fail("the task never trained 4 epochs")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    reached = _record(batch)["nets"]["0"]["checkpoint_epoch"]
+    assert reached >= 4
+
+    r = run_cli("resubmit", batch.name, "--failed", cwd=userproj)
+    assert r.code == 0, r.text
+    rec = _record(batch)
+    assert rec["state"] == "finished" and rec["key"] == "regressor-wide/0", rec
+    log = (batch / "logs" / "regressor-wide_local_0.log").read_text()
+    assert f"resuming from its checkpoint at epoch {reached}" in log
+    assert list(_journal_steps(batch)) == ["regressor-wide/0/n0"]  # no second run's key
+    assert _journal_steps(batch)["regressor-wide/0/n0"] == list(range(30))
