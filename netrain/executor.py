@@ -83,6 +83,8 @@ class Started:
     jobs: list[Job] = field(default_factory=list)
     ran: int = 0
     failures: int = 0
+    #: local tasks stopped by a signal that checkpointed: resumable, not failed
+    interrupted: int = 0
     logs: list[Path] = field(default_factory=list)
 
 
@@ -92,7 +94,7 @@ class Progress(Protocol):
     def begin(self, total: int) -> None: ...
 
     def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
-             finished: int, total: int) -> None: ...
+             finished: int, total: int, interrupted: str = "") -> None: ...
 
     def end(self) -> None: ...
 
@@ -238,11 +240,14 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     def one_done(o: TaskOutcome, finished: int, total: int) -> None:
         out.ran += 1
-        if o.returncode != 0:
+        stopped = interrupted(o.task.record, o.returncode)
+        if stopped:
+            out.interrupted += 1
+        elif o.returncode != 0:
             out.failures += 1
         if progress is not None:
             progress.done(o.task.model_key, o.task.index, o.returncode, o.seconds, o.task.log,
-                          finished, total)
+                          finished, total, stopped)
 
     courier = Courier(batch.path, uri) if uri else None
     slugs = {m.key: m.slug for m, _ in plan}
@@ -267,9 +272,26 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
             if left:
                 say(f"netrain: {len(left)} journal(s) not shipped to MLflow yet: run "
                     f"netrain sync {batch.id}")
-    say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
-        f"{out.failures} failed")
+    ok = out.ran - out.failures - out.interrupted
+    stopped = f", {out.interrupted} interrupted (resumable: netrain run {batch.id} resumes " \
+        "them)" if out.interrupted else ""
+    say(f"done in {time.monotonic() - begun:.1f} s: {ok} ok, {out.failures} failed{stopped}")
     return out
+
+
+def interrupted(record: Path, returncode: int) -> str:
+    """How a task stopped by a signal (SIGTERM, USR1, Ctrl-C) left itself, if it did: its
+    record says killed, its networks checkpointed ("" for any other end)."""
+    from netrain.records import read_record
+
+    if returncode == 0:
+        return ""
+    rec = read_record(record)
+    if rec is None or rec.state != "killed":
+        return ""
+    epochs = [n.checkpoint_epoch for n in rec.nets.values() if n.state == "interrupted"]
+    where = f" at epoch {epochs[0]}" if epochs else ""
+    return f"{rec.error or 'stopped by a signal'}; resumable{where}"
 
 
 def _healer(batch: Batch) -> Callable[[Any, int], object]:

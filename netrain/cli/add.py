@@ -38,5 +38,5 @@ def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pac
                                   for model, seg in added}, skip_finished=False)
         started = ex.start(b, executor or cfg.executor, selection, workers=cfg.workers,
                            say=warn, progress=TaskProgress())
-        if started.failures:
+        if started.failures or started.interrupted:
             raise click.exceptions.Exit(1)

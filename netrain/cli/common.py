@@ -44,10 +44,11 @@ class TaskProgress:
             self.bar.__enter__()
 
     def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
-             finished: int, total: int) -> None:
+             finished: int, total: int, interrupted: str = "") -> None:
         ok = returncode == 0
-        self.failed += 0 if ok else 1
-        status = "ok" if ok else f"FAILED (exit {returncode}), log: {log}"
+        self.failed += 0 if ok or interrupted else 1
+        status = "ok" if ok else f"interrupted ({interrupted}), log: {log}" if interrupted \
+            else f"FAILED (exit {returncode}), log: {log}"
         line = f"[{finished}/{total}] {model_key} task {index}: {status} ({seconds:.1f} s)"
         if self.bar is None:
             warn(line)
@@ -72,5 +73,5 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
         workers = obj.config(required=False).workers
     started = ex.start(batch, executor, ex.Selection.of(batch, models, tasks, not rerun),
                        workers=workers, say=warn, progress=TaskProgress())
-    if started.failures:
+    if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)

@@ -39,5 +39,5 @@ def command(obj, batch, failed, models, where) -> None:
     started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False, rerun=False),
                        workers=obj.config(required=False).workers, say=warn,
                        progress=TaskProgress())
-    if started.failures:
+    if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)

@@ -19,16 +19,20 @@ from netrain.errors import NetrainError
 @click.pass_obj
 def command(obj, batch, retry_for) -> None:
     """Ship the unshipped tracking events of BATCH (default: of every batch)."""
-    from netrain.batch import Batch, list_batches
+    from netrain.batch import load_batches
     from netrain.sync import sync_batch
 
+    broken: list[str] = []
     if batch is not None:
         batches = [load_batch(obj, batch)]
     else:
         trainings = obj.trainings_dir()
         if trainings is None:
             obj.config()  # raises the "no netrain.yaml" error
-        batches = [Batch.load(p) for p in list_batches(trainings)]
+        # as show does: an unreadable batch is named and skipped, the others are shipped
+        batches, broken = load_batches(trainings)
+        for line in broken:
+            warn(f"skipped {line}")
     _heal(batches)
     shipped = busy = 0
     incomplete: list[str] = []
@@ -39,12 +43,16 @@ def command(obj, batch, retry_for) -> None:
         incomplete += res.incomplete
     if not shipped and not busy:
         say("nothing to ship: every journal is in MLflow")
+        if broken:
+            raise click.exceptions.Exit(1)
         return
     if incomplete:
         raise NetrainError(f"{len(incomplete)} journal(s) not fully shipped (tracking "
                            "unreachable?): run netrain sync again when it is back")
     if busy:
         warn(f"{busy} journal(s) are being shipped by their task right now")
+    if broken:
+        raise click.exceptions.Exit(1)
 
 
 def _heal(batches: list[Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, ROOT, invoke, make_userproj, mlflow_client
+from tests.conftest import BIN, ROOT, invoke, make_userproj, mlflow_client, run_cli
 from tests.integration.faults import read_only, require_root, wait_for
 
 pytestmark = pytest.mark.slow
@@ -186,6 +187,22 @@ def test_shipper_ends_after_an_error(unshipped: tuple[Path, Path]) -> None:
     assert rc == 1, err
     assert "Traceback" not in err and "Read-only file system" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_sync_of_every_batch_goes_on_past_a_corrupt_one(unshipped: tuple[Path, Path]) -> None:
+    userproj, batch = unshipped
+    broken = batch.parent / "00000000-000000-0000"  # listed first
+    broken.mkdir()
+    text = (batch / "batch.yaml").read_text()
+    (broken / "batch.yaml").write_text(text[:len(text) // 2])  # cut short mid-write
+    try:
+        r = run_cli("sync", cwd=userproj)
+    finally:
+        shutil.rmtree(broken)
+    assert r.code == 1, r.text
+    assert f"netrain: skipped {broken.name}: " in r.err and "batch.yaml" in r.err, r.text
+    assert f"{batch.name} journal/{SLUG}/0.jsonl: 2 runs created" in r.out, r.text
+    assert "Traceback" not in r.text
 
 
 # --- the launcher ----------------------------------------------------------------------

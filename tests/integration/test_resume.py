@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
+from tests.conftest import BIN, invoke, make_userproj, mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,13 @@ pytestmark = pytest.mark.slow
 def _generate(userproj: Path, nets: int, epochs: int) -> Path:
     r = invoke("generate", "--models", f"regressor.wide={nets}", "--array", "1", "--nb-epoch",
                 str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
+    assert r.code == 0, r.text
+    return Path(r.out.strip().splitlines()[-1])
+
+
+def _generate_tasks(userproj: Path, tasks: int, epochs: int) -> Path:
+    r = invoke("generate", "--models", "regressor.wide=1", "--array", str(tasks),
+               "--nb-epoch", str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     return Path(r.out.strip().splitlines()[-1])
 
@@ -222,3 +230,29 @@ def test_resubmit_failed_on_this_machine_resumes_in_the_same_runs(userproj: Path
     assert f"resuming from its checkpoint at epoch {reached}" in log
     assert list(_journal_steps(batch)) == ["regressor-wide/0/n0"]  # no second run's key
     assert _journal_steps(batch)["regressor-wide/0/n0"] == list(range(30))
+
+
+def test_tasks_signalled_under_netrain_run_are_reported_interrupted_not_failed(
+        userproj: Path) -> None:
+    batch = _generate_tasks(userproj, tasks=2, epochs=200)
+    env = dict(os.environ, USERPROJ_SLEEP="0.05", PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.Popen([str(BIN / "netrain"), "run", batch.name, "-j", "2"], cwd=userproj,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    records = [batch / "records" / "regressor-wide" / f"{i}.json" for i in (0, 1)]
+
+    def training() -> bool:
+        return all(json.loads(r.read_text())["nets"].get("0", {}).get("state") == "running"
+                   if r.exists() else False for r in records)
+    if not _wait(training, 180):
+        proc.kill()
+        pytest.fail("the tasks never trained")
+    time.sleep(1)
+    for r, sig in zip(records, (signal.SIGTERM, signal.SIGUSR1), strict=True):
+        os.kill(json.loads(r.read_text())["pid"], sig)  # as scancel and SLURM's warning do
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # not done yet
+    assert "FAILED" not in err, err
+    for sig in ("SIGTERM", "SIGUSR1"):
+        assert re.search(rf"task \d: interrupted \(stopped by signal {sig}; resumable at "
+                         r"epoch \d+\)", err), err
+    assert "0 ok, 0 failed, 2 interrupted (resumable: netrain run" in err, err
