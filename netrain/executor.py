@@ -145,11 +145,16 @@ def new_retrain_key(run_id: str) -> str:
 
 def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1,
           say: Say = print, progress: Progress | None = None,
-          runner: Any = None) -> Started:
+          runner: Any = None, project_uri: str | None = None) -> Started:
     """Start the selected tasks on ``executor`` ("local" runs them here now and waits;
-    "slurm" submits them) and record every job in batch.yaml."""
+    "slurm" submits them) and record every job in batch.yaml. A batch moved from where it
+    was made is bound to where it lies first (its tracking to ``project_uri``, the current
+    project's store, when it named another one)."""
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}: use local or slurm")
+    from netrain.relocate import rebind
+
+    batch = rebind(batch, project_uri, say)
     if selection.retrain is not None:
         return _start_retrain(batch, executor, selection.retrain, say, runner)
     plan: list[tuple[ModelEntry, list[int]]] = []

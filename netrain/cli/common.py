@@ -72,6 +72,14 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
     if workers is None:
         workers = obj.config(required=False).workers
     started = ex.start(batch, executor, ex.Selection.of(batch, models, tasks, not rerun),
-                       workers=workers, say=warn, progress=TaskProgress())
+                       workers=workers, say=warn, progress=TaskProgress(),
+                       project_uri=project_uri(obj))
     if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)
+
+
+def project_uri(obj: Context) -> str | None:
+    """The tracking store of the project netrain runs in (its netrain.yaml), if any: where
+    a batch moved from another project is bound (netrain.relocate)."""
+    cfg = obj.config(required=False)
+    return str(cfg.tracking_uri) if getattr(cfg, "path", None) else None

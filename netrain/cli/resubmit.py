@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, warn
+from netrain.cli.common import EXECUTOR, TaskProgress, load_batch, project_uri, warn
 
 
 @click.command("resubmit")
@@ -38,6 +38,7 @@ def command(obj, batch, failed, models, where) -> None:
         return
     started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False, rerun=False),
                        workers=obj.config(required=False).workers, say=warn,
-                       progress=TaskProgress())
+                       progress=TaskProgress(),
+                       project_uri=project_uri(obj))
     if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)

@@ -33,6 +33,10 @@ def command(obj, batch, retry_for) -> None:
         batches, broken = load_batches(trainings)
         for line in broken:
             warn(f"skipped {line}")
+    from netrain.cli.common import project_uri
+    from netrain.relocate import rebind
+
+    batches = [rebind(b, project_uri(obj), warn) for b in batches]
     _heal(batches)
     shipped = busy = 0
     incomplete: list[str] = []

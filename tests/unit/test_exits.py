@@ -13,10 +13,10 @@ import pytest
 from netrain.exits import exit_code
 
 
-def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run(code: str, tmp_path: Path, grace: str = "0.5") -> subprocess.CompletedProcess[str]:
     script = tmp_path / "prog.py"
     script.write_text(textwrap.dedent(code), encoding="utf-8")
-    env = dict(os.environ, NETRAIN_EXIT_GRACE="0.5")
+    env = dict(os.environ, NETRAIN_EXIT_GRACE=grace)
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                           timeout=30)
 
@@ -36,7 +36,7 @@ def test_exit_now_keeps_what_a_normal_exit_does(tmp_path: Path) -> None:
         sys.stderr.write("to stderr")
         exit_now(7)
         print("never")
-        """, tmp_path)
+        """, tmp_path, grace="30")  # an error's grace: time enough for the thread
     assert p.returncode == 7
     assert p.stdout.startswith("buffered, not flushed")
     assert "atexit ran" in p.stdout and "never" not in p.stdout
