@@ -311,8 +311,6 @@ def atomic_write(path: Path, text: str, mode: int | None = None, backup: bool = 
     """Write ``text`` to ``path`` via a temporary sibling and a rename: never half-written.
     With ``backup``, the same text goes to backup_path(path) first. An OSError names
     ``path`` (not the temporary file) and, on a full disk, the free space."""
-    if backup:
-        atomic_write(backup_path(path), text, mode)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
@@ -330,6 +328,8 @@ def atomic_write(path: Path, text: str, mode: int | None = None, backup: bool = 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if backup:
+        atomic_write(backup_path(path), text, mode)
 
 
 def write_error(exc: OSError, path: Path) -> OSError:
@@ -341,8 +341,8 @@ def write_error(exc: OSError, path: Path) -> OSError:
 
 
 def free_space(path: Path) -> str:
-    """`` (N KiB free on DIR)`` for the filesystem holding ``path`` ("" when unknown)."""
-    p = Path(path)
+    """`` (N KiB free in DIR)`` for the filesystem holding ``path`` ("" when unknown)."""
+    p = Path(path).parent
     while not p.exists() and p != p.parent:
         p = p.parent
     try:
@@ -354,7 +354,7 @@ def free_space(path: Path) -> str:
         if free < 1024 or unit == "GiB":
             break
         free /= 1024
-    return f" ({free:.0f} {unit} free on {p})"
+    return f" ({free:.0f} {unit} free in {p})"
 
 
 _WARNED: set[str] = set()

@@ -200,8 +200,14 @@ def commit(batch_dir: Path, meta: Meta, write_model: Any) -> float:
     d.mkdir(parents=True, exist_ok=True)
     generation = f"{meta.stem}.{int(time.time() * 1000)}.{os.getpid()}.keras"
     tmp = d / f".{generation}.tmp.keras"
-    write_model(tmp)
     extra = tmp.with_name(tmp.name + BEST_SUFFIX)
+    try:
+        write_model(tmp)
+    except BaseException:  # a full disk: no half-written file is left behind
+        for f in (tmp, extra):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        raise
     if extra.is_file():
         os.replace(extra, d / (generation + BEST_SUFFIX))
     os.replace(tmp, d / generation)

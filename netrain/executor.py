@@ -267,6 +267,11 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
         progress.begin(len(todo))
     try:
         run_tasks(todo, workers, one_done, cwd=batch.path, on_exit=ended)
+    except OSError as exc:  # our own write (a task's record as it ended): stop cleanly
+        what = f"cannot write {exc.filename}" if exc.filename else "a write failed"
+        raise BatchError(f"{what}: {exc.strerror or exc}; the tasks running were stopped and "
+                         f"keep their checkpoints: netrain run {batch.id} resumes them once "
+                         "this is fixed") from None
     finally:
         if progress is not None:
             progress.end()
