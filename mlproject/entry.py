@@ -7,9 +7,10 @@ the batch's own snapshot of the user's main script for one array task.
 import sys
 from pathlib import Path
 
-from netrain.exits import exit_now
+from netrain.exits import run_main
 from netrain.train.task import run_entry
 
 if __name__ == "__main__":
     # ends without the interpreter's ~2 s teardown of TensorFlow (see netrain.exits)
-    exit_now(run_entry(Path(__file__).resolve().parent.parent, sys.argv[1:]))
+    run_main(lambda: run_entry(Path(__file__).resolve().parent.parent, sys.argv[1:]),
+             "netrain: task")

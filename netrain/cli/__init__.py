@@ -63,13 +63,9 @@ _register()
 def main() -> None:
     """The ``netrain`` script: the command, then an exit without the interpreter's teardown
     of what the command imported (MLflow: ~1.2 s; see netrain.exits)."""
-    from netrain.exits import exit_now
+    from netrain.exits import run_main
 
-    try:
-        cli.main(prog_name="netrain")
-    except SystemExit as exc:
-        exit_now(exc.code)
-    exit_now(0)
+    run_main(lambda: cli.main(prog_name="netrain"))
 
 
 if __name__ == "__main__":  # pragma: no cover

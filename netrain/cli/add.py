@@ -44,5 +44,5 @@ def command(obj, batch, models, array, nb_epoch, epoch_samples, intelligent, pac
         started = ex.start(b, executor or cfg.executor, selection,
                            workers=workers or cfg.workers,
                            say=warn, progress=TaskProgress())
-        if started.failures:
+        if started.failures or started.interrupted:
             raise click.exceptions.Exit(1)

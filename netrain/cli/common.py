@@ -46,11 +46,13 @@ class TaskProgress:
             self.bar.__enter__()
 
     def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
-             finished: int, total: int) -> None:
+             finished: int, total: int, interrupted: str = "") -> None:
         ok = returncode == 0
-        self.failed += 0 if ok else 1
-        self.ended.append((returncode, log))
-        status = "ok" if ok else f"FAILED (exit {returncode}), log: {log}"
+        self.failed += 0 if ok or interrupted else 1
+        if not interrupted:
+            self.ended.append((returncode, log))
+        status = "ok" if ok else f"interrupted ({interrupted}), log: {log}" if interrupted \
+            else f"FAILED (exit {returncode}), log: {log}"
         line = f"[{finished}/{total}] {model_key} task {index}: {status} ({seconds:.1f} s)"
         if self.bar is None:
             warn(line)
@@ -75,7 +77,8 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
         workers = obj.config(required=False).workers
     progress = TaskProgress()
     started = ex.start(batch, executor, ex.Selection.of(batch, models, tasks, not rerun),
-                       workers=workers, say=warn, progress=progress)
+                       workers=workers, say=warn, progress=progress,
+                       project_uri=project_uri(obj))
     if executor == "local" and started.failures:
         from netrain.execute.check import first_failures_hint
 
@@ -84,7 +87,7 @@ def start_tasks(obj: Context, batch: Batch, executor: str, models: Sequence[str]
             warn(hint)
     if executor == "slurm" and started.jobs:
         _watch_first_tasks(batch, started.jobs)
-    if started.failures:
+    if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)
 
 
@@ -112,3 +115,10 @@ def _watch_first_tasks(batch: Batch, jobs: Sequence[Any]) -> None:
         return
     if hint:
         warn(hint + f"; netrain cancel {batch.id} stops the rest")
+
+
+def project_uri(obj: Context) -> str | None:
+    """The tracking store of the project netrain runs in (its netrain.yaml), if any: where
+    a batch moved from another project is bound (netrain.relocate)."""
+    cfg = obj.config(required=False)
+    return str(cfg.tracking_uri) if getattr(cfg, "path", None) else None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import click
@@ -66,6 +67,8 @@ class NetrainGroup(click.Group):
                 raise
             if isinstance(exc, OSError) and exc.strerror:
                 what = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+                if exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    what = f"cannot write {exc.filename}: {exc.strerror}"
                 click.echo(f"netrain: error: {one_line(what)} (rerun with --debug for details)",
                            err=True)
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import EXECUTOR, POSITIVE, TaskProgress, load_batch, warn
+from netrain.cli.common import EXECUTOR, POSITIVE, TaskProgress, load_batch, project_uri, warn
 
 
 @click.command("resubmit")
@@ -40,8 +40,8 @@ def command(obj, batch, failed, models, where, workers) -> None:
     if not todo:
         warn("nothing to resubmit")
         return
-    started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False),
+    started = ex.start(b, where or ex.default_executor(b), ex.Selection(todo, False, rerun=False),
                        workers=workers or obj.config(required=False).workers, say=warn,
-                       progress=TaskProgress())
-    if started.failures:
+                       progress=TaskProgress(), project_uri=project_uri(obj))
+    if started.failures or started.interrupted:
         raise click.exceptions.Exit(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from netrain.cli.common import load_batch, say
+from netrain.cli.common import load_batch, say, warn
 
 
 @click.command("show")
@@ -36,7 +36,13 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     asked = [b for b in batches if executor.has_slurm_jobs(b)] if not no_scheduler else []
     view = executor.scheduler_view(asked)
     statuses = [batch_status(b, view.tasks.get(b.id)) for b in batches]
+    from netrain.execute.relocate import flag
+
     for b, st in zip(batches, statuses, strict=True):
+        moved = flag(b)
+        if moved:  # healing would ship to the store it named where it was: not before run
+            warn(moved)
+            continue
         heal(b, st, view.retrains.get(b.id))
     if batch is None:
         say(report.overview(statuses, trainings, broken, view.note, as_json))

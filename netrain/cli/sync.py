@@ -25,19 +25,27 @@ from netrain.errors import NetrainError
 @click.pass_obj
 def command(obj, batch, retry_for, follow, every) -> None:
     """Ship the unshipped tracking events of BATCH (default: of every batch)."""
-    from netrain.define.batch import Batch, list_batches
+    from netrain.define.batch import load_batches
     from netrain.track.sync import follower, sync_batch
 
     if follow:
         _follow(obj, batch, retry_for, every)
         return
+    broken: list[str] = []
     if batch is not None:
         batches = [load_batch(obj, batch)]
     else:
         trainings = obj.trainings_dir()
         if trainings is None:
             obj.config()  # raises the "no netrain.yaml" error
-        batches = [Batch.load(p) for p in list_batches(trainings)]
+        # as show does: an unreadable batch is named and skipped, the others are shipped
+        batches, broken = load_batches(trainings)
+        for line in broken:
+            warn(f"skipped {line}")
+    from netrain.cli.common import project_uri
+    from netrain.execute.relocate import rebind
+
+    batches = [rebind(b, project_uri(obj), warn) for b in batches]
     ours = []
     for b in batches:
         who = follower(b.path)
@@ -47,6 +55,8 @@ def command(obj, batch, retry_for, follow, every) -> None:
             ours.append(b)
     batches = ours
     if not batches:
+        if broken:
+            raise click.exceptions.Exit(1)
         return
     _heal(batches)
     for uri in dict.fromkeys(str(b.manifest.tracking["uri"]) for b in batches):
@@ -60,12 +70,16 @@ def command(obj, batch, retry_for, follow, every) -> None:
         incomplete += res.incomplete
     if not shipped and not busy:
         say("nothing to ship: every journal is in MLflow")
+        if broken:
+            raise click.exceptions.Exit(1)
         return
     if incomplete:
         raise NetrainError(f"{len(incomplete)} journal(s) not fully shipped (tracking "
                            "unreachable?): run netrain sync again when it is back")
     if busy:
         warn(f"{busy} journal(s) are being shipped by their task right now")
+    if broken:
+        raise click.exceptions.Exit(1)
 
 
 def _heal(batches: list[Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from netrain.cli.common import load_batch, say, warn
+from netrain.errors import NetrainError
 
 
 @click.command("ui")
@@ -50,7 +51,9 @@ def command(obj, batch, port, print_only) -> None:
         mlflow_ui.wait_healthy(proc, base)
         _urls(base, experiment, views)
         warn("mlflow ui is running; Ctrl-C stops it")
-        proc.wait()
+        rc = proc.wait()
+        if rc != 0:  # not stopped by us: it died (killed, out of memory)
+            raise NetrainError(f"mlflow ui ended with {_status(rc)}: see its messages above")
     finally:
         mlflow_ui.stop(proc)
 
@@ -86,3 +89,7 @@ def _urls(base: str, experiment: str | None, views: tuple[str, Any] | None) -> N
     else:
         warn("the URL shows the batch's tasks, one row each (a task's page lists its "
              "networks); no network has finished yet, so no best networks' URL")
+
+
+def _status(rc: int) -> str:
+    return f"signal {-rc}" if rc < 0 else f"status {rc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import os
 import secrets
@@ -233,9 +234,26 @@ class Batch:
 
     @classmethod
     def load(cls, path: Path) -> Batch:
+        """The batch at ``path``; when its batch.yaml is cut short or corrupted, its copy
+        (.batch.yaml.bak, written with it), with a warning naming the file."""
+        try:
+            return cls._load(path, path / MANIFEST)
+        except BatchError as exc:
+            bak = backup_path(path / MANIFEST)
+            if not (path / MANIFEST).is_file() or not bak.is_file():
+                raise
+            try:
+                batch = cls._load(path, bak)
+            except BatchError:
+                raise exc from None
+            warn_once(f"{path / MANIFEST} is unreadable: using its copy {bak.name} (the "
+                      "next change to the batch rewrites it)")
+            return batch
+
+    @classmethod
+    def _load(cls, path: Path, mpath: Path) -> Batch:
         import yaml
 
-        mpath = path / MANIFEST
         try:
             text = mpath.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -280,7 +298,7 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     text = "# netrain batch manifest: edit with netrain add / note, not by hand\n" + yaml.safe_dump(
         manifest.to_dict(), sort_keys=False, allow_unicode=True, width=100
     )
-    atomic_write(directory / MANIFEST, text)
+    atomic_write(directory / MANIFEST, text, backup=True)
 
 
 def _umask() -> int:
@@ -289,18 +307,72 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling and a rename: never half-written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def backup_path(path: Path) -> Path:
+    """The copy of a state file (batch.yaml, a task record) read when the file itself was
+    cut short or corrupted: ``.<name>.bak`` beside it."""
+    return path.with_name(f".{path.name}.bak")
+
+
+def atomic_write(path: Path, text: str, mode: int | None = None, backup: bool = False) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling and a rename: never half-written.
+    With ``backup``, the same text goes to backup_path(path) first. An OSError names
+    ``path`` (not the temporary file) and, on a full disk, the free space."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.chmod(tmp, (0o666 if mode is None else mode) & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_error(exc, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if backup:
+        atomic_write(backup_path(path), text, mode)
+
+
+def write_error(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``; its text says the free space where it is short."""
+    err = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        err.strerror = f"{exc.strerror}{free_space(path)}"
+    return err
+
+
+def free_space(path: Path) -> str:
+    """`` (N KiB free in DIR)`` for the filesystem holding ``path`` ("" when unknown)."""
+    p = Path(path).parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return ""
+    free: float = st.f_bavail * st.f_frsize
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            break
+        free /= 1024
+    return f" ({free:.0f} {unit} free in {p})"
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(text: str) -> None:
+    """One line on stderr, once per process (a state file read many times)."""
+    import sys
+
+    if text not in _WARNED:
+        _WARNED.add(text)
+        print(f"netrain: warning: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -120,16 +120,57 @@ def meta_path(batch_dir: Path, stem: str) -> Path:
     return directory(batch_dir) / f"{stem}.ckpt.json"
 
 
-def read(batch_dir: Path, stem: str, key: str) -> Meta | None:
-    """The network's last complete checkpoint, or None (missing, torn, another network's)."""
-    path = meta_path(batch_dir, stem)
+def previous_path(batch_dir: Path, stem: str) -> Path:
+    """The metadata of the checkpoint before the last one (its model file is kept too):
+    what a resume falls back to when the last one was cut short or corrupted."""
+    return directory(batch_dir) / f".{stem}.ckpt.prev.json"
+
+
+def _read_meta(path: Path, batch_dir: Path, key: str) -> Meta | None:
+    """The metadata at ``path`` if it and the model file it names are whole; raises
+    ValueError naming what is damaged; None when there is none, or another network's."""
+    import zipfile
+
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         meta = Meta(**{k: v for k, v in d.items() if k in Meta.__dataclass_fields__})
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, TypeError):
+        raise ValueError(f"checkpoint {path} is cut short or corrupted") from None
+    if meta.key != key:
         return None
-    if meta.key != key or not (directory(batch_dir) / meta.model_file).is_file():
+    model = directory(batch_dir) / meta.model_file
+    if not meta.model_file or not model.is_file():
         return None
+    # a Keras file (and numpy's .npz) is a zip archive: one cut short has lost its central
+    # directory at the end
+    for f in (model, model.with_name(model.name + BEST_SUFFIX)):
+        if not f.is_file():
+            continue
+        with open(f, "rb") as fh:
+            head = fh.read(2)
+        if not head or (head == b"PK" and not zipfile.is_zipfile(f)):
+            raise ValueError(f"checkpoint {f} is cut short or corrupted")
+    return meta
+
+
+def read(batch_dir: Path, stem: str, key: str) -> Meta | None:
+    """The network's last whole checkpoint, or None (missing, another network's). One cut
+    short or corrupted is named in a warning, and the one before it is used."""
+    try:
+        return _read_meta(meta_path(batch_dir, stem), batch_dir, key)
+    except ValueError as exc:
+        damaged = str(exc)
+    try:
+        meta = _read_meta(previous_path(batch_dir, stem), batch_dir, key)
+    except ValueError:
+        meta = None
+    import sys
+
+    then = (f"resuming from the checkpoint before it (epoch {meta.epoch})" if meta is not None
+            else "no earlier checkpoint is whole: the network starts again from epoch 0")
+    print(f"netrain: warning: {damaged}: {then}", file=sys.stderr, flush=True)
     return meta
 
 
@@ -137,45 +178,69 @@ def model_file(batch_dir: Path, meta: Meta) -> Path:
     return directory(batch_dir) / meta.model_file
 
 
+def _meta_or_none(batch_dir: Path, path: Path, key: str) -> Meta | None:
+    try:
+        return _read_meta(path, batch_dir, key)
+    except ValueError:
+        return None
+
+
+def _drop_model(batch_dir: Path, name: str) -> None:
+    for n in (name, name + BEST_SUFFIX):
+        with contextlib.suppress(OSError):
+            os.unlink(directory(batch_dir) / n)
+
+
 def commit(batch_dir: Path, meta: Meta, write_model: Any) -> float:
     """Write the model through ``write_model(path)`` then the metadata, each atomically; the
     metadata names the model file, so a kill at any moment leaves the previous checkpoint or
-    the new one, never a mix. Returns the seconds it took."""
+    the new one, never a mix. The checkpoint before stays (its metadata in previous_path)
+    for a resume whose last checkpoint was damaged. Returns the seconds it took."""
     start = time.perf_counter()
     d = directory(batch_dir)
     d.mkdir(parents=True, exist_ok=True)
     generation = f"{meta.stem}.{int(time.time() * 1000)}.{os.getpid()}.keras"
     tmp = d / f".{generation}.tmp.keras"
-    write_model(tmp)
     extra = tmp.with_name(tmp.name + BEST_SUFFIX)
+    try:
+        write_model(tmp)
+    except BaseException:  # a full disk: no half-written file is left behind
+        for f in (tmp, extra):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        raise
     if extra.is_file():
         os.replace(extra, d / (generation + BEST_SUFFIX))
     os.replace(tmp, d / generation)
-    old = read(batch_dir, meta.stem, meta.key)
+    main, prev = meta_path(batch_dir, meta.stem), previous_path(batch_dir, meta.stem)
+    old = _meta_or_none(batch_dir, main, meta.key)
+    older = _meta_or_none(batch_dir, prev, meta.key)
     meta.model_file = generation
     meta.saved = time.time()
-    mtmp = d / f".{meta.stem}.{os.getpid()}.ckpt.json.tmp"
-    with open(mtmp, "w", encoding="utf-8") as fh:
-        fh.write(meta.to_json())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(mtmp, meta_path(batch_dir, meta.stem))
-    if old is not None and old.model_file != generation:
-        for name in (old.model_file, old.model_file + BEST_SUFFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(d / name)
+    if old is not None:
+        _write_meta(prev, old)
+    _write_meta(main, meta)
+    if older is not None and older.model_file not in (generation, getattr(old, "model_file",
+                                                                          "")):
+        _drop_model(batch_dir, older.model_file)
     return time.perf_counter() - start
 
 
+def _write_meta(path: Path, meta: Meta) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(meta.to_json())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def remove(batch_dir: Path, stem: str) -> None:
-    """Drop a network's checkpoint (after it finished, unless kept)."""
-    d = directory(batch_dir)
-    meta_file = meta_path(batch_dir, stem)
-    with contextlib.suppress(OSError, ValueError):
-        name = json.loads(meta_file.read_text(encoding="utf-8")).get("model_file") or ""
-        if name:
-            with contextlib.suppress(OSError):
-                os.unlink(d / (name + BEST_SUFFIX))
-            os.unlink(d / name)
-    with contextlib.suppress(OSError):
-        os.unlink(meta_file)
+    """Drop a network's checkpoints (after it finished, unless kept)."""
+    for meta_file in (meta_path(batch_dir, stem), previous_path(batch_dir, stem)):
+        with contextlib.suppress(OSError, ValueError):
+            name = json.loads(meta_file.read_text(encoding="utf-8")).get("model_file") or ""
+            if name and "/" not in name:
+                _drop_model(batch_dir, name)
+        with contextlib.suppress(OSError):
+            os.unlink(meta_file)

@@ -29,6 +29,9 @@ RETRAIN_KEY_VAR = "NETRAIN_RETRAIN_KEY"
 #: the `netrain run` process here): a task that ends within NETRAIN_SHIP_AFTER seconds
 #: leaves its journal to it instead of starting MLflow itself.
 SHIP_LATER_VAR = "NETRAIN_SHIP_LATER"
+#: Tells a task to train again from scratch in new runs: "1" whatever its record says,
+#: "finished" only when its record says finished (else it resumes).
+RERUN_VAR = "NETRAIN_RERUN"
 
 Say = Callable[[str], None]
 
@@ -51,6 +54,14 @@ class Selection:
     #: Leave out tasks whose record says finished (run without --rerun, submit without --tasks).
     skip_finished: bool = True
     retrain: Retrain | None = None
+    #: Train the selected tasks that finished again, from scratch in new runs (run --rerun,
+    #: submit --tasks); None: whenever finished tasks are not skipped. Unfinished tasks
+    #: always resume from their checkpoints in their runs (resubmit --failed).
+    rerun: bool | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return not self.skip_finished if self.rerun is None else self.rerun
 
     @classmethod
     def of(cls, batch: Batch, models: Sequence[str] | None = None,
@@ -72,6 +83,8 @@ class Started:
     jobs: list[Job] = field(default_factory=list)
     ran: int = 0
     failures: int = 0
+    #: local tasks stopped by a signal that checkpointed: resumable, not failed
+    interrupted: int = 0
     logs: list[Path] = field(default_factory=list)
 
 
@@ -81,7 +94,7 @@ class Progress(Protocol):
     def begin(self, total: int) -> None: ...
 
     def done(self, model_key: str, index: int, returncode: int, seconds: float, log: Path,
-             finished: int, total: int) -> None: ...
+             finished: int, total: int, interrupted: str = "") -> None: ...
 
     def end(self) -> None: ...
 
@@ -132,11 +145,16 @@ def new_retrain_key(run_id: str) -> str:
 
 def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1,
           say: Say = print, progress: Progress | None = None,
-          runner: Any = None) -> Started:
+          runner: Any = None, project_uri: str | None = None) -> Started:
     """Start the selected tasks on ``executor`` ("local" runs them here now and waits;
-    "slurm" submits them) and record every job in batch.yaml."""
+    "slurm" submits them) and record every job in batch.yaml. A batch moved from where it
+    was made is bound to where it lies first (its tracking to ``project_uri``, the current
+    project's store, when it named another one)."""
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}: use local or slurm")
+    from netrain.execute.relocate import rebind
+
+    batch = rebind(batch, project_uri, say)
     if selection.retrain is not None:
         return _start_retrain(batch, executor, selection.retrain, say, runner)
     plan: list[tuple[ModelEntry, list[int]]] = []
@@ -147,12 +165,12 @@ def start(batch: Batch, executor: str, selection: Selection, *, workers: int = 1
             indices = pending_indices(batch, model, indices)
         plan.append((model, indices))
     if executor == "slurm":
-        return _submit(batch, plan, say, runner)
-    return _run_here(batch, plan, workers, say, progress, rerun=not selection.skip_finished)
+        return _submit(batch, plan, say, runner, rerun=selection.fresh)
+    return _run_here(batch, plan, workers, say, progress, rerun=selection.fresh)
 
 
 def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
-            runner: Any) -> Started:
+            runner: Any, rerun: bool = False) -> Started:
     from netrain.execute import slurm
 
     throttle = batch.manifest.slurm.get("max_running")
@@ -165,16 +183,18 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
     # job (or `netrain sync --follow` on the login node) ships every journal.
     one_writer = single_writer(batch)
     sync = _sync_job(batch) if tasks > 1 or one_writer else None
-    env = {SHIP_LATER_VAR: "always" if one_writer else "1"} if sync is not None else None
+    env = {SHIP_LATER_VAR: "always" if one_writer else "1"} if sync is not None else {}
     if one_writer and sync is None:
         say("netrain: warning: with this launcher or a conda.yaml environment each task opens "
             "the SQLite tracking database itself: use launcher: mlflow for one writer")
+    if rerun:  # a named task that finished trains again in new runs; the others resume
+        env[RERUN_VAR] = "finished"
     for model, indices in plan:
         if not indices:
             say(f"{model.key}: nothing to submit")
             continue
         arrays = slurm.submit_array(str(batch.script_path(model)), indices, throttle=throttle,
-                                    runner=runner, env=env)
+                                    runner=runner, env=env or None)
         jobs = [Job(job_id=a.job_id, indices=format_indices(a.indices), executor="slurm",
                     submitted=now_iso(), offset=a.offset) for a in arrays]
         with batch.locked() as b:
@@ -220,7 +240,7 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
     # new runs (NETRAIN_RERUN tells the task)
-    env: tuple[tuple[str, str], ...] = (("NETRAIN_RERUN", "1"),) if rerun else ()
+    env: tuple[tuple[str, str], ...] = ((RERUN_VAR, "1"),) if rerun else ()
     uri = str(batch.manifest.tracking.get("uri") or "")
     if uri:
         env += ((SHIP_LATER_VAR, "1"),)
@@ -239,11 +259,14 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     def one_done(o: TaskOutcome, finished: int, total: int) -> None:
         out.ran += 1
-        if o.returncode != 0:
+        stopped = interrupted(o.task.record, o.returncode)
+        if stopped:
+            out.interrupted += 1
+        elif o.returncode != 0:
             out.failures += 1
         if progress is not None:
             progress.done(o.task.model_key, o.task.index, o.returncode, o.seconds, o.task.log,
-                          finished, total)
+                          finished, total, stopped)
 
     courier = Courier(batch.path, uri) if uri else None
     slugs = {m.key: m.slug for m, _ in plan}
@@ -258,6 +281,11 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
         progress.begin(len(todo))
     try:
         run_tasks(todo, workers, one_done, cwd=batch.path, on_exit=ended)
+    except OSError as exc:  # our own write (a task's record as it ended): stop cleanly
+        what = f"cannot write {exc.filename}" if exc.filename else "a write failed"
+        raise BatchError(f"{what}: {exc.strerror or exc}; the tasks running were stopped and "
+                         f"keep their checkpoints: netrain run {batch.id} resumes them once "
+                         "this is fixed") from None
     finally:
         if progress is not None:
             progress.end()
@@ -268,9 +296,26 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
             if left:
                 say(f"netrain: {len(left)} journal(s) not shipped to MLflow yet: run "
                     f"netrain sync {batch.id}")
-    say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
-        f"{out.failures} failed")
+    ok = out.ran - out.failures - out.interrupted
+    stopped = f", {out.interrupted} interrupted (resumable: netrain run {batch.id} resumes " \
+        "them)" if out.interrupted else ""
+    say(f"done in {time.monotonic() - begun:.1f} s: {ok} ok, {out.failures} failed{stopped}")
     return out
+
+
+def interrupted(record: Path, returncode: int) -> str:
+    """How a task stopped by a signal (SIGTERM, USR1, Ctrl-C) left itself, if it did: its
+    record says killed, its networks checkpointed ("" for any other end)."""
+    from netrain.execute.records import read_record
+
+    if returncode == 0:
+        return ""
+    rec = read_record(record)
+    if rec is None or rec.state != "killed":
+        return ""
+    epochs = [n.checkpoint_epoch for n in rec.nets.values() if n.state == "interrupted"]
+    where = f" at epoch {epochs[0]}" if epochs else ""
+    return f"{rec.error or 'stopped by a signal'}; resumable{where}"
 
 
 def _healer(batch: Batch) -> Callable[[Any, int], object]:

@@ -23,11 +23,16 @@ from netrain.execute.records import (
     TaskRecord,
     read_model_records,
     read_record,
-    read_retrain_records,
     record_path,
     write_record,
 )
-from netrain.execute.status import BatchStatus, State, scheduler_state, settle
+from netrain.execute.status import (
+    BatchStatus,
+    State,
+    retrain_records,
+    scheduler_state,
+    settle,
+)
 
 KILLED_STATES = (State.CANCELLED, State.PREEMPTED)
 
@@ -220,7 +225,7 @@ def heal(batch: Batch, status: BatchStatus, retrain_states: Mapping[str, str] | 
                 healed += 1
     if retrain_states:
         healed += _heal_retrains(batch, retrain_states, close)
-        status.retrains = read_retrain_records(batch.path)
+        status.retrains = retrain_records(batch.path)
     return healed
 
 

@@ -239,6 +239,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from netrain.exits import exit_now
+    from netrain.exits import run_main
 
-    exit_now(main())
+    run_main(main, "netrain: launcher")

@@ -21,6 +21,10 @@ _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLU
                "SLURM_JOBID", "SLURM_RESTART_COUNT")
 
 
+#: Seconds a stopped task gets to write its checkpoint and close its runs before SIGKILL.
+STOP_GRACE = 30.0
+
+
 @dataclass(frozen=True)
 class LocalTask:
     model_key: str
@@ -90,19 +94,25 @@ def run_tasks(tasks: list[LocalTask], workers: int,
     futures = [pool.submit(one, t) for t in tasks]
     try:
         results = [f.result() for f in futures]
-    except KeyboardInterrupt:
+    except BaseException:
+        # Ctrl-C, or an error here (a record that cannot be written, a bug): the running
+        # tasks are stopped as SLURM stops them (SIGTERM: each checkpoints, its runs wait
+        # resumable), the others never start, and no worker is left to keep this process
+        # alive (netrain.exits).
         stopping.set()
+        for f in futures:
+            f.cancel()
         with lock:
             running = list(procs.values())
         for p in running:
             _signal_group(p, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STOP_GRACE
         for p in running:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(p, signal.SIGKILL)
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return results

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netrain.define.batch import atomic_write, now_iso
+from netrain.define.batch import atomic_write, backup_path, now_iso, warn_once
 
 
 @dataclass
@@ -86,16 +86,38 @@ def record_path(batch_dir: Path, slug: str, index: int, retrain_key: str = "") -
 
 
 def write_record(path: Path, record: TaskRecord) -> None:
+    """The record and its copy (read when the record itself is cut short)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, record.to_json())
+    atomic_write(path, record.to_json(), backup=True)
+
+
+def _parse(path: Path) -> TaskRecord:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return TaskRecord.from_dict(data)
 
 
 def read_record(path: Path) -> TaskRecord | None:
+    """The task's record; None if it has none. A record cut short or corrupted is named in
+    a warning and its copy is read instead."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return TaskRecord.from_dict(json.load(fh))
-    except (OSError, ValueError, TypeError):
+        return _parse(path)
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, TypeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "cut short or corrupted"
+    bak = backup_path(path)
+    try:
+        rec = _parse(bak)
+    except (OSError, ValueError, TypeError):
+        warn_once(f"task record {path} is unreadable ({why}) and has no good copy: the task "
+                  "counts as not started (its journal and checkpoints are kept; a run "
+                  "resumes it)")
+        return None
+    warn_once(f"task record {path} is unreadable ({why}): using its copy {bak.name}")
+    return rec
 
 
 def read_model_records(batch_dir: Path, slug: str) -> dict[int, TaskRecord]:

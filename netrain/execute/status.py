@@ -221,8 +221,24 @@ def batch_status(batch: Batch,
     return BatchStatus(
         id=m.id, path=batch.path, created=m.created, description=m.description,
         models=[model_status(batch, model, sched.get(model.key)) for model in m.models],
-        retrains=read_retrain_records(batch.path),
+        retrains=retrain_records(batch.path),
     )
+
+
+def retrain_records(batch_dir: Path) -> list[TaskRecord]:
+    """The batch's retrain records, each network's MLflow run id filled in from its
+    journal's shipping state once shipped (the task never learns it: the shipper does)."""
+    from netrain.track.journal import read_state
+
+    recs = read_retrain_records(batch_dir)
+    for rec in recs:
+        if not rec.journal:
+            continue
+        runs = read_state(batch_dir / rec.journal).get("runs", {})
+        rec.parent_run_id = rec.parent_run_id or str(runs.get(rec.key, ""))
+        for n in rec.nets.values():
+            n.run_id = n.run_id or str(runs.get(n.key, ""))
+    return recs
 
 
 def code_edited(batch: Batch) -> bool:

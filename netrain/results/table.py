@@ -140,7 +140,8 @@ def detail(batch: Batch, st: BatchStatus, all_tasks: bool = False, note: str = "
     if st.retrains or jobs:
         lines += ["", "retrains:"]
         for r in st.retrains:
-            nets = ", ".join(f"{n.run_id[:12]} {n.state}" for n in r.nets.values())
+            nets = ", ".join(f"{n.run_id[:12] or '(not in MLflow yet)'} {n.state}"
+                             for n in r.nets.values())
             lines.append(f"  of {r.retrain_of[:12]}  {r.model}[{r.index}]  {r.state}  {nets}")
         for j in jobs:
             lines.append(f"  job {j['job_id']} ({j['executor']}) of {j['of'][:12]}  "

@@ -293,8 +293,14 @@ def unshipped_bytes(journal: Path) -> int:
     return end + 1 if end >= 0 else 0
 
 
-def pending(batch_dir: Path) -> list[Path]:
+def pending(batch_dir: Path, uri: str | None = None) -> list[Path]:
     """Journals of the batch with complete lines not yet shipped (or a run creation whose
-    outcome the shipper still has to check: "uncertain" in the state file)."""
-    return [p for p in journals(batch_dir)
-            if unshipped_bytes(p) > 0 or read_state(p).get("uncertain")]
+    outcome the shipper still has to check: "uncertain" in the state file); with ``uri``,
+    also those shipped to another store (a batch moved to another project's)."""
+    out = []
+    for p in journals(batch_dir):
+        state = read_state(p)
+        if unshipped_bytes(p) > 0 or state.get("uncertain") or (
+                uri and state.get("uri") not in (None, uri) and p.stat().st_size > 0):
+            out.append(p)
+    return out

@@ -218,4 +218,8 @@ def serve(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers: 
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         _reap_group(proc.pid)
-    return 0 if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else rc
+    if rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+        return 0
+    how = f"signal {-rc}" if rc < 0 else f"status {rc}"
+    say(f"netrain: error: mlflow server ended with {how}: see its messages above")
+    return 128 - rc if rc < 0 else rc

@@ -340,12 +340,27 @@ class Shipper:
             self._record(key, "events", [], f"no run event for key {key!r} before its events")
         return run_id
 
+    def _rebound_experiment(self) -> str:
+        """A batch moved to another project's tracking store (netrain.relocate) has its
+        experiment there: events written before the move name the old store's."""
+        if not hasattr(self, "_rebound"):
+            self._rebound = ""
+            import contextlib
+
+            with contextlib.suppress(Exception):
+                from netrain.define.batch import Batch
+
+                t = Batch.load(self.batch_dir).manifest.tracking
+                if t.get("rebound_from") and str(t.get("uri")) == self.uri:
+                    self._rebound = str(t.get("experiment_id") or "")
+        return self._rebound
+
     # --- one event kind each --------------------------------------------------------------
     def _open_run(self, ev: dict[str, Any]) -> None:
         from netrain.track import mlflow_ship
 
         key = str(ev["key"])
-        experiment_id = str(ev.get("experiment_id", ""))
+        experiment_id = self._rebound_experiment() or str(ev.get("experiment_id", ""))
         key_value = f"{self.batch_id}:{key}"
         tags: dict[str, str] = {}
         if ev.get("parent") is None:
@@ -702,6 +717,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from netrain.exits import exit_now
+    from netrain.exits import run_main
 
-    exit_now(main())
+    run_main(main, "netrain: shipper")

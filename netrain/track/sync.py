@@ -26,7 +26,7 @@ def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
     from netrain.track.shipper import Busy, ship
 
     result = SyncResult()
-    todo = pending(batch_dir)
+    todo = pending(batch_dir, uri)
     for i, journal in enumerate(todo):
         name = f"{batch_dir.name} {os.path.relpath(journal, batch_dir)}"
 

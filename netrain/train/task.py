@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import getpass
 import json
 import math
@@ -39,6 +40,45 @@ from netrain.execute.records import (
 )
 from netrain.execute.status import code_edited
 from netrain.track.journal import JournalWriter, journal_path, logged_steps
+
+#: errno values of a write that cannot succeed until someone makes room or access
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def storage_error(exc: BaseException | None) -> OSError | None:
+    """The OSError of a full disk, a quota or a read-only filesystem behind ``exc`` (Keras
+    and h5py wrap it), if that is what ``exc`` is."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return exc
+        if isinstance(exc, OSError) and "No space left on device" in str(exc):
+            return exc  # h5py's own OSError carries no errno
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def storage_line(err: OSError) -> str:
+    """One line: what could not be written, where, and the free space there."""
+    from netrain.define.batch import free_space
+
+    where = str(err.filename) if err.filename else ""
+    reason = err.strerror or str(err)
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in reason
+    if full and "free in" not in reason:  # no file named (h5py): the batch, our cwd
+        reason += free_space(Path(where) if where else Path.cwd() / "-")
+    return f"cannot write {where}: {reason}" if where else f"cannot write: {reason}"
+
+
+class StorageFailed(TaskInterrupted):
+    """A write of the task's files failed (full disk, quota, read-only): the task stops as
+    on a signal, its networks keep their last checkpoints and resume at the next run."""
+
+    def __init__(self, err: OSError) -> None:
+        BaseException.__init__(self, storage_line(err))
+        self.signum = 0
+        self.line = storage_line(err)
 
 
 @dataclass(frozen=True)
@@ -200,6 +240,9 @@ class _TaskObserver:
 
     def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
         t = self.t
+        err = storage_error(exc)
+        if err is not None:  # the next network would fail the same way: stop, resumable
+            raise StorageFailed(err) from None
         msg = str(exc) if isinstance(exc, NetrainError) else \
             f"{type(exc).__name__}: {first_line(str(exc))}"
         t.say(f"{t.args.model_key} task {t.args.trainingrun} net {index} FAILED: {msg}")
@@ -293,18 +336,22 @@ class TaskRunner:
 
     def _task_key(self) -> str:
         """The same key (so the same MLflow run) for every attempt of this task, unless it
-        is explicitly trained again from scratch (NETRAIN_RERUN=1)."""
+        is explicitly trained again from scratch (NETRAIN_RERUN=1; NETRAIN_RERUN=finished
+        only when the previous attempt finished it: `submit --tasks` of a finished task)."""
         base = (f"retrain/{self.retrain_key}" if self.retrain_key
                 else f"{self.args.slug}/{self.args.trainingrun}")
         prev = self.previous
-        if os.environ.get("NETRAIN_RERUN") == "1" and prev is not None:
+        rerun = os.environ.get("NETRAIN_RERUN", "")
+        if prev is not None and (rerun == "1" or (rerun == "finished"
+                                                  and prev.state == "finished")):
             return f"{base}~{self.record.attempt}"
         if prev is not None and prev.key:
             return prev.key
         return base
 
     def say(self, text: str) -> None:
-        print(f"netrain: {text}", flush=True)
+        with contextlib.suppress(OSError):  # a log on a full disk
+            print(f"netrain: {text}", flush=True)
 
     def save_record(self) -> None:
         write_record(self.rpath, self.record)
@@ -430,6 +477,9 @@ class TaskRunner:
             failed = self.train_all(observer)
             status = "FINISHED" if failed == 0 else "FAILED"
             return 0 if failed == 0 else 1
+        except StorageFailed as exc:
+            status = "KILLED"
+            return self._storage_failed(observer, exc)
         except TaskInterrupted as exc:
             status = "KILLED"
             return self._interrupted(observer, exc.signum)
@@ -443,6 +493,10 @@ class TaskRunner:
             if signum is not None:  # a stop that TensorFlow wrapped in its own error
                 status = "KILLED"
                 return self._interrupted(observer, signum)
+            err = storage_error(exc)
+            if err is not None:
+                status = "KILLED"
+                return self._storage_failed(observer, StorageFailed(err))
             self.record.state = "failed"
             self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
             traceback.print_exc()
@@ -466,10 +520,23 @@ class TaskRunner:
                  f"runs left resumable{where}")
         return 128 + signum
 
+    def _storage_failed(self, observer: _TaskObserver, exc: StorageFailed) -> int:
+        """A write failed for want of room or access: the networks in training keep their
+        last checkpoints, their runs wait resumable; exit 75 (EX_TEMPFAIL: try again)."""
+        observer.interrupted()
+        self.record.state = "killed"
+        self.record.error = f"stopped: {exc.line}"
+        self.say(f"task stopped: {exc.line}; its networks keep their last checkpoints and "
+                 "resume at the next run once there is room")
+        return STORAGE_EXIT
+
     def close(self, status: str) -> None:
         """Write the final record and end the task's run (with its log as an artifact)."""
         self.record.ended = now_iso()
-        self.save_record()
+        try:
+            self.save_record()
+        except OSError as exc:  # a full disk: the runs below are closed all the same
+            self.say(f"{storage_line(exc)}: the task's record keeps its last state")
         if self.journal is None:
             return
         with contextlib.suppress(Exception):
@@ -532,6 +599,10 @@ class TaskRunner:
                                                  stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL,
                                                  start_new_session=True)
+
+
+#: The exit status of a task stopped by a failed write (full disk...): EX_TEMPFAIL.
+STORAGE_EXIT = 75
 
 
 def summary(record: TaskRecord) -> dict[str, float]:

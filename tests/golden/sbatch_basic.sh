@@ -12,10 +12,15 @@
 # submit do); under sbatch it trains one array task; netrain run runs it locally.
 set -u
 batch_dir=/scratch/trainings/20240102-030405-abcd
+# a batch moved or copied works where it lies: its own directory, found at run time
+# (under SLURM the script runs as a copy, in --chdir, which submit sets to it)
+here=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
+if [ -n "${SLURM_JOB_ID:-}" ] && [ -f "$PWD/batch.yaml" ]; then batch_dir=$PWD
+elif [ -f "$here/batch.yaml" ]; then batch_dir=$here; fi
 if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
   command -v sbatch >/dev/null || { echo "netrain: sbatch is not on PATH: run this on a SLURM login node, or use netrain run" >&2; exit 2; }
   script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
-  job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1
+  job=$(cd "$batch_dir" && sbatch --parsable --chdir="$batch_dir" "$script") || exit 1
   printf '%s %s\n' classifier.clu_one "${job%%;*}" >> "$batch_dir/records/runbatch-jobs.txt"
   echo classifier.clu_one": submitted array job ${job%%;*}"
   sync=$(cd "$batch_dir" && sbatch --parsable --dependency=afterany:"${job%%;*}",singleton --kill-on-invalid-dep=no --job-name=sync-20240102-030405-abcd --chdir=/scratch/trainings/20240102-030405-abcd --output=logs/sync_%j.log --error=logs/sync_%j.log '--wrap=export PATH=/opt/venv/bin:"$PATH"; exec /opt/venv/bin/python -m netrain sync /scratch/trainings/20240102-030405-abcd') && echo "  sync job ${sync%%;*}: ships the journals once the array ends"

@@ -20,10 +20,15 @@
 # submit do); under sbatch it trains one array task; netrain run runs it locally.
 set -u
 batch_dir=/scratch/trainings/20240102-030405-abcd
+# a batch moved or copied works where it lies: its own directory, found at run time
+# (under SLURM the script runs as a copy, in --chdir, which submit sets to it)
+here=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
+if [ -n "${SLURM_JOB_ID:-}" ] && [ -f "$PWD/batch.yaml" ]; then batch_dir=$PWD
+elif [ -f "$here/batch.yaml" ]; then batch_dir=$here; fi
 if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
   command -v sbatch >/dev/null || { echo "netrain: sbatch is not on PATH: run this on a SLURM login node, or use netrain run" >&2; exit 2; }
   script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
-  job=$(cd "$batch_dir" && sbatch --parsable "$script") || exit 1
+  job=$(cd "$batch_dir" && sbatch --parsable --chdir="$batch_dir" "$script") || exit 1
   echo autoencoder.classical-retrain1": submitted array job ${job%%;*}"
   exit 0
 fi

@@ -214,7 +214,8 @@ def test_a_model_script_run_by_hand_submits_its_array(rec: Recorder, tmp_path: P
     p = run_bash(Path(script.name), rec.env(), cwd=script.parent)
     assert p.returncode == 0, p.stdout + p.stderr
     [r] = rec.records()
-    assert r["prog"] == "sbatch" and r["argv"] == ["--parsable", str(script)]
+    assert r["prog"] == "sbatch" and r["argv"] == ["--parsable", f"--chdir={batch_dir}",
+                                                   str(script)]
     jobs_file = batch_dir / "records" / "runbatch-jobs.txt"
     assert jobs_file.read_text() == "regressor.narrow 4242\n"
     # a retrain's script submits itself too, but its job is not a model task's

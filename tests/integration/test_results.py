@@ -192,6 +192,8 @@ def test_describe_and_retrain_reproduces(trained: dict) -> None:
     assert len(again) == 1 and again[0].info.status == "FINISHED"
     # same code, seed and data on CPU: the same final training loss, exactly
     assert again[0].data.metrics["loss"] == net.data.metrics["loss"]
+    r = invoke("show", trained["batch"].name, cwd=proj)  # its run id, not a blank
+    assert f"{again[0].info.run_id[:12]} finished" in r.out, r.out
     r = invoke("describe", run_id, "--json", cwd=proj)
     assert r.code == 0, r.text
     d = json.loads(r.out)

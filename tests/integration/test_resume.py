@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
+from tests.conftest import BIN, invoke, make_userproj, mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,13 @@ pytestmark = pytest.mark.slow
 def _generate(userproj: Path, nets: int, epochs: int) -> Path:
     r = invoke("generate", "--models", f"regressor.wide={nets}", "--array", "1", "--nb-epoch",
                 str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
+    assert r.code == 0, r.text
+    return Path(r.out.strip().splitlines()[-1])
+
+
+def _generate_tasks(userproj: Path, tasks: int, epochs: int) -> Path:
+    r = invoke("generate", "--models", "regressor.wide=1", "--array", str(tasks),
+               "--nb-epoch", str(epochs), "--epoch-samples", "64", "--no-check", cwd=userproj)
     assert r.code == 0, r.text
     return Path(r.out.strip().splitlines()[-1])
 
@@ -200,3 +208,51 @@ def test_a_task_killed_under_netrain_run_leaves_no_run_running_and_resumes(
                 if "mlflow.parentRunId" not in r.data.tags)
     assert task.info.status == "FINISHED"
     assert task.data.tags["netrain.state"] == "finished"  # no longer "died" from the kill
+
+
+def test_resubmit_failed_on_this_machine_resumes_in_the_same_runs(userproj: Path) -> None:
+    # resubmit used to start its tasks as `run --rerun` does: a new key, new runs, epoch 0
+    batch = _generate(userproj, nets=1, epochs=30)
+    proc = _start(batch)
+    if not _wait(lambda: len(_journal_steps(batch).get("regressor-wide/0/n0", [])) >= 4):
+        proc.kill()
+        pytest.fail("the task never trained 4 epochs")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    reached = _record(batch)["nets"]["0"]["checkpoint_epoch"]
+    assert reached >= 4
+
+    r = run_cli("resubmit", batch.name, "--failed", cwd=userproj)
+    assert r.code == 0, r.text
+    rec = _record(batch)
+    assert rec["state"] == "finished" and rec["key"] == "regressor-wide/0", rec
+    log = (batch / "logs" / "regressor-wide_local_0.log").read_text()
+    assert f"resuming from its checkpoint at epoch {reached}" in log
+    assert list(_journal_steps(batch)) == ["regressor-wide/0/n0"]  # no second run's key
+    assert _journal_steps(batch)["regressor-wide/0/n0"] == list(range(30))
+
+
+def test_tasks_signalled_under_netrain_run_are_reported_interrupted_not_failed(
+        userproj: Path) -> None:
+    batch = _generate_tasks(userproj, tasks=2, epochs=200)
+    env = dict(os.environ, USERPROJ_SLEEP="0.05", PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.Popen([str(BIN / "netrain"), "run", batch.name, "-j", "2"], cwd=userproj,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    records = [batch / "records" / "regressor-wide" / f"{i}.json" for i in (0, 1)]
+
+    def training() -> bool:
+        return all(json.loads(r.read_text())["nets"].get("0", {}).get("state") == "running"
+                   if r.exists() else False for r in records)
+    if not _wait(training, 180):
+        proc.kill()
+        pytest.fail("the tasks never trained")
+    time.sleep(1)
+    for r, sig in zip(records, (signal.SIGTERM, signal.SIGUSR1), strict=True):
+        os.kill(json.loads(r.read_text())["pid"], sig)  # as scancel and SLURM's warning do
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # not done yet
+    assert "FAILED" not in err, err
+    for sig in ("SIGTERM", "SIGUSR1"):
+        assert re.search(rf"task \d: interrupted \(stopped by signal {sig}; resumable at "
+                         r"epoch \d+\)", err), err
+    assert "0 ok, 0 failed, 2 interrupted (resumable: netrain run" in err, err

@@ -318,3 +318,20 @@ def test_retrain_on_slurm_is_shown_and_cancelled(proj: Path) -> None:
     assert states(data) == [["finished"]]
     text = invoke("show", batch.name, cwd=proj).out
     assert f"job {job['job_id']} (slurm)" in text and "CANCELLED" in text
+
+
+def test_submit_tasks_of_a_finished_task_trains_it_again(proj: Path) -> None:
+    # SLURM's `run --rerun`: a finished task named with --tasks used to start, keep its
+    # finished network and train nothing
+    batch = generate(proj, "--models", "regressor.narrow=1", "--array", "1", "--nb-epoch", "2",
+                     "--epoch-samples", "64", "--no-check")
+    wait_jobs(batch)
+    first = json.loads((batch / "records" / "regressor-narrow" / "0.json").read_text())
+    assert first["state"] == "finished"
+    r = run_cli("submit", batch.name, "--tasks", "0", cwd=proj)
+    assert r.code == 0, r.text
+    wait_jobs(batch)
+    rec = json.loads((batch / "records" / "regressor-narrow" / "0.json").read_text())
+    assert rec["state"] == "finished" and rec["attempt"] == 2, rec
+    assert rec["key"] == "regressor-narrow/0~2", rec  # new runs, tagged rerun
+    assert rec["nets"]["0"]["key"] != first["nets"]["0"]["key"]

@@ -18,14 +18,48 @@ def _commit(batch: Path, epoch: int, key: str = "m/0/n0") -> Meta:
 
 
 def test_commit_then_read_back_and_older_model_file_is_removed(tmp_path: Path) -> None:
-    first = _commit(tmp_path, 3)
-    second = _commit(tmp_path, 4)
+    first = _commit(tmp_path, 2)
+    before = _commit(tmp_path, 3)
+    last = _commit(tmp_path, 4)
     got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
     assert got is not None and got.epoch == 4 and got.history["loss"] == [1.0] * 4
     assert checkpoint.model_file(tmp_path, got).read_bytes() == b"model 4"
     assert not (tmp_path / "checkpoints" / first.model_file).exists()
-    assert second.model_file == got.model_file
-    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert (tmp_path / "checkpoints" / before.model_file).exists()  # the fallback
+    assert last.model_file == got.model_file
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")] \
+        == [".net_t0_n0.ckpt.prev.json"]
+    checkpoint.remove(tmp_path, "net_t0_n0")
+    assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_checkpoint_cut_short_falls_back_to_the_one_before(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import zipfile
+
+    def real(epoch: int) -> Meta:  # a zip archive, as a .keras file is
+        meta = Meta(key="m/0/n0", stem="net_t0_n0", epoch=epoch)
+
+        def write(p: Path) -> None:
+            with zipfile.ZipFile(p, "w") as z:
+                z.writestr("model.weights.h5", b"x" * 1000)
+        checkpoint.commit(tmp_path, meta, write)
+        return meta
+    real(3)
+    last = real(4)
+    model = checkpoint.model_file(tmp_path, last)
+    model.write_bytes(model.read_bytes()[:500])  # a disk that lost the file's end
+    got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
+    assert got is not None and got.epoch == 3
+    err = capsys.readouterr().err
+    assert err.strip() == (f"netrain: warning: checkpoint {model} is cut short or corrupted: "
+                           "resuming from the checkpoint before it (epoch 3)")
+    meta = checkpoint.meta_path(tmp_path, "net_t0_n0")
+    model.write_bytes(b"")
+    meta.write_text(meta.read_text()[:40])  # the metadata cut short: the same fallback
+    got = checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0")
+    assert got is not None and got.epoch == 3
+    assert f"checkpoint {meta} is cut short or corrupted" in capsys.readouterr().err
 
 
 def test_seed_generator_states_are_read_back(tmp_path: Path) -> None:
@@ -39,7 +73,7 @@ def test_another_networks_key_or_a_torn_file_is_not_a_checkpoint(tmp_path: Path)
     _commit(tmp_path, 2, key="m/0/n0")
     assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0~2") is None  # a rerun's key
     checkpoint.meta_path(tmp_path, "net_t0_n0").write_text('{"key": "m/0/n0", "epo')
-    assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0") is None
+    assert checkpoint.read(tmp_path, "net_t0_n0", "m/0/n0") is None  # none before it
 
 
 def test_a_failed_model_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
