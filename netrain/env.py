@@ -3,9 +3,9 @@ modules use these constants, never the literal names (tests/unit/test_env_names.
 
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
-SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT. The others
-pass facts between netrain's own processes (a script, the launcher, a task, its shipper) and
-are described here only.
+SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE,
+DEBUG. The others pass facts between netrain's own processes (a script, the launcher, a
+task, its shipper) and are described here only.
 """
 
 # --- user-facing -------------------------------------------------------------------------
@@ -41,6 +41,12 @@ WATCH_FIRST = "NETRAIN_WATCH_FIRST"
 #: runs on the node without netrain's modules, so it spells the name itself
 CHECK_HTTP_TIMEOUT = "NETRAIN_CHECK_HTTP_TIMEOUT"
 
+#: seconds a process that ends on an error waits for its other threads (default 5)
+EXIT_GRACE = "NETRAIN_EXIT_GRACE"
+#: "1": a task, launcher or shipper that ends on an unexpected error prints its traceback
+#: too (netrain.exits.run_main; the CLI has --debug)
+DEBUG = "NETRAIN_DEBUG"
+
 # --- between netrain's own processes -----------------------------------------------------
 #: the batch index is SLURM_ARRAY_TASK_ID + this (arrays split under MaxArraySize)
 INDEX_OFFSET = "NETRAIN_INDEX_OFFSET"
@@ -63,4 +69,4 @@ RUN_TAGS = "NETRAIN_RUN_TAGS"
 
 USER_FACING = (CONFIG, TRAININGS_DIR, TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF,
                SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT, SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR,
-               WATCH_FIRST, CHECK_HTTP_TIMEOUT)
+               WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE, DEBUG)

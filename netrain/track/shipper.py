@@ -341,16 +341,19 @@ class Shipper:
         return run_id
 
     def _rebound_experiment(self) -> str:
-        """A batch moved to another project's tracking store (netrain.relocate) has its
-        experiment there: events written before the move name the old store's."""
+        """A batch moved to another project's tracking store (netrain.execute.relocate) has
+        its experiment there: events written before the move name the old store's. Read
+        from the manifest's tracking mapping as plain YAML (track/ knows runs, not batches:
+        this one field is all it needs of batch.yaml)."""
         if not hasattr(self, "_rebound"):
             self._rebound = ""
             import contextlib
 
             with contextlib.suppress(Exception):
-                from netrain.define.batch import Batch
+                import yaml
 
-                t = Batch.load(self.batch_dir).manifest.tracking
+                text = (Path(self.batch_dir) / "batch.yaml").read_text(encoding="utf-8")
+                t = yaml.safe_load(text)["tracking"]
                 if t.get("rebound_from") and str(t.get("uri")) == self.uri:
                     self._rebound = str(t.get("experiment_id") or "")
         return self._rebound

@@ -212,7 +212,7 @@ def test_launcher_ends_when_its_task_is_killed(tmp_path: Path) -> None:
     cfg = userproj / "netrain.yaml"
     cfg.write_text(cfg.read_text().replace("launcher: direct", "launcher: mlflow"))
     batch = _generate(userproj, 1)
-    assert "netrain.launch" in (batch / "scripts" / f"{SLUG}-sbatch.sh").read_text()
+    assert "netrain.execute.launcher" in (batch / "scripts" / f"{SLUG}-sbatch.sh").read_text()
     env = dict(SLURM_ARRAY_TASK_ID="0", NETRAIN_EXECUTOR="local",
                NETRAIN_LOG=str(batch / "logs" / "task.log"))
     proc = _start(["bash", str(batch / "scripts" / f"{SLUG}-sbatch.sh")], batch, **env)
