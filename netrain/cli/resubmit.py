@@ -22,15 +22,12 @@ def command(obj, batch, failed, models, where, workers) -> None:
     """Resubmit BATCH's failed tasks as one new array (e.g. --array=3,17,42) per model."""
     from netrain.define.spec import parse_model_filter
     from netrain.execute import executor as ex
-    from netrain.execute.heal import heal
-    from netrain.execute.status import batch_status
+    from netrain.execute.heal import where_batches_stand
 
     wanted = parse_model_filter(models) if models else None
     b = load_batch(obj, batch)
     keys = [m.key for m in ex.select_models(b, wanted)]
-    view = ex.scheduler_view([b]) if ex.has_slurm_jobs(b) else ex.SchedulerView()
-    st = batch_status(b, view.tasks.get(b.id))
-    heal(b, st, view.retrains.get(b.id))
+    _, (st,) = where_batches_stand([b])
     failed_idx = {m.key: [t.index for t in m.tasks if t.state.is_failure]
                   for m in st.models if m.key in keys}
     for key in keys:

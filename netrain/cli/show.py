@@ -21,9 +21,7 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     on this machine is gone) get their MLflow runs closed and their records marked died.
     """
     from netrain.define.batch import load_batches
-    from netrain.execute import executor
-    from netrain.execute.heal import heal
-    from netrain.execute.status import batch_status
+    from netrain.execute.heal import where_batches_stand
     from netrain.results import table as report
 
     if batch is None:
@@ -33,17 +31,10 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
         batches, broken = load_batches(trainings)
     else:
         batches, broken = [load_batch(obj, batch)], []
-    asked = [b for b in batches if executor.has_slurm_jobs(b)] if not no_scheduler else []
-    view = executor.scheduler_view(asked)
-    statuses = [batch_status(b, view.tasks.get(b.id)) for b in batches]
     from netrain.execute.relocate import flag
 
-    for b, st in zip(batches, statuses, strict=True):
-        moved = flag(b)
-        if moved:  # healing would ship to the store it named where it was: not before run
-            warn(moved)
-            continue
-        heal(b, st, view.retrains.get(b.id))
+    # a moved batch is not healed: healing would ship to the store it named where it was
+    view, statuses = where_batches_stand(batches, not no_scheduler, skip=flag, say=warn)
     if batch is None:
         say(report.overview(statuses, trainings, broken, view.note, as_json))
     else:

@@ -85,14 +85,9 @@ def command(obj, batch, retry_for, follow, every) -> None:
 def _heal(batches: list[Any]) -> None:
     """Close (in their journals) the runs of tasks that died without a word, as `show` does,
     so that what sync ships leaves no run RUNNING."""
-    from netrain.execute import executor
-    from netrain.execute.heal import heal
-    from netrain.execute.status import batch_status
+    from netrain.execute.heal import where_batches_stand
 
-    asked = [b for b in batches if executor.has_slurm_jobs(b)]
-    view = executor.scheduler_view(asked)
-    for b in batches:
-        heal(b, batch_status(b, view.tasks.get(b.id)), view.retrains.get(b.id))
+    where_batches_stand(batches)
 
 
 def _follow(obj: Any, ref: str | None, retry_for: float, every: float) -> None:

@@ -16,9 +16,13 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netrain.define.batch import Batch, now_iso, retrain_jobs
 from netrain.errors import TrackingError
+
+if TYPE_CHECKING:
+    from netrain.execute.executor import SchedulerView
 from netrain.execute.records import (
     TaskRecord,
     read_model_records,
@@ -29,6 +33,7 @@ from netrain.execute.records import (
 from netrain.execute.status import (
     BatchStatus,
     State,
+    batch_status,
     retrain_records,
     scheduler_state,
     settle,
@@ -241,3 +246,27 @@ def _heal_retrains(batch: Batch, states: Mapping[str, str], close: Closer) -> in
                                                                        close):
             healed += 1
     return healed
+
+
+def where_batches_stand(batches: list[Batch], ask_scheduler: bool = True,
+                        skip: Callable[[Batch], str | None] | None = None,
+                        say: Callable[[str], None] | None = None,
+                        ) -> tuple[SchedulerView, list[BatchStatus]]:
+    """The one way a command learns where its batches stand: SLURM's view of those that
+    have SLURM jobs (unless ``ask_scheduler`` is false), each batch's status joined from its
+    records and that view, and heal applied (the runs of tasks that died without a word
+    closed in their journals). ``skip(batch)`` may give a reason to leave a batch unhealed
+    (a moved batch, whose journals name another store); the reason goes to ``say``."""
+    from netrain.execute import executor
+
+    asked = [b for b in batches if executor.has_slurm_jobs(b)] if ask_scheduler else []
+    view = executor.scheduler_view(asked)
+    statuses = [batch_status(b, view.tasks.get(b.id)) for b in batches]
+    for b, st in zip(batches, statuses, strict=True):
+        why = skip(b) if skip is not None else None
+        if why:
+            if say is not None:
+                say(why)
+            continue
+        heal(b, st, view.retrains.get(b.id))
+    return view, statuses

@@ -257,14 +257,10 @@ def code_edited(batch: Batch) -> bool:
 def batch_active(batch: Batch) -> bool:
     """Whether any task (or retrain) of the batch is queued or running, here or on SLURM
     (a task that died without a word is healed first, so it is not waited for)."""
-    from netrain.execute import executor
-    from netrain.execute.heal import heal
+    from netrain.execute.heal import where_batches_stand
 
-    view = executor.scheduler_view([batch]) if executor.has_slurm_jobs(batch) else None
-    tasks = view.tasks.get(batch.id) if view is not None else None
-    retrains = view.retrains.get(batch.id) if view is not None else None
-    status = batch_status(batch, tasks)
-    heal(batch, status, retrains)
+    view, (status,) = where_batches_stand([batch])
+    retrains = view.retrains.get(batch.id)
     for m in status.models:
         for t in m.tasks:
             if t.state is State.RUNNING or (t.state is State.PENDING and t.scheduler):
