@@ -18,7 +18,7 @@ from netrain.define.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
 from netrain.define.spec import format_indices, parse_tasks
 from netrain.errors import BatchError, SchedulerError, UsageError
 from netrain.execute.heal import heal_exited
-from netrain.execute.records import read_model_records, record_path
+from netrain.execute.records import new_retrain_key, read_model_records, record_path
 from netrain.track.journal import journal_path
 from netrain.track.sync import Courier
 
@@ -135,10 +135,6 @@ def default_executor(batch: Batch) -> str:
 def new_local_job_id() -> str:
     """``local-YYYYmmddHHMMSS-xxxxxx``: unique even for two runs in one second."""
     return f"local-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def new_retrain_key(run_id: str) -> str:
-    return f"{run_id[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
 
 
 # ---------------------------------------------------------------------------------- start

@@ -55,9 +55,9 @@ def journal_for(batch_dir: Path, params: dict[str, str]) -> Path:
 
     retrain_of = params.get("retrain_of", "none")
     if retrain_of not in ("", "none", "None"):
-        key = os.environ.get("NETRAIN_RETRAIN_KEY") or \
-            f"{retrain_of[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
-        return journal_path(batch_dir, "", 0, retrain_key=key)
+        from netrain.execute.records import retrain_key
+
+        return journal_path(batch_dir, "", 0, retrain_key=retrain_key(retrain_of))
     slug = f"{params.get('class', '')}-{params.get('architecture', '')}"
     return journal_path(batch_dir, slug, int(params.get("trainingrun", "0")))
 

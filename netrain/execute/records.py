@@ -8,12 +8,32 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrain import env
 from netrain.define.batch import atomic_write, backup_path, now_iso, warn_once
+
+
+def new_retrain_key(run_id: str) -> str:
+    """A new key for one retrain task of the network whose run is ``run_id``."""
+    return f"{run_id[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def retrain_key(retrain_of: str) -> str:
+    """The key of one retrain task (the name of its journal and its record): the one the
+    process that started it chose (the executor through NETRAIN_RETRAIN_KEY, the launcher
+    through the journal it opened, NETRAIN_JOURNAL), else a new one."""
+    if os.environ.get(env.RETRAIN_KEY):
+        return os.environ[env.RETRAIN_KEY]
+    journal = os.environ.get(env.JOURNAL, "")
+    if journal and Path(journal).parent.name == "retrain":
+        return Path(journal).name.removesuffix(".jsonl")
+    return new_retrain_key(retrain_of)
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import getpass
 import json
 import math
 import os
@@ -17,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from netrain.execute.records import (
     new_record,
     read_record,
     record_path,
+    retrain_key,
     write_record,
 )
 from netrain.execute.status import code_edited
@@ -136,17 +135,6 @@ def slurm_job_id() -> str:
     if arr:
         return f"{arr}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
     return os.environ.get("SLURM_JOB_ID", "")
-
-
-def retrain_key(retrain_of: str) -> str:
-    """The key of one retrain task (its journal and record name), as netrain's executor
-    chose it (NETRAIN_RETRAIN_KEY), or the launcher, or made here."""
-    if os.environ.get("NETRAIN_RETRAIN_KEY"):
-        return os.environ["NETRAIN_RETRAIN_KEY"]
-    journal = os.environ.get("NETRAIN_JOURNAL", "")
-    if journal and Path(journal).parent.name == "retrain":
-        return Path(journal).name.removesuffix(".jsonl")
-    return f"{retrain_of[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
 
 
 def gpu_model() -> str:
@@ -319,11 +307,11 @@ class TaskRunner:
             "slurm_job_id": self.slurm_job_id or None,
             "executor": self.executor,
         }
+        from netrain.execute.launcher import project_tags
+
+        # the tags `mlflow run` (and the launcher) give a project run, whoever started it
         self.source_tags = {
-            "mlflow.user": _user(),
-            "mlflow.source.type": "PROJECT",
-            "mlflow.source.name": str(self.batch.path),
-            "mlflow.project.entryPoint": "train",
+            **project_tags(self.batch.path, "train", "local"),
             "host": socket.gethostname(),
             "code_edited": str(code_edited(self.batch)).lower(),
         }
@@ -617,12 +605,6 @@ def summary(record: TaskRecord) -> dict[str, float]:
             out[f"median_{name}"] = values[mid] if len(values) % 2 else \
                 (values[mid - 1] + values[mid]) / 2
     return out
-
-
-def _user() -> str:
-    with contextlib.suppress(Exception):
-        return getpass.getuser()
-    return os.environ.get("USER", "")
 
 
 #: The handlers the user's code had installed before the task's (called after ours).
