@@ -185,7 +185,7 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
             say(f"submitted sync job {job_id}: ships the journals of short tasks once the "
                 "arrays end")
         except SchedulerError as exc:  # the tasks are submitted; what they leave waits
-            say(f"netrain: {exc}; run netrain sync {batch.id} once the arrays end")
+            say(f"{exc}; run netrain sync {batch.id} once the arrays end")
     return out
 
 
@@ -252,8 +252,8 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
             left = courier.finish(drain_timeout())
             if left:
-                say(f"netrain: {len(left)} journal(s) not shipped to MLflow yet: run "
-                    f"netrain sync {batch.id}")
+                say(f"{len(left)} journal(s) not shipped to MLflow yet (tracking "
+                    f"unreachable?): ship them with: netrain sync {batch.id}")
     say(f"done in {time.monotonic() - begun:.1f} s: {out.ran - out.failures} ok, "
         f"{out.failures} failed")
     return out
