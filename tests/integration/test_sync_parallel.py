@@ -19,7 +19,7 @@ def test_eight_journals_at_once_through_a_server_restart(tmp_path: Path,
     server = Server(proj).start()
     try:
         batch, exp_id = make_batch(proj / "trainings", server.url)
-        specs = [TaskSpec(i, nets=10, epochs=3) for i in range(8)]
+        specs = [TaskSpec(i, nets=5, epochs=2) for i in range(8)]
         for spec in specs:
             write_task(batch, exp_id, spec)
         lines: list[str] = []
@@ -33,13 +33,13 @@ def test_eight_journals_at_once_through_a_server_restart(tmp_path: Path,
         t = threading.Thread(target=lambda: out.append(
             sync_batch(batch, server.url, say, retry_for=120, jobs=8)))
         t.start()
-        # stop it while the eight shippers are at work (each has 11 runs to create): a
+        # stop it while the eight shippers are at work (each has 6 runs to create): a
         # state file is written as a shipper starts its first chunk
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
                 p.name.endswith(".shipped.json") for p in (batch / "journal").rglob("*")):
             time.sleep(0.01)
-        time.sleep(0.3)
+        time.sleep(0.2)
         server.stop()
         time.sleep(2)
         server.start()
