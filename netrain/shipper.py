@@ -450,7 +450,11 @@ class Shipper:
                 number = float(value)
             except (TypeError, ValueError):
                 continue
-            if run_id is not None and (dedup or run_id in self.dedup_runs):
+            # a run this session created, no run found under its key, holds no points yet:
+            # nothing to read back (a chunk left in flight by a session that failed at once
+            # would otherwise cost a metric-history read per metric and run)
+            if run_id is not None and key not in self._created_fresh and (
+                    dedup or run_id in self.dedup_runs):
                 have = self._history(run_id, str(name))
                 if step in have:
                     self.report.duplicates_dropped += 1
