@@ -144,6 +144,7 @@ PHASES = [("generate", "generate"), ("run", "netrain run -j 2 (tracking down)"),
 def render(rows: list[dict[str, Any]]) -> str:
     small, large = rows[0], rows[-1]
     head = " | ".join(f"{r['networks']:,} networks s" for r in rows)
+    # (growth needs two sizes; with one it is left empty)
     lines = [
         "## Every phase of a packed study (bench/scale.py)",
         "",
@@ -158,7 +159,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     for key, label in PHASES:
         vals = [r.get(key) for r in rows]
         cells = " | ".join("n/a" if v is None else f"{v:.2f}" for v in vals)
-        if small.get(key) and large.get(key):
+        if len(rows) > 1 and small.get(key) and large.get(key):
             g = (large[key] / large["networks"]) / (small[key] / small["networks"])
             growth = f"{g:.2f}"
         else:
