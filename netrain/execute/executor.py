@@ -181,7 +181,7 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
     sync = _sync_job(batch) if tasks > 1 or one_writer else None
     env = {SHIP_LATER_VAR: "always" if one_writer else "1"} if sync is not None else {}
     if one_writer and sync is None:
-        say("netrain: warning: with this launcher or a conda.yaml environment each task opens "
+        say("warning: with this launcher or a conda.yaml environment each task opens "
             "the SQLite tracking database itself: use launcher: mlflow for one writer")
     if rerun:  # a named task that finished trains again in new runs; the others resume
         env[RERUN_VAR] = "finished"
@@ -209,7 +209,7 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
                  f"netrain sync --follow {batch.id} ships them as they grow)" if one_writer
                  else "of short tasks once the arrays end"))
         except SchedulerError as exc:  # the tasks are submitted; what they leave waits
-            say(f"netrain: {exc}; run netrain sync {batch.id} once the arrays end")
+            say(f"{exc}; run netrain sync {batch.id} once the arrays end")
     return out
 
 
@@ -290,8 +290,8 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
             left = courier.finish(drain_timeout())
             if left:
-                say(f"netrain: {len(left)} journal(s) not shipped to MLflow yet: run "
-                    f"netrain sync {batch.id}")
+                say(f"{len(left)} journal(s) not shipped to MLflow yet (tracking "
+                    f"unreachable?): ship them with: netrain sync {batch.id}")
     ok = out.ran - out.failures - out.interrupted
     stopped = f", {out.interrupted} interrupted (resumable: netrain run {batch.id} resumes " \
         "them)" if out.interrupted else ""
@@ -356,7 +356,7 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
                 sync_id = slurm.submit_after([job_id], sync[0], sync[1], runner=runner)
                 say(f"submitted sync job {sync_id}: ships its journal once it ends")
             except SchedulerError as exc:
-                say(f"netrain: {exc}; run netrain sync {batch.id} once it ends")
+                say(f"{exc}; run netrain sync {batch.id} once it ends")
     else:
         job_id, offset = new_local_job_id(), 0
     job = Job(job_id=job_id, indices=str(r.index), executor=executor, submitted=now_iso(),

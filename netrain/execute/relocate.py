@@ -115,7 +115,7 @@ def rebind(batch: Batch, project_uri: str | None, say: Callable[[str], None]) ->
                  "netrain.moved_from": str(old)})
             t.update({"uri": project_uri, "experiment_id": exp,
                       "artifact_location": new_art, "rebound_from": uri})
-            say(f"netrain: batch {b.id} was moved from {old}: its tracking now goes to "
+            say(f"batch {b.id} was moved from {old}: its tracking now goes to "
                 f"{project_uri} (experiment {exp}), not to {uri}")
         elif art.startswith("file://") and Path(art[len("file://"):]).is_relative_to(old) \
                 and new_art != art:
@@ -126,6 +126,6 @@ def rebind(batch: Batch, project_uri: str | None, say: Callable[[str], None]) ->
                 "another store (it then gets an experiment there)")
         builder.write_scripts(b.path, b.path, b.manifest, list(b.manifest.models))
         b.save()
-        say(f"netrain: batch {b.id} was moved from {old}: its scripts now run it in "
+        say(f"batch {b.id} was moved from {old}: its scripts now run it in "
             f"{b.path}")
     return Batch.load(batch.path)

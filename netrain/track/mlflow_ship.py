@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,9 @@ def client(uri: str) -> Any:
                                                                "60")
     # set_terminated would print (and fetch the run for) a "View run" link per run
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    # Journals are shipped by several threads at once, each uploading files in parallel:
+    # room for all of their connections in the one pool MLflow keeps per host
+    os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "64")
     import logging
 
     from netrain.track.mlflow_store import client as make_client
@@ -136,11 +137,18 @@ def delete_duplicates(c: Any, experiment_id: str, key_value: str, keep: str) -> 
     return deleted
 
 
+#: run id -> artifact URI, from the answer of create_run: an upload then needs no get_run
+_ARTIFACT_URIS: dict[str, str] = {}
+
+
 def create_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],
                start_time: int | None) -> str:
     run = c.create_run(str(experiment_id), start_time=start_time, tags=dict(tags),
                        run_name=name or None)
-    return str(run.info.run_id)
+    run_id = str(run.info.run_id)
+    if run.info.artifact_uri:
+        _ARTIFACT_URIS[run_id] = str(run.info.artifact_uri)
+    return run_id
 
 
 def reopen_run(c: Any, run_id: str, tags: Mapping[str, str]) -> None:
@@ -178,25 +186,38 @@ def logged_steps(c: Any, run_id: str, names: Iterable[str]) -> set[tuple[str, in
     return have
 
 
-def log_artifacts(c: Any, run_id: str, files: Sequence[tuple[str, Path]],
-                  scratch: Path) -> int:
-    """Upload the files (artifact folder, path) in one log_artifacts call, from a folder of
-    hard links (copies across filesystems); return how many files were sent."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".ship-", dir=scratch) as d:
-        n = 0
-        for sub, path in files:
-            target = Path(d) / sub if sub else Path(d)
-            target.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target / path.name)
-            except OSError:
-                shutil.copy2(path, target / path.name)
-            n += 1
-        if n:
-            c.log_artifacts(run_id, d)
-        return n
+def log_artifacts(c: Any, run_id: str, files: Sequence[tuple[str, Path]]) -> int:
+    """Upload the files (artifact folder, path) of a run, in parallel; return how many.
+
+    A file sent twice (a retry after a lost answer) is written again in place: uploads are
+    idempotent, so the retry of a partly done call is safe."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if not files:
+        return 0
+    uri = _ARTIFACT_URIS.get(run_id)
+    if uri is None:
+        uri = str(c.get_run(run_id).info.artifact_uri)
+        _ARTIFACT_URIS[run_id] = uri
+    repo = get_artifact_repository(uri, tracking_uri=c.tracking_uri)
+    if len(files) == 1:
+        sub, path = files[0]
+        repo.log_artifact(str(path), sub or None)
+        return 1
+    from concurrent.futures import ThreadPoolExecutor
+
+    # a pool per call: its threads end with it (a process-wide pool would keep threads
+    # that netrain's exit, which joins them, waits on forever)
+    with ThreadPoolExecutor(min(len(files), 8), thread_name_prefix="netrain-upload") as pool:
+        futures = [pool.submit(repo.log_artifact, str(path), sub or None)
+                   for sub, path in files]
+        errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return len(files)
 
 
 def terminate(c: Any, run_id: str, status: str, end_time: int | None) -> None:
     c.set_terminated(run_id, status, end_time=end_time)
+    _ARTIFACT_URIS.pop(run_id, None)

@@ -101,7 +101,8 @@ class Shipper:
                  deadline: float | None = None, give_up_after: float | None = None,
                  root_tags: Mapping[str, str] | None = None, wait_for_lock: bool = False,
                  log: Callable[[str], None] | None = None,
-                 chunk_events: int | None = None) -> None:
+                 chunk_events: int | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.path = Path(path)
         self.batch_dir = Path(batch_dir)
         self.batch_id = self.batch_dir.resolve().name
@@ -115,6 +116,9 @@ class Shipper:
         self.stop_at_close: int | None = None
         self.closed_at = -1
         self.give_up_after = give_up_after
+        #: set by whoever ships the batch's other journals when one of them found tracking
+        #: unreachable: this one then gives up at its next failure instead of retrying
+        self.stop = stop
         self.root_tags = dict(root_tags or {})
         self.chunk_events = chunk_events or int(_env_float("NETRAIN_SHIP_CHUNK_EVENTS",
                                                            CHUNK_EVENTS))
@@ -139,6 +143,7 @@ class Shipper:
         # (a journal is shipped in order), and a child needs no search before its create.
         self._created_fresh: set[str] = set()
         self._warned_down = False
+        self._failing_since: float | None = None
 
     # --- locking -----------------------------------------------------------------------
     def _lock(self, wait: bool) -> int:
@@ -167,7 +172,14 @@ class Shipper:
         self.close()
 
     # --- retries -----------------------------------------------------------------------
+    def failing_for(self) -> float:
+        """Seconds the call now being retried has been failing (0 when none is)."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _past_deadline(self) -> bool:
+        if self.stop is not None and self.stop.is_set() and self._warned_down:
+            return True
         if self.deadline is None and self.watch is not None:
             self.watch()  # may set the deadline (see _pid_follower)
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -194,6 +206,7 @@ class Shipper:
         while True:
             try:
                 result = fn()
+                self._failing_since = None
                 if self._warned_down:
                     self._warned_down = False
                     self.log("tracking reachable again: shipping")
@@ -205,10 +218,13 @@ class Shipper:
                     raise
                 now = time.monotonic()
                 first_failure = now if first_failure is None else first_failure
+                self._failing_since = first_failure
                 if not self._warned_down:
                     self._warned_down = True
                     self.log(f"cannot {what} ({mlflow_ship.describe(exc)}): retrying; "
                              "training is not affected")
+                if self.stop is not None and self.stop.is_set():
+                    raise GiveUp(f"tracking unreachable: {mlflow_ship.describe(exc)}") from None
                 if self._past_deadline():
                     raise GiveUp(f"deadline passed while tracking failed: "
                                  f"{mlflow_ship.describe(exc)}") from None
@@ -452,7 +468,11 @@ class Shipper:
                 number = float(value)
             except (TypeError, ValueError):
                 continue
-            if run_id is not None and (dedup or run_id in self.dedup_runs):
+            # a run this session created, no run found under its key, holds no points yet:
+            # nothing to read back (a chunk left in flight by a session that failed at once
+            # would otherwise cost a metric-history read per metric and run)
+            if run_id is not None and key not in self._created_fresh and (
+                    dedup or run_id in self.dedup_runs):
                 have = self._history(run_id, str(name))
                 if step in have:
                     self.report.duplicates_dropped += 1
@@ -536,10 +556,8 @@ class Shipper:
             self._record(key, "artifacts", [seq] if isinstance(seq, int) else [],
                          f"files not found: {', '.join(missing)}")
         if files:
-            scratch = self.path.parent
             self.report.artifacts += self._call("upload artifacts", lambda: mlflow_ship.
-                                                log_artifacts(self.client, run_id, files,
-                                                              scratch))
+                                                log_artifacts(self.client, run_id, files))
 
     def _end(self, ev: dict[str, Any]) -> None:
         from netrain.track import mlflow_ship
@@ -626,12 +644,14 @@ def unshipped_bytes_after(path: Path, offset: int) -> int:
 def ship(path: Path, batch_dir: Path, uri: str, follow: Callable[[], bool] | None = None,
          deadline: float | None = None, *, give_up_after: float | None = None,
          root_tags: Mapping[str, str] | None = None,
-         log: Callable[[str], None] | None = None) -> ShipReport:
+         log: Callable[[str], None] | None = None,
+         stop: threading.Event | None = None) -> ShipReport:
     """Ship a journal from its state offset (see the contract in journal-api.md). With
     ``follow``, keep tailing until it returns False and the file is fully shipped, or the
     deadline (a time.monotonic() value) passes."""
     with Shipper(path, batch_dir, uri, deadline=deadline, give_up_after=give_up_after,
-                 root_tags=root_tags, wait_for_lock=follow is not None, log=log) as s:
+                 root_tags=root_tags, wait_for_lock=follow is not None, log=log,
+                 stop=stop) as s:
         return s.follow(follow) if follow is not None else s.ship_all()
 
 

@@ -1,10 +1,13 @@
-"""`netrain sync`: ship every journal of a batch that has events MLflow has not got yet, once
-or (--follow) as the journals grow, and the heartbeat that keeps the batch to one writer."""
+"""`netrain sync`, the courier of `netrain run` and `sync --follow`: ship a batch's journals
+that have events MLflow has not got yet, several at a time, and leave them all at once when
+tracking is down; the heartbeat that keeps a followed batch to one writer."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,70 +15,120 @@ from typing import Any
 
 from netrain.track.journal import pending
 
+#: journals shipped at once to a tracking server: a server answers a few requests at a time
+#: (its database commits, its uploads) while each shipper waits on its own answers
+DEFAULT_JOURNALS = 8
+#: seconds a call may fail at the end of `netrain run` before tracking counts as down
+DOWN_AFTER = 3.0
+
+
+def parallel_journals(uri: str) -> int:
+    """How many journals to ship at once to this backend: several to a server, one to a
+    SQLite file (it takes one writer at a time; more would only wait on its lock)."""
+    if not uri.startswith(("http://", "https://")):
+        return 1
+    try:
+        return max(1, int(os.environ.get("NETRAIN_SHIP_JOURNALS", DEFAULT_JOURNALS)))
+    except ValueError:
+        return DEFAULT_JOURNALS
+
 
 @dataclass
 class SyncResult:
     shipped: int = 0
     busy: int = 0
     incomplete: list[str] = field(default_factory=list)
+    not_tried: int = 0
 
 
 def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
-               retry_for: float = 30.0) -> SyncResult:
-    """Ship the batch's pending journals one after another; say one line per journal."""
+               retry_for: float = 30.0, jobs: int | None = None) -> SyncResult:
+    """Ship the batch's pending journals, ``jobs`` at a time; say one line per journal.
+    Once one journal finds tracking unreachable, the others stop and the rest are left."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from netrain.track.shipper import Busy, ship
 
     result = SyncResult()
     todo = pending(batch_dir, uri)
-    for i, journal in enumerate(todo):
-        name = f"{batch_dir.name} {os.path.relpath(journal, batch_dir)}"
+    stop = threading.Event()
+    lock = threading.Lock()
 
-        def log(text: str, name: str = name) -> None:
-            say(f"  {name}: {text}")
+    def name_of(journal: Path) -> str:
+        return f"{batch_dir.name} {os.path.relpath(journal, batch_dir)}"
+
+    def tell(text: str) -> None:
+        with lock:
+            say(text)
+
+    def one(journal: Path) -> None:
+        name = name_of(journal)
+        if stop.is_set():
+            with lock:
+                result.incomplete.append(name)
+                result.not_tried += 1
+            return
+
+        def log(text: str) -> None:
+            tell(f"  {name}: {text}")
 
         try:
-            report = ship(journal, batch_dir, uri, give_up_after=retry_for, log=log)
+            report = ship(journal, batch_dir, uri, give_up_after=retry_for, log=log, stop=stop)
         except Busy:
-            result.busy += 1
-            say(f"{name}: skipped, another process is shipping it")
-            continue
-        result.shipped += 1
-        say(f"{name}: {report.summary()}")
-        if not report.complete:
-            result.incomplete.append(name)
-            if report.stopped:  # tracking unreachable: the next journals would wait too
-                left = todo[i + 1:]
-                result.incomplete += [f"{batch_dir.name} {os.path.relpath(j, batch_dir)}"
-                                      for j in left]
-                if left:
-                    say(f"{batch_dir.name}: {len(left)} more journal(s) not tried")
-                break
+            with lock:
+                result.busy += 1
+            tell(f"{name}: skipped, another process is shipping it")
+            return
+        if report.stopped:  # tracking unreachable: the other journals would wait too
+            stop.set()
+        with lock:
+            result.shipped += 1
+            if not report.complete:
+                result.incomplete.append(name)
+            say(f"{name}: {report.summary()}")
+
+    workers = min(jobs or parallel_journals(uri), max(1, len(todo)))
+    if workers == 1:
+        for journal in todo:
+            one(journal)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="netrain-sync") as pool:
+            for f in [pool.submit(one, j) for j in todo]:
+                f.result()
+    if result.not_tried:
+        say(f"{batch_dir.name}: {result.not_tried} more journal(s) not tried")
     return result
 
 
 class Courier:
-    """Ships, in a background thread, the journals handed to it: `netrain run` gives it
-    each task's journal as the task ends, so that tasks too short to start MLflow for
-    themselves (NETRAIN_SHIP_LATER) share this process's one MLflow client. What is not
-    shipped by ``finish`` stays for `netrain sync`."""
+    """Ships, in background threads, the journals handed to it: `netrain run` gives it each
+    task's journal as the task ends, so that tasks too short to start MLflow for themselves
+    (NETRAIN_SHIP_LATER) share this process's MLflow client. Once one journal finds
+    tracking unreachable, the others are left at once; what is not shipped by ``finish``
+    stays for `netrain sync`."""
 
-    def __init__(self, batch_dir: Path, uri: str, retry_for: float = 30.0) -> None:
+    def __init__(self, batch_dir: Path, uri: str, retry_for: float = 30.0,
+                 jobs: int | None = None) -> None:
         import queue
-        import threading
 
         self.batch_dir, self.uri, self.retry_for = batch_dir, uri, retry_for
-        self.todo: queue.Queue[Path | None] = queue.Queue()
+        self.stop = threading.Event()
         self.left: list[Path] = []
-        self.thread = threading.Thread(target=self._run, name="netrain-courier", daemon=True)
-        self.thread.start()
-
-    def give(self, journal: Path) -> None:
-        self.todo.put(journal)
+        self.active: set[Any] = set()
+        self.lock = threading.Lock()
+        self.todo: queue.Queue[Path | None] = queue.Queue()
+        self.given: list[Path] = []
+        self.done: set[Path] = set()
+        # training shares the machine: fewer threads than `netrain sync` uses. Daemon
+        # threads: a call hanging on a dead server never holds the run's exit.
+        self.threads = [threading.Thread(target=self._run, name=f"netrain-courier-{i}",
+                                         daemon=True)
+                        for i in range(jobs or min(4, parallel_journals(uri)))]
+        for t in self.threads:
+            t.start()
 
     def _run(self) -> None:
         import contextlib
-
-        from netrain.track.shipper import Busy, ship
 
         # import MLflow and open the store while the first tasks train, not after them
         with contextlib.suppress(Exception):
@@ -86,27 +139,70 @@ class Courier:
             journal = self.todo.get()
             if journal is None:
                 return
-            if not journal.is_file():
-                continue
             try:
-                report = ship(journal, self.batch_dir, self.uri, give_up_after=self.retry_for)
-                if not report.complete:
-                    self.left.append(journal)
-            except Busy:
-                continue  # its own shipper has it
-            except Exception:  # tracking must never change a task's outcome
-                self.left.append(journal)
+                self._ship(journal)
+            finally:
+                with self.lock:
+                    self.done.add(journal)
+
+    def give(self, journal: Path) -> None:
+        self.given.append(journal)
+        self.todo.put(journal)
+
+    def _ship(self, journal: Path) -> None:
+        from netrain.track.shipper import Busy, Shipper
+
+        if self.stop.is_set():
+            self._leave(journal)
+            return
+        if not journal.is_file():
+            return
+        try:
+            with Shipper(journal, self.batch_dir, self.uri, give_up_after=self.retry_for,
+                         stop=self.stop) as s:
+                with self.lock:
+                    self.active.add(s)
+                try:
+                    report = s.ship_all()
+                finally:
+                    with self.lock:
+                        self.active.discard(s)
+            if report.stopped:
+                self.stop.set()
+            if not report.complete:
+                self._leave(journal)
+        except Busy:
+            return  # its own shipper has it
+        except Exception:  # tracking must never change a task's outcome
+            self._leave(journal)
+
+    def _leave(self, journal: Path) -> None:
+        with self.lock:
+            self.left.append(journal)
+
+    def _down(self) -> bool:
+        """Tracking found unreachable: a journal gave up, or a call has failed for a few
+        seconds (a blip of a healthy server passes sooner)."""
+        with self.lock:
+            return self.stop.is_set() or any(s.failing_for() > DOWN_AFTER
+                                             for s in self.active)
 
     def finish(self, timeout: float) -> list[Path]:
-        """Ship what was given (for up to ``timeout`` seconds); the journals left over."""
-        self.todo.put(None)
-        self.thread.join(timeout)
-        left = list(self.left)
-        if self.thread.is_alive():
-            while not self.todo.empty():
-                item = self.todo.get_nowait()
-                if item is not None:
-                    left.append(item)
+        """Ship what was given, for up to ``timeout`` seconds, but not a moment longer
+        once tracking is found unreachable; return the journals left over."""
+        for _ in self.threads:
+            self.todo.put(None)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(t.is_alive() for t in self.threads):
+            if self._down():
+                break
+            for t in self.threads:
+                t.join(0.2 / len(self.threads))
+        self.stop.set()  # a shipper still retrying gives up at its next check (0.2 s)
+        for t in self.threads:
+            t.join(max(0.0, min(5.0, end + 5.0 - time.monotonic())))
+        with self.lock:
+            left = list(self.left) + [j for j in self.given if j not in self.done]
         return [j for j in dict.fromkeys(left) if j.is_file()]
 
 

@@ -86,6 +86,7 @@ def test_a_moved_finished_and_half_trained_batch_work_in_their_new_place(
     r = invoke("run", half.name, cwd=new)
     assert r.code == 0, r.text
     assert f"batch {half.name} was moved from {half}: its tracking now goes to" in r.err
+    assert "netrain: netrain:" not in r.err
     rec = _record(moved_half)
     assert rec["state"] == "finished" and rec["nets"]["0"]["epochs"] == 100, rec
     log = (moved_half / "logs" / f"{SLUG}_local_0.log").read_text()

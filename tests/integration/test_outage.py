@@ -97,9 +97,20 @@ def test_server_down_for_the_whole_batch_then_sync(tmp_path: Path) -> None:
     batch = _generate(proj)  # generate creates the experiment: the server is up for that
     server.stop()
     try:
-        run = _run(proj, batch, drain="3")
-        out, _ = run.communicate(timeout=600)
+        # the default drain (60 s) and retry bound (30 s a journal): once one journal finds
+        # tracking down, the run leaves the rest for netrain sync at once
+        run = _run(proj, batch, drain="60")
+        assert run.stdout is not None
+        lines = [(time.monotonic(), line) for line in run.stdout]
+        run.wait(60)
+        end = time.monotonic()
+        out = "".join(line for _, line in lines)
         assert run.returncode == 0 and "2 ok, 0 failed" in out, out
+        last_task = max(t for t, line in lines if line.startswith("netrain: [2/2]"))
+        assert end - last_task < 8, (end - last_task, out)
+        assert f"netrain: 2 journal(s) not shipped to MLflow yet (tracking unreachable?): " \
+               f"ship them with: netrain sync {batch.name}" in out, out
+        assert "netrain: netrain:" not in out, out
         assert len(list((batch / "weights").glob("*.weights.h5"))) == 4
         r = invoke("show", batch.name, "--json", cwd=proj)
         data = json.loads(r.out)

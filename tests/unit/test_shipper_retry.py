@@ -147,3 +147,21 @@ def test_follower_drains_when_its_writer_dies_while_tracking_is_down(
     assert report.stopped and "deadline" in report.stopped
     assert not report.complete
     assert took < 15, took  # sleep 1.5 s + drain 1 s + a retry's backoff, not forever
+
+
+def test_stop_event_ends_retrying_at_once(shipper: Shipper) -> None:
+    """Another journal found tracking unreachable: this one gives up at its next failure
+    instead of retrying for give_up_after (as `netrain sync` and the courier share it)."""
+    import threading
+
+    def down() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    shipper.give_up_after = 60
+    shipper.stop = threading.Event()
+    threading.Timer(0.3, shipper.stop.set).start()
+    t = time.monotonic()
+    with pytest.raises(GiveUp, match="tracking unreachable"):
+        shipper._call("test", down)
+    assert time.monotonic() - t < 1.5
+    assert shipper.failing_for() > 0.2  # the courier reads how long a call has failed
