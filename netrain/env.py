@@ -4,7 +4,7 @@ modules use these constants, never the literal names (tests/unit/test_env_names.
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
 SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE,
-DEBUG. The others pass facts between netrain's own processes (a script, the launcher, a
+DEBUG, SHIP_JOURNALS. The others pass facts between netrain's own processes (a script, the launcher, a
 task, its shipper) and are described here only.
 """
 
@@ -29,6 +29,9 @@ SHIP_BACKOFF_MAX = "NETRAIN_SHIP_BACKOFF_MAX"
 SHIP_HTTP_TIMEOUT = "NETRAIN_SHIP_HTTP_TIMEOUT"
 #: journal events read and shipped in one round (default 2000)
 SHIP_CHUNK_EVENTS = "NETRAIN_SHIP_CHUNK_EVENTS"
+#: journals `netrain sync` (and `netrain run`'s courier) ships at once to a tracking
+#: server (default 8; a SQLite file takes one at a time)
+SHIP_JOURNALS = "NETRAIN_SHIP_JOURNALS"
 #: seconds a shipper keeps trying after its task ended (default 60); then `netrain sync`
 DRAIN_TIMEOUT = "NETRAIN_DRAIN_TIMEOUT"
 #: the batch directory; set by the task scripts, and needed to run a batch's
@@ -69,4 +72,4 @@ RUN_TAGS = "NETRAIN_RUN_TAGS"
 
 USER_FACING = (CONFIG, TRAININGS_DIR, TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF,
                SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT, SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR,
-               WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE, DEBUG)
+               WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE, DEBUG, SHIP_JOURNALS)

@@ -277,9 +277,11 @@ def journals(batch_dir: Path) -> list[Path]:
     return sorted(p for p in base.rglob("*.jsonl") if p.is_file())
 
 
-def unshipped_bytes(journal: Path) -> int:
-    """Bytes of complete lines past the state's offset (a torn last line does not count)."""
-    offset = read_state(journal).get("offset", 0)
+def unshipped_bytes(journal: Path, offset: int | None = None) -> int:
+    """Bytes of complete lines past ``offset`` (default: the state's), a torn last line not
+    counted: the one measure of what is left to ship."""
+    if offset is None:
+        offset = int(read_state(journal).get("offset", 0))
     try:
         size = journal.stat().st_size
     except OSError:

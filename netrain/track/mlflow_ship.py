@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from netrain.track.mlflow_store import error_code
+
 KEY_TAG = "netrain.key"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_METRICS = 1000
@@ -50,9 +52,6 @@ def client(uri: str) -> Any:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return c
 
-
-def error_code(exc: BaseException) -> str:
-    return str(getattr(exc, "error_code", "") or "")
 
 
 def is_transient(exc: BaseException) -> bool:

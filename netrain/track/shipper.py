@@ -276,8 +276,7 @@ class Shipper:
             self.state.pop("inflight", None)
         self.state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.state["ended"] = (not self.state.get("open")
-                               and unshipped_bytes_after(self.path,
-                                                         int(self.state["offset"])) == 0)
+                               and unshipped_bytes(self.path, int(self.state["offset"])) == 0)
         write_state(self.path, self.state)
 
     def _ship_chunk(self, events: list[tuple[int, dict[str, Any]]]) -> None:
@@ -633,20 +632,13 @@ class Shipper:
         return self.report
 
 
-def unshipped_bytes_after(path: Path, offset: int) -> int:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return 0
-    return max(0, size - offset)
-
-
 def ship(path: Path, batch_dir: Path, uri: str, follow: Callable[[], bool] | None = None,
          deadline: float | None = None, *, give_up_after: float | None = None,
          root_tags: Mapping[str, str] | None = None,
          log: Callable[[str], None] | None = None,
          stop: threading.Event | None = None) -> ShipReport:
-    """Ship a journal from its state offset (see the contract in journal-api.md). With
+    """Ship a journal from its state offset (its layout and state file: netrain.track.journal;
+    the exactly-once rules: this module's docstring). With
     ``follow``, keep tailing until it returns False and the file is fully shipped, or the
     deadline (a time.monotonic() value) passes."""
     with Shipper(path, batch_dir, uri, deadline=deadline, give_up_after=give_up_after,
