@@ -134,14 +134,16 @@ def _record_without_journal(userproj: Path) -> tuple[Batch, Path, str]:
     return batch, path, parent
 
 
-def test_show_heals_a_local_task_whose_process_is_gone(tmp_path: Path) -> None:
+def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
     """(A local task's exit seen by `netrain run` itself: test_resume kills one there.)"""
     from netrain.execute.heal import heal_exited
 
-    userproj = make_userproj(tmp_path / "p", NO_CHECKPOINTS)
     batch, path = _generate(userproj, nets=1)
-    with task_process(batch, NETRAIN_EXECUTOR="local") as task:
-        rec = wait_for(path, lambda r: net_states(r) == {"0": "running"})
+    journal = batch.path / "journal" / "regressor-narrow" / "0.jsonl"
+    # killed while the user's configuration function runs: its run is open, no network yet
+    with task_process(batch, NETRAIN_EXECUTOR="local", USERPROJ_CONFIG_SLEEP="600") as task:
+        rec = wait_for(path, lambda r: r.state == "running" and journal.is_file()
+                       and b'"ev":"run"' in journal.read_bytes())
         # a task whose process is alive, holding the task's lock, is left alone
         assert not heal_exited(batch, path, -9)
         r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
@@ -153,11 +155,10 @@ def test_show_heals_a_local_task_whose_process_is_gone(tmp_path: Path) -> None:
     r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert r.code == 0, r.text
     shown = json.loads(r.out)["models"][0]["tasks"][0]
-    assert shown["state"] == "lost" and "process is gone" in shown["error"]  # died, net lost
-    assert run_states(batch) == {"regressor-narrow/0": "KILLED",
-                                 "regressor-narrow/0/n0": "FAILED"}
+    assert shown["state"] == "died" and "process is gone" in shown["error"]
+    assert run_states(batch) == {"regressor-narrow/0": "KILLED"}
     after = read_record(path)
-    assert after is not None and after.state == "died" and net_states(after) == {"0": "lost"}
+    assert after is not None and after.state == "died" and after.nets == {}
 
 
 NO_CHECKPOINTS = "checkpoint:\n  enabled: false\n"  # a killed network is lost, not resumable
@@ -175,8 +176,9 @@ def _generate(userproj: Path, nets: int) -> tuple[Batch, Path]:
 @contextmanager
 def task_process(batch: Batch, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """Array task 0, started by its batch script as SLURM or the local executor starts it
-    (``env``: their variables). Its networks sleep 600 s after each epoch (only network
-    USERPROJ_SLEEP_NET, if given), so it is still training when the test kills it."""
+    (``env``: their variables, and the user's script's knobs). Its networks sleep 600 s
+    after each epoch (only network USERPROJ_SLEEP_NET, if given), so it is still training
+    when the test kills it."""
     [script] = (batch.path / "scripts").glob("*-sbatch.sh")
     full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     full.update({"SLURM_ARRAY_TASK_ID": "0", "USERPROJ_SLEEP": "600",
