@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import pwd
 import re
@@ -215,7 +216,7 @@ def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
                          capture_output=True, text=True).stdout.strip():
         assert time.monotonic() < deadline, "the sync jobs did not finish"
         time.sleep(1)
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     runs = c.search_runs([c.get_experiment_by_name(batch.name).experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
 
