@@ -1,23 +1,30 @@
-"""Pieces that need real MLflow but no SLURM: closing the runs of a task SLURM saw die,
---dry-run, and the promise that `netrain --help` imports neither TensorFlow nor MLflow.
-The CLI runs in this process (CliRunner); the import check needs a fresh interpreter."""
+"""Pieces that need real MLflow but no SLURM: closing the runs of a task SLURM saw die or
+whose process is gone, --dry-run, and the promise that `netrain --help` imports neither
+TensorFlow nor MLflow. The dead tasks are real: a task process started by its batch script,
+killed with SIGKILL mid-training, leaving its record and journal as it wrote them. The CLI
+runs in this process (CliRunner); the import check needs a fresh interpreter."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from netrain.define.batch import Batch
 from netrain.execute.heal import heal
-from netrain.execute.records import NetRecord, TaskRecord, read_record, record_path, write_record
+from netrain.execute.records import TaskRecord, read_record, record_path, write_record
 from netrain.execute.status import State, batch_status
-from tests.conftest import invoke, mlflow_client, snapshot_tree
+from netrain.track.journal import read_state
+from tests.conftest import invoke, make_userproj, mlflow_client, snapshot_tree
 
 
 def test_help_and_import_stay_light() -> None:
@@ -40,41 +47,36 @@ def test_dry_run_writes_nothing(userproj: Path) -> None:
     assert snapshot_tree(userproj) == before
 
 
-def test_show_closes_runs_of_a_task_slurm_saw_die(userproj: Path) -> None:
-    r = invoke("generate", "--models", "regressor.narrow=2", "--array", "1", "--no-check",
-                cwd=userproj)
-    assert r.code == 0, r.text
-    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
-    uri = batch.manifest.tracking["uri"]
-    c = mlflow_client(uri)
-    exp = batch.manifest.tracking["experiment_id"]
-    parent = c.create_run(exp, tags={"batch": batch.id}).info.run_id
-    child = c.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
-    done = c.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
-    c.set_terminated(done, "FINISHED")
-    path = record_path(batch.path, "regressor-narrow", 0)
-    write_record(path, TaskRecord(
-        model="regressor.narrow", index=0, state="running", slurm_job_id="77_0",
-        parent_run_id=parent, nets={"0": NetRecord(state="finished", run_id=done),
-                                    "1": NetRecord(state="running", run_id=child)}))
-    # what one sacct call would report: the task hit its time limit (SIGKILL, no handler ran)
-    status = batch_status(batch, {"regressor.narrow": {0: ("77", "TIMEOUT")}})
+def test_heal_closes_the_runs_of_a_task_slurm_saw_die(tmp_path: Path) -> None:
+    proj = make_userproj(tmp_path / "p", NO_CHECKPOINTS)
+    batch, path = _generate(proj, nets=2)
+    with task_process(batch, SLURM_JOB_ID="77", SLURM_ARRAY_JOB_ID="77",
+                      USERPROJ_SLEEP_NET="1") as task:
+        rec = wait_for(path, lambda r: net_states(r) == {"0": "finished", "1": "running"})
+        assert (rec.executor, rec.slurm_job_id) == ("slurm", "77_0")
+        kill(task, rec)  # SLURM's time limit: SIGKILL, no handler ran
+    # what one sacct call would report
+    view = {"regressor.narrow": {0: ("77", "TIMEOUT")}}
+    status = batch_status(batch, view)
     assert status.models[0].tasks[0].state is State.TIMEOUT
     assert heal(batch, status) == 1
-    assert c.get_run(parent).info.status == "FAILED"
-    assert c.get_run(child).info.status == "FAILED"
-    assert c.get_run(done).info.status == "FINISHED"
+    assert run_states(batch) == {"regressor-narrow/0": "KILLED",
+                                 "regressor-narrow/0/n0": "FINISHED",
+                                 "regressor-narrow/0/n1": "FAILED"}
     rec = read_record(path)
     assert rec is not None and rec.state == "died" and "TIMEOUT" in rec.error
-    assert rec.nets["1"].state == "failed" and rec.nets["0"].state == "finished"
-    assert heal(batch, batch_status(batch, {"regressor.narrow": {0: ("77", "TIMEOUT")}})) == 0
-    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
-    assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "died"
+    assert net_states(rec) == {"0": "finished", "1": "lost"}
+    assert heal(batch, batch_status(batch, view)) == 0
+    r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=proj)
+    shown = json.loads(r.out)["models"][0]["tasks"][0]
+    assert shown["state"] == "lost" and "TIMEOUT" in shown["error"]  # died, network lost
 
 
-def test_heal_waits_for_tracking_before_marking_died(userproj: Path) -> None:
-    """Tracking down: the record stays running (nothing written) and the next show heals."""
-    batch, path, parent = _running_task(userproj, executor="slurm", slurm_job_id="78_0")
+def test_a_record_from_before_the_journal_waits_for_tracking(userproj: Path) -> None:
+    """A record that netrain wrote before tasks had a journal (00b9eae; batches of that time
+    are still on disk) names no journal: heal closes its runs in MLflow itself. Tracking
+    down: the record stays running (nothing written) and the next show heals."""
+    batch, path, parent = _record_without_journal(userproj)
     c = mlflow_client(batch.manifest.tracking["uri"])
     before = path.read_bytes()
     view = {"regressor.narrow": {0: ("78", "CANCELLED")}}
@@ -115,8 +117,10 @@ def down(uri: str, run_ids: list[str], status: str) -> int:
     raise TrackingUnavailable("tracking server is unreachable")
 
 
-def _running_task(userproj: Path, **fields: object) -> tuple[Batch, Path, str]:
-    """A batch with one task whose record says running, and its parent run (RUNNING)."""
+def _record_without_journal(userproj: Path) -> tuple[Batch, Path, str]:
+    """A batch with one task as netrain wrote it before the journal: its record (running,
+    on SLURM) written by the record writer the task used then, and its run opened in
+    MLflow directly, as the task then did (RUNNING)."""
     r = invoke("generate", "--models", "regressor.narrow=1", "--array", "1", "--no-check",
                cwd=userproj)
     assert r.code == 0, r.text
@@ -125,43 +129,106 @@ def _running_task(userproj: Path, **fields: object) -> tuple[Batch, Path, str]:
     parent = c.create_run(batch.manifest.tracking["experiment_id"]).info.run_id
     path = record_path(batch.path, "regressor-narrow", 0)
     write_record(path, TaskRecord(model="regressor.narrow", index=0, state="running",
-                                  parent_run_id=parent, **fields))  # type: ignore[arg-type]
+                                  parent_run_id=parent, executor="slurm",
+                                  slurm_job_id="78_0"))
     return batch, path, parent
 
 
-def here(pid: int) -> dict[str, object]:
-    return {"executor": "local", "host": socket.gethostname(), "pid": pid}
-
-
-def test_a_local_task_that_exited_is_closed_then_marked_died(userproj: Path) -> None:
+def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
+    """(A local task's exit seen by `netrain run` itself: test_resume kills one there.)"""
     from netrain.execute.heal import heal_exited
 
-    batch, path, parent = _running_task(userproj, **here(os.getpid()))
-    c = mlflow_client(batch.manifest.tracking["uri"])
-    assert not heal_exited(batch, path, -9, close=down)
-    assert read_record(path).state == "running"  # type: ignore[union-attr]
-    assert not heal_exited(batch, path, 0)
-    assert heal_exited(batch, path, -9)
-    assert c.get_run(parent).info.status == "KILLED"
-    rec = read_record(path)
-    assert rec is not None and rec.state == "died" and "code -9" in rec.error
-
-
-def test_show_heals_a_local_task_whose_process_is_gone(userproj: Path) -> None:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    batch, _, parent = _running_task(userproj, **here(gone.pid))
-    c = mlflow_client(batch.manifest.tracking["uri"])
+    batch, path = _generate(userproj, nets=1)
+    journal = batch.path / "journal" / "regressor-narrow" / "0.jsonl"
+    # killed while the user's configuration function runs: its run is open, no network yet
+    with task_process(batch, NETRAIN_EXECUTOR="local", USERPROJ_CONFIG_SLEEP="600") as task:
+        rec = wait_for(path, lambda r: r.state == "running" and journal.is_file()
+                       and b'"ev":"run"' in journal.read_bytes())
+        # a task whose process is alive, holding the task's lock, is left alone
+        assert not heal_exited(batch, path, -9)
+        r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
+        assert r.code == 0, r.text
+        assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
+        assert read_record(path) == rec
+        kill(task, rec)
+    assert not heal_exited(batch, path, 0)  # a clean exit is not a death
     r = invoke("show", batch.id, "--json", "--no-scheduler", cwd=userproj)
     assert r.code == 0, r.text
-    task = json.loads(r.out)["models"][0]["tasks"][0]
-    assert task["state"] == "died" and "process is gone" in task["error"]
-    assert c.get_run(parent).info.status == "FAILED"
-    # a task whose process is alive (this one) is left alone
-    batch2, _, parent2 = _running_task(userproj, **here(os.getpid()))
-    r = invoke("show", batch2.id, "--json", "--no-scheduler", cwd=userproj)
-    assert json.loads(r.out)["models"][0]["tasks"][0]["state"] == "running"
-    assert c.get_run(parent2).info.status == "RUNNING"
+    shown = json.loads(r.out)["models"][0]["tasks"][0]
+    assert shown["state"] == "died" and "process is gone" in shown["error"]
+    assert run_states(batch) == {"regressor-narrow/0": "KILLED"}
+    after = read_record(path)
+    assert after is not None and after.state == "died" and after.nets == {}
+
+
+NO_CHECKPOINTS = "checkpoint:\n  enabled: false\n"  # a killed network is lost, not resumable
+
+
+def _generate(userproj: Path, nets: int) -> tuple[Batch, Path]:
+    """A batch of one task of ``nets`` networks; the path of the task's record."""
+    r = invoke("generate", "--models", f"regressor.narrow={nets}", "--array", "1",
+               "--nb-epoch", "2", "--epoch-samples", "64", "--no-check", cwd=userproj)
+    assert r.code == 0, r.text
+    batch = Batch.load(Path(r.out.strip().splitlines()[-1]))
+    return batch, record_path(batch.path, "regressor-narrow", 0)
+
+
+@contextmanager
+def task_process(batch: Batch, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Array task 0, started by its batch script as SLURM or the local executor starts it
+    (``env``: their variables, and the user's script's knobs). Its networks sleep 600 s
+    after each epoch (only network USERPROJ_SLEEP_NET, if given), so it is still training
+    when the test kills it."""
+    [script] = (batch.path / "scripts").glob("*-sbatch.sh")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    full.update({"SLURM_ARRAY_TASK_ID": "0", "USERPROJ_SLEEP": "600",
+                 # as netrain run (and a batch with a sync job) start tasks: the journal is
+                 # shipped after the task, here by heal
+                 "NETRAIN_SHIP_LATER": "1", "NETRAIN_SHIP_AFTER": "600", **env})
+    log = batch.path / "logs" / "test-task.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "ab") as out:
+        p = subprocess.Popen(["bash", str(script)], env=full, stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def wait_for(path: Path, ready: Callable[[TaskRecord], bool],
+             timeout: float = 300) -> TaskRecord:
+    """The task's record once ``ready`` says so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = read_record(path)
+        if rec is not None and ready(rec):
+            return rec
+        time.sleep(0.2)
+    log = path.parents[2] / "logs" / "test-task.log"
+    pytest.fail(f"the task never reached the state waited for; record {read_record(path)}; "
+                f"log:\n{log.read_text()[-3000:] if log.exists() else ''}")
+
+
+def kill(task: subprocess.Popen[bytes], rec: TaskRecord) -> None:
+    """SIGKILL the training process, as the kernel's OOM killer or SLURM's time limit do
+    (no handler runs); its launcher then exits with the task's code."""
+    os.kill(rec.pid, signal.SIGKILL)
+    assert task.wait(timeout=180) == 128 + signal.SIGKILL
+
+
+def net_states(rec: TaskRecord) -> dict[str, str]:
+    return {i: n.state for i, n in rec.nets.items()}
+
+
+def run_states(batch: Batch) -> dict[str, str]:
+    """The MLflow status of every run the task's journal opened, by its journal key."""
+    journal = batch.path / "journal" / "regressor-narrow" / "0.jsonl"
+    c = mlflow_client(batch.manifest.tracking["uri"])
+    return {key: c.get_run(run_id).info.status
+            for key, run_id in read_state(journal)["runs"].items()}
 
 
 def test_pack_is_recorded_per_segment_and_reaches_the_script(userproj: Path) -> None:

@@ -104,6 +104,7 @@ def _x(job: NetworkJob) -> Any:
     return _materialise(job.config.training_generator)[0]
 
 
+@pytest.mark.jax_too  # rerun on the jax backend by test_packed_jax
 def test_dense_weights_match_alone(tmp_path: Path, capsys: Any) -> None:
     lrs = [0.01, 0.01, 0.003, 0.02]
     def jobs_() -> list[NetworkJob]:  # fresh optimizer objects, as the configuration gives
@@ -158,6 +159,7 @@ def seq_data(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, x[:, :, 0].mean(axis=1, keepdims=True).astype("float32")
 
 
+@pytest.mark.jax_too
 @pytest.mark.parametrize("kind", ["bn-dropout", "conv"])
 def test_bn_dropout_and_conv_losses_match_alone(tmp_path: Path, kind: str) -> None:
     gen, mk = (bn_dropout, data) if kind == "bn-dropout" else (conv, seq_data)
@@ -175,6 +177,7 @@ def test_bn_dropout_and_conv_losses_match_alone(tmp_path: Path, kind: str) -> No
         np.testing.assert_allclose(got, losses, rtol=1e-4)
 
 
+@pytest.mark.jax_too
 def test_early_stopping_per_network(tmp_path: Path) -> None:
     lrs = [0.05, 1e-5]  # the first reaches the threshold within a few epochs, the second never
     es = {"monitor": "loss", "threshold": 1.0, "restore_best_weights": False}

@@ -94,7 +94,9 @@ def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
     monkeypatch.setattr(packed, "epoch_order", order)
 
 
-@pytest.mark.parametrize("intelligent, copy", [(False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("intelligent, copy", [
+    pytest.param(False, True, marks=pytest.mark.jax_too),  # rerun by test_packed_jax
+    (True, True), (False, False)])
 def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
         tmp_path: Path, monkeypatch: Any, capsys: Any, intelligent: bool, copy: bool) -> None:
     """``copy``: the group keeps a copy of each epoch's start and a signal mid-epoch goes
@@ -167,7 +169,7 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
             np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize("copy", [pytest.param(True, marks=pytest.mark.jax_too), False])
 def test_packed_dropout_resumes_with_each_networks_random_state(
         tmp_path: Path, monkeypatch: Any, capsys: Any, copy: bool) -> None:
     """Each network's Dropout seed generator is a slice of the group's state: its checkpoint

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import invoke, mlflow_client, run_cli
+from tests.integration.browser import browser, free_port, wait
 
 pytestmark = pytest.mark.slow
 
@@ -217,17 +218,6 @@ def test_describe_and_retrain_reproduces(trained: dict) -> None:
 
 # ----------------------------------------------------------------------- netrain ui, browser
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ui(trained: dict):  # type: ignore[no-untyped-def]
     """`netrain ui BATCH` as a user starts it; yields the URL it printed."""
@@ -237,7 +227,7 @@ def ui(trained: dict):  # type: ignore[no-untyped-def]
 
     from tests.conftest import BIN
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NETRAIN_CONFIG"}
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     proc = subprocess.Popen([str(BIN / "netrain"), "ui", trained["batch"].name, "--port",
@@ -267,42 +257,11 @@ def test_ui_serves_the_batch(trained: dict, ui: dict) -> None:
     assert "--workers 1" in r.out and "--host 127.0.0.1" in r.out
 
 
-def _browser(size: str = "1400,900"):  # type: ignore[no-untyped-def]
-    import os
-
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        from selenium import webdriver
-    except ImportError:
-        missing.append("selenium (pip install -e '.[test]')")
-    if missing:
-        msg = (f"browser test needs {', '.join(missing)}: apt-get install chromium "
-               "chromium-driver (scripts/run-tests.sh does it as root)")
-        if os.environ.get("NETRAIN_REQUIRE_BROWSER") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              f"--window-size={size}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
 EXPAND_ALL = """
 for (const b of document.querySelectorAll("button[data-component-id*='runnamecellrenderer']")) {
   const p = b.querySelector("path");
   if (p && (p.getAttribute("d") || "").startsWith("M7.25 7.25V4.5")) b.click();
 }"""
-
-
-def _wait(driver, cond, timeout: float = 60):  # type: ignore[no-untyped-def]
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(cond)
 
 
 def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Path) -> None:
@@ -317,17 +276,17 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
     b = trained["batch"].name
     nets = {r.info.run_id: r for r in _nets(trained) if r.data.tags["class"] == "classifier"
             and "retrain_of" not in r.data.tags}
-    d = _browser("2400,900")  # wide: the grid draws only the columns in sight
+    d = browser("2400,900")  # wide: the grid draws only the columns in sight
     try:
         d.get(ui["url"])
-        _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
+        wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
         assert "/runs" in d.current_url and "Token Usage" not in d.find_element(
             By.TAG_NAME, "body").text
         # the URL opens the batch's tasks, one row each, with their summary
         from tests.integration.test_ui_views import ROWS
 
         tasks = {r["attributes.`Run Name`"].splitlines()[-1]: r for r in
-                 _wait(d, lambda d: d.execute_script(ROWS))}
+                 wait(d, lambda d: d.execute_script(ROWS))}
         assert set(tasks) == {"classifier-clu_one[0]", "autoencoder-classical[0]"}, tasks
         for name, cells in tasks.items():
             assert cells["tags.`class`"] == name.split("-")[0], cells
@@ -336,7 +295,7 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
         flt = (f"tags.batch = '{b}' and tags.class = 'classifier' and "
                "tags.architecture = 'clu_one' and tags.net_index LIKE '%'")
         d.get(ui["url"] + "&searchFilter=" + quote(flt))
-        _wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
+        wait(d, lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
 
         def network_rows(d):  # type: ignore[no-untyped-def]
             # Expand every collapsed task run (its button shows a plus): the networks are
@@ -347,7 +306,7 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
             return ids if set(nets) <= ids else False
 
         d.set_window_size(1400, 900)  # the screenshot's size
-        ids = _wait(d, network_rows)
+        ids = wait(d, network_rows)
         assert set(nets) <= ids and len(nets) == 2
         names = {r.info.run_name for r in nets.values()}  # told apart at a glance
         assert names == {"classifier-clu_one_t0_n0", "classifier-clu_one_t0_n1"}, names
@@ -357,7 +316,7 @@ def test_browser_shows_networks_with_tags(trained: dict, ui: dict, tmp_path: Pat
         run_id = sorted(nets)[0]
         exp = nets[run_id].info.experiment_id
         d.get(f"http://127.0.0.1:{ui['port']}/#/experiments/{exp}/runs/{run_id}")
-        _wait(d, lambda d: "architecture" in d.find_element(By.TAG_NAME, "body").text)
+        wait(d, lambda d: "architecture" in d.find_element(By.TAG_NAME, "body").text)
         text = d.find_element(By.TAG_NAME, "body").text
         assert nets[run_id].info.run_name in text
         for key, value in (("batch", b), ("class", "classifier"), ("architecture", "clu_one")):

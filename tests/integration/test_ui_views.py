@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.browser import browser, free_port, wait
 from tests.integration.shipping import make_batch, project
-from tests.integration.test_results import _browser, _free_port, _wait
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     from tests.conftest import BIN
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NETRAIN_CONFIG"}
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     err = root / "ui.err"
@@ -119,7 +119,7 @@ def _rows(driver: Any, count: int) -> list[dict[str, str]]:
         rows = d.execute_script(ROWS)
         return rows if len(rows) >= count else False
 
-    return _wait(driver, drawn)  # type: ignore[no-any-return]
+    return wait(driver, drawn)  # type: ignore[no-any-return]
 
 
 def _name(row: dict[str, str]) -> str:
@@ -134,7 +134,7 @@ def test_every_task_is_a_row_and_the_best_networks_a_click_away(big: Any) -> Non
                                 "workflowType=machine_learning&viewStateShareKey=netrain-tasks")
     assert big["best_url"].endswith("viewStateShareKey=netrain-best-val_loss-min")
     assert "its 20 best networks by val_loss" in big["note"], big["note"]
-    d = _browser("2400,1600")  # every column and row drawn (the grid draws what is seen)
+    d = browser("2400,1600")  # every column and row drawn (the grid draws what is seen)
     try:
         d.get(big["tasks_url"])
         rows = _rows(d, len(big["tasks"]))
@@ -153,7 +153,7 @@ def test_every_task_is_a_row_and_the_best_networks_a_click_away(big: Any) -> Non
         # a task's row leads to its networks: its run's page lists them
         d.find_element(By.LINK_TEXT, "autoencoder-classical[3]").click()
         nets = {f"autoencoder-classical_t3_n{n}" for n in range(NETS)}
-        _wait(d, lambda d: "Child runs" in d.find_element(By.TAG_NAME, "body").text)
+        wait(d, lambda d: "Child runs" in d.find_element(By.TAG_NAME, "body").text)
         links = {a.text.strip(", ") for a in d.find_elements(By.TAG_NAME, "a")}
         assert nets <= links, sorted(links)
 

@@ -1,13 +1,17 @@
 """The whole workflow through the CLI: init, generate, run locally, MLflow, show, add,
-retrain, note. One batch is trained once per module and inspected by several tests. Commands
-that start training tasks (run, add --run, retrain) run as the real console script; the
-others in this process (CliRunner)."""
+retrain, note. One batch is trained once per module; each test starts from that trained
+state, restored before it, so the tests neither see each other's changes nor depend on their
+order. Commands that start training tasks (run, add --run, retrain) run as the real console
+script; the others in this process (CliRunner)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,9 @@ MODELS = "classifier.clu_one=2, chransynth=2, autoencoder.classical=2"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The demo project with its batch trained, and a pristine copy of it that no test
+    touches."""
     proj = tmp_path_factory.mktemp("demo")
     r = invoke("init", str(proj), cwd=proj.parent)
     assert r.code == 0, r.text
@@ -32,8 +38,39 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # tasks ending within NETRAIN_SHIP_AFTER leave shipping to `netrain run` (its one
     # MLflow client): make every task one of those, however loaded the machine is
     run = run_cli("run", batch.name, cwd=proj, env={"NETRAIN_SHIP_AFTER": "600"})
-    return {"proj": proj, "batch": batch, "run": run,
+    pristine = tmp_path_factory.mktemp("pristine") / "demo"
+    shutil.copytree(proj, pristine, symlinks=True)
+    return {"proj": proj, "batch": batch, "run": run, "pristine": pristine,
             "uri": f"sqlite:///{proj / 'trainings' / 'mlflow.db'}"}
+
+
+@pytest.fixture
+def demo(trained: dict) -> dict:
+    """The trained demo project as the module's run left it, whatever an earlier test did
+    to it. It is restored in place: the batch's scripts, manifest and MLflow runs name its
+    absolute paths, so a copy elsewhere would still train into the original."""
+    restore(trained["pristine"], trained["proj"])
+    return trained
+
+
+def restore(pristine: Path, proj: Path) -> None:
+    """Make ``proj`` the same as ``pristine`` again. The MLflow database is copied with
+    SQLite's backup API, into the file this process may hold open (MLflow keeps one engine
+    per URI for the process): replacing the file would leave those connections on the old
+    one."""
+    db = Path("trainings") / "mlflow.db"
+    for p in sorted(proj.rglob("*"), reverse=True):  # children before their folders
+        if p == proj / db or p in (proj / db).parents:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    shutil.copytree(pristine, proj, symlinks=True, dirs_exist_ok=True,
+                    ignore=lambda d, names: ["mlflow.db"] if Path(d) == pristine / db.parent
+                    else [])
+    with closing(sqlite3.connect(pristine / db)) as src, closing(sqlite3.connect(proj / db)) as dst:
+        src.backup(dst)
 
 
 def test_run_succeeds_and_layout(demo: dict) -> None:

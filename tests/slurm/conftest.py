@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+
+from tests.conftest import make_userproj
 
 START_HINT = ("start the local test cluster first: sudo bash scripts/slurm-cluster.sh install "
               "&& eval \"$(sudo bash scripts/slurm-cluster.sh start)\" (or run "
@@ -33,6 +36,12 @@ def slurm_cluster() -> str:
             pytest.fail(f"SLURM tests are mandatory here but the cluster is not up ({problem})")
         pytest.skip(f"no local SLURM cluster ({problem}): {START_HINT}")
     return os.environ["SLURM_CONF"]
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    """A user project whose batches go to SLURM."""
+    return make_userproj(tmp_path / "p", "executor: slurm\n")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import BIN, make_userproj, mlflow_client, run_cli
-from tests.slurm.test_slurm import show_json, states, wait_jobs
+from tests.slurm.batches import show_json, states, wait_jobs
 
 
 def _pids() -> list[int]:

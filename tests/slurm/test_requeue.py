@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import invoke, make_userproj, mlflow_client, run_cli
-from tests.slurm.test_slurm import _jobs, _uri, generate, wait_jobs
-
-
-@pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    return make_userproj(tmp_path / "p", "executor: slurm\n")
+from tests.slurm.batches import batch_jobs, generate, tracking_uri, wait_jobs
 
 
 def _steps(batch: Path, key: str) -> list[int]:
@@ -46,7 +41,7 @@ def _wait_epochs(batch: Path, key: str, n: int, timeout: float = 240) -> None:
 def _one_run_per_network(proj: Path, batch: Path, epochs: int) -> None:
     r = invoke("sync", batch.name, cwd=proj)
     assert r.code == 0, r.text
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     exp = c.get_experiment_by_name(batch.name)
     runs = c.search_runs([exp.experiment_id])
     nets = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -60,7 +55,7 @@ def test_time_limit_warning_checkpoints_requeues_and_finishes(proj: Path) -> Non
     batch = generate(proj, "--models", "regressor.wide=1", "--array", "1", "--nb-epoch", "40",
                      "--epoch-samples", "64", "--no-check", env={"USERPROJ_SLEEP": "0.15"})
     _wait_epochs(batch, "regressor-wide/0/n0", 5)
-    job = _jobs(batch)[0]["job_id"]
+    job = batch_jobs(batch)[0]["job_id"]
     # what SLURM sends the batch shell before the time limit (--signal=B:USR1@...)
     subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], check=True)
     wait_jobs(batch, timeout=300)

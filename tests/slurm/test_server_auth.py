@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import BIN, make_userproj
-from tests.slurm.test_slurm import show_json, states, wait_jobs
+from tests.slurm.batches import show_json, states, wait_jobs
 
 USER = "netrain-admin"
 PASSWORD = "Zq7-not-in-any-file-4711"

@@ -19,55 +19,16 @@ import pytest
 import yaml
 
 from tests.conftest import invoke, make_userproj, mlflow_client, run_cli, wait_until_training
-
-TIMEOUT = 420
-
-
-def _uri(proj: Path) -> str:
-    return f"sqlite:///{proj / 'tracking' / 'custom.db'}"
-
-
-def _jobs(batch: Path) -> list[dict]:
-    m = yaml.safe_load((batch / "batch.yaml").read_text())
-    return [j for mm in m["models"] for j in mm["jobs"]]
-
-
-def wait_jobs(batch: Path, timeout: float = TIMEOUT) -> None:
-    """Wait until SLURM holds no job of the batch any more: its arrays and its sync job."""
-    ids = ",".join(j["job_id"] for j in _jobs(batch))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        q = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i"], capture_output=True,
-                           text=True)
-        sync = subprocess.run(["squeue", "-h", "-n", f"sync-{batch.name}", "-o", "%i"],
-                              capture_output=True, text=True)
-        if q.returncode == 0 and not q.stdout.strip() and not sync.stdout.strip():
-            time.sleep(1.5)  # accounting lags squeue by about a second
-            return
-        time.sleep(1)
-    subprocess.run(["scancel", *ids.split(",")])
-    pytest.fail(f"batch {batch.name} did not finish within {timeout} s")
-
-
-def show_json(proj: Path, batch: Path, env: dict | None = None) -> dict:
-    r = invoke("show", batch.name, "--json", cwd=proj, env=env)
-    assert r.code == 0, r.text
-    return json.loads(r.out)
-
-
-def states(data: dict) -> list[list[str]]:
-    return [[t["state"] for t in m["tasks"]] for m in data["models"]]
-
-
-def generate(proj: Path, *args: str, env: dict | None = None) -> Path:
-    r = invoke("generate", *args, "--executor", "slurm", "--run", cwd=proj, env=env)
-    assert r.code == 0, r.text
-    return Path(r.out.strip().splitlines()[0])
-
-
-@pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    return make_userproj(tmp_path / "p", "executor: slurm\n")
+from tests.slurm.batches import (
+    TIMEOUT,
+    batch_jobs,
+    generate,
+    show_json,
+    states,
+    tracking_uri,
+    wait_ids,
+    wait_jobs,
+)
 
 
 def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
@@ -75,13 +36,13 @@ def test_batch_completes_every_network_has_slurm_job_id(tmp_path: Path) -> None:
     batch = generate(proj, "--models", "regressor.narrow=2, wide=2", "--array", "4",
                      "--nb-epoch", "2", "--epoch-samples", "128",
                      env={"NETRAIN_SHIP_AFTER": "600"})  # every task leaves it to the sync job
-    jobs = _jobs(batch)
+    jobs = batch_jobs(batch)
     assert len(jobs) == 2 and all(j["executor"] == "slurm" for j in jobs)
     wait_jobs(batch)
     data = show_json(proj, batch)
     assert states(data) == [["finished"] * 4] * 2
     assert {t["scheduler"] for m in data["models"] for t in m["tasks"]} == {"COMPLETED"}
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     exp = c.get_experiment_by_name(batch.name)
     runs = c.search_runs([exp.experiment_id], max_results=1000)
     nets = [r for r in runs if "net_index" in r.data.tags]
@@ -120,7 +81,7 @@ def test_failed_index_shown_then_resubmitted_after_fixing_snapshot(proj: Path) -
                                              "fail = None"))
     r = run_cli("resubmit", batch.name, "--failed", cwd=proj, env=env)
     assert r.code == 0, r.text
-    jobs = _jobs(batch)
+    jobs = batch_jobs(batch)
     assert len(jobs) == 2 and jobs[1]["indices"] == "2"
     wait_jobs(batch)
     assert states(show_json(proj, batch)) == [["finished"] * 4]
@@ -131,7 +92,7 @@ def test_throttle_runs_one_task_at_a_time(proj: Path) -> None:
                      "--epoch-samples", "64", "--max-running", "1", "--no-check")
     assert "#SBATCH --array=0-2%1" in (batch / "scripts" / "regressor-narrow-sbatch.sh").read_text()
     wait_jobs(batch)
-    job = _jobs(batch)[0]["job_id"]
+    job = batch_jobs(batch)[0]["job_id"]
     acct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "JobID,Start,End,State"],
                           capture_output=True, text=True, check=True).stdout
     spans = []
@@ -151,13 +112,13 @@ def test_scancel_is_shown_and_resubmit_completes(proj: Path) -> None:
     record = batch / "records" / "regressor-wide" / "0.json"
     if not wait_until_training(record, 180):
         pytest.fail("task 0 never started training")
-    job = _jobs(batch)[0]["job_id"]
+    job = batch_jobs(batch)[0]["job_id"]
     subprocess.run(["scancel", f"{job}_0", f"{job}_1"], check=True)
     wait_jobs(batch)
     data = show_json(proj, batch)
     task0 = data["models"][0]["tasks"][0]
     assert task0["state"] in ("resumable", "cancelled", "killed", "died"), task0
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     exp = c.get_experiment_by_name(batch.name)
     assert "RUNNING" not in {r.info.status for r in c.search_runs([exp.experiment_id])}
     r = run_cli("resubmit", batch.name, "--failed", cwd=proj)
@@ -214,12 +175,12 @@ def test_array_over_max_array_size_is_split(proj: Path) -> None:
     n = limit + 3
     batch = generate(proj, "--models", "regressor.narrow=1", "--array", str(n), "--nb-epoch",
                      "1", "--epoch-samples", "64", "--no-check")
-    jobs = _jobs(batch)
+    jobs = batch_jobs(batch)
     assert [(j["offset"], j["indices"]) for j in jobs] == [
         (0, f"0-{limit - 1}"), (limit, f"{limit}-{n - 1}")]
     wait_jobs(batch)
     assert states(show_json(proj, batch)) == [["finished"] * n]
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     exp = c.get_experiment_by_name(batch.name)
     nets = c.search_runs([exp.experiment_id], "tags.net_index = '0'", max_results=1000)
     assert sorted(int(r.data.tags["array_index"]) for r in nets) == list(range(n))
@@ -255,20 +216,9 @@ def test_runbatch_by_hand_is_seen_by_show(proj: Path) -> None:
                          capture_output=True, text=True).stdout.strip():
         assert time.monotonic() < deadline, "the sync jobs did not finish"
         time.sleep(1)
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     runs = c.search_runs([c.get_experiment_by_name(batch.name).experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
-
-
-def _wait_ids(ids: list[str], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"],
-                         capture_output=True, text=True).stdout.strip():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", *ids])
-            pytest.fail(f"jobs {ids} did not finish within {timeout} s")
-        time.sleep(1)
-    time.sleep(1.5)  # accounting lags squeue
 
 
 def test_model_script_run_by_hand_submits_its_array(proj: Path) -> None:
@@ -284,7 +234,7 @@ def test_model_script_run_by_hand_submits_its_array(proj: Path) -> None:
     [[key, job]] = [ln.split() for ln in
                     (batch / "records" / "runbatch-jobs.txt").read_text().splitlines()]
     assert key == "regressor.narrow" and job.isdigit()
-    _wait_ids([job])
+    wait_ids([job])
     data = show_json(proj, batch)
     assert states(data) == [["finished", "finished"], ["pending", "pending"]]
     assert [t["slurm_job_id"] for t in data["models"][0]["tasks"]] == [f"{job}_0", f"{job}_1"]
@@ -294,7 +244,7 @@ def test_retrain_on_slurm_is_shown_and_cancelled(proj: Path) -> None:
     batch = generate(proj, "--models", "regressor.narrow=1", "--array", "1", "--nb-epoch", "1",
                      "--epoch-samples", "64", "--no-check")
     wait_jobs(batch)
-    c = mlflow_client(_uri(proj))
+    c = mlflow_client(tracking_uri(proj))
     exp = c.get_experiment_by_name(batch.name)
     [net] = c.search_runs([exp.experiment_id], "tags.net_index = '0'")
     r = run_cli("retrain", net.info.run_id, "--executor", "slurm", "--nb-epoch", "300",
@@ -312,7 +262,7 @@ def test_retrain_on_slurm_is_shown_and_cancelled(proj: Path) -> None:
     assert states(data) == [["finished"]]  # the retrain's job does not stand for task 0
     r = run_cli("cancel", batch.name, cwd=proj)
     assert r.code == 0 and job["job_id"] in r.err, r.text
-    _wait_ids([job["job_id"]])
+    wait_ids([job["job_id"]])
     data = show_json(proj, batch)
     assert data["retrain_jobs"][0]["scheduler"] == "CANCELLED"
     assert states(data) == [["finished"]]
