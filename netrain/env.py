@@ -4,8 +4,8 @@ modules use these constants, never the literal names (tests/unit/test_env_names.
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
 SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE,
-DEBUG, SHIP_JOURNALS. The others pass facts between netrain's own processes (a script, the launcher, a
-task, its shipper) and are described here only.
+DEBUG, SHIP_JOURNALS. The others pass facts between netrain's own processes (a script, the
+launcher, a task, its shipper) and are described here only.
 """
 
 # --- user-facing -------------------------------------------------------------------------
