@@ -73,6 +73,9 @@ _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
 #: The share of an epoch's time a copy of the group's state (kept so that a signal mid-epoch
 #: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
 SNAPSHOT_BUDGET = 0.01
+#: Draw a step's batches from the networks' sources in a thread while the previous step
+#: runs (see BENCHMARKS.md for what it buys).
+PREFETCH = True
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
@@ -610,6 +613,57 @@ def train_networks_packed(
     return [results[i] for i in indices]
 
 
+@contextlib.contextmanager
+def _ahead(items: Iterator[Any], thread: bool, depth: int = 2) -> Iterator[Iterator[Any]]:
+    """``items``, produced up to ``depth`` ahead by a thread (``thread``) while the caller
+    works on the current one; an exception of the producer is raised to the caller. On the
+    way out the producer is stopped (it may have drawn what was never used)."""
+    if not thread:
+        yield items
+        return
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    def consume() -> Iterator[Any]:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    worker = threading.Thread(target=produce, name="netrain-draws", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        worker.join()
+
+
 def np_equal(a: Any, b: Any) -> bool:
     return bool((a == b).all())
 
@@ -1061,26 +1115,35 @@ class _PackedGroup:
                       stop_mid_epoch: bool) -> Any:
         """One epoch of steps on batches drawn from the networks' sources; a network whose
         source runs out sits the rest of the epoch out (and ends its training, see
-        batches.py). Returns the new (ntv, mv)."""
+        batches.py). With PREFETCH, the next step's batches are drawn in a thread while the
+        current step runs. Returns the new (ntv, mv)."""
         srcs = [m.src for m in self.members]
         steps = srcs[0].steps
         live = active.copy()
         its = [s.begin() if live[i] else None for i, s in enumerate(srcs)]
-        step = 0
-        try:
+        tensor = self.keras.ops.convert_to_tensor
+
+        def draws() -> Iterator[tuple[Any, Any]]:
+            """Each step's (stacked batches, which networks had one)."""
+            step = 0
             while steps is None or step < steps:
                 xy = self._draw(srcs, its, live)
                 if xy is None:
-                    break
+                    return
                 if steps is None and not np_equal(live, active):
                     # one pass of each network's dataset an epoch: passes of different
                     # lengths would leave a network out of steps and then back in
                     raise ValueError("the networks' datasets give different numbers of "
                                      "batches a pass")
-                ntv, mv = self._step(ntv, mv, self.keras.ops.convert_to_tensor(live), xy)
+                yield xy, tensor(live)
                 step += 1
-                if stop_mid_epoch:
-                    _interrupt_check()
+
+        try:
+            with _ahead(draws(), PREFETCH) as batches_:
+                for xy, live_t in batches_:
+                    ntv, mv = self._step(ntv, mv, live_t, xy)
+                    if stop_mid_epoch:
+                        _interrupt_check()
         finally:
             for i, s in enumerate(srcs):
                 if its[i] is not None:
