@@ -386,6 +386,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
     d = _materialise(cfg.training_generator)
     src = vsrc = None
     rng_state = _GlobalRandom()
+    before = _GlobalRandom.fingerprint()
     if _is_array_pair(d):
         x, y = _as_array(d[0], keras), _as_array(d[1], keras)
         samples = len(x) if job.epoch_samples <= 0 else job.epoch_samples
@@ -416,10 +417,13 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
             if why:
                 return why
             xv, yv = _as_array(vsrc.first[0], keras), _as_array(vsrc.first[1], keras)
-    rng_state.keep()  # numpy's and Python's global generators, as this network left them
-    for stream in (src, vsrc):
-        if stream is not None:
-            stream.random = rng_state
+    if _GlobalRandom.fingerprint() != before:
+        # its first batches drew from numpy's or Python's global generator: from now on
+        # its draws get the state as this network left it (~0.2 ms a draw, so only then)
+        rng_state.keep()
+        for stream in (src, vsrc):
+            if stream is not None:
+                stream.random = rng_state
     if not model.built:
         model(x[:1])
     why = model_refusal(model, keras)
@@ -490,6 +494,17 @@ class _GlobalRandom:
     def __init__(self) -> None:
         self.np_state: Any = None
         self.py_state: Any = None
+
+    @staticmethod
+    def fingerprint() -> tuple[Any, ...]:
+        """Where numpy's and Python's global generators stand (to see whether a draw
+        used them)."""
+        import random
+
+        import numpy as np
+
+        state: Any = np.random.get_state()
+        return state[2], state[1].tobytes(), random.getstate()
 
     def keep(self) -> None:
         import random
