@@ -122,7 +122,7 @@ def both(tmp: Path, jobs: Any, n: int, capsys: Any) -> tuple[list[Any], list[Any
             np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
     for r, q in zip(packed, seq, strict=True):
         assert r is not None and q is not None
-        assert r.epochs == q.epochs
+        assert r.epochs == q.epochs and set(r.history) == set(q.history)
         for key in q.history:
             np.testing.assert_allclose(r.history[key], q.history[key], rtol=1e-4, atol=1e-6,
                                        err_msg=key)
@@ -168,19 +168,20 @@ def test_bn_dropout_losses_match_the_sequential_trainer(tmp_path: Path, capsys: 
 
 def test_a_generator_that_ends_ends_its_networks_training(tmp_path: Path,
                                                           capsys: Any) -> None:
-    """6 batches an epoch; network 0's generator ends in its third epoch, network 1's at the
-    end of its second, network 2's evaluation generator (2 batches an epoch) in its second:
-    each ends its training with that epoch, packed as one by one."""
-    sizes = [(15, None), (12, None), (None, 3)]
+    """6 batches an epoch; network 0's generator ends in its third epoch (the rest of which
+    it sits out while network 3 trains on), network 1's at the end of its second, network
+    2's evaluation generator (2 batches an epoch) in its second: each ends its training with
+    that epoch, packed as one by one."""
+    sizes = [(15, None), (12, None), (None, 3), (None, None)]
 
     def jobs(d: Path, i: int) -> NetworkJob:
         n, nv = sizes[i]
         return make(d, i, batches_of(i, n=n), batches_of(50 + i, n=nv), epochs=5)
 
-    packed, _, log = both(tmp_path, jobs, 3, capsys)
-    assert "packed 3 networks" in log
-    assert [r.epochs for r in packed] == [3, 2, 2]
-    assert all(r.stopped_early for r in packed)
+    packed, _, log = both(tmp_path, jobs, 4, capsys)
+    assert "packed 4 networks" in log
+    assert [r.epochs for r in packed] == [3, 2, 2, 5]
+    assert [r.stopped_early for r in packed] == [True, True, True, False]
 
 
 def test_early_stopping_per_network(tmp_path: Path, capsys: Any) -> None:
@@ -207,8 +208,9 @@ def test_batch_shapes_split_groups_and_unpackable_batches_fall_back(
         return wrapped
 
     def jobs(i: int) -> NetworkJob:
-        if i < 4:  # two batch sizes: two groups
-            return make(tmp_path, i, batches_of(i, bs=16 if i < 2 else 8), epochs=2)
+        if i < 4:  # two batch sizes (one batch an epoch for both): two groups
+            return make(tmp_path, i, batches_of(i, bs=16 if i < 2 else 8), epochs=2,
+                        epoch_samples=0)
         return make(tmp_path, i, as_dict(batches_of(i)), epochs=2, gen=dict_mlp)
 
     results = train_networks_packed(range(6), jobs, Recorder())
