@@ -176,11 +176,11 @@ def test_a_generator_that_ends_ends_its_networks_training(tmp_path: Path,
 
     def jobs(d: Path, i: int) -> NetworkJob:
         n, nv = sizes[i]
-        return make(d, i, batches_of(i, n=n), batches_of(50 + i, n=nv), epochs=5)
+        return make(d, i, batches_of(i, n=n), batches_of(50 + i, n=nv), epochs=4)
 
     packed, _, log = both(tmp_path, jobs, 4, capsys)
     assert "packed 4 networks" in log
-    assert [r.epochs for r in packed] == [3, 2, 2, 5]
+    assert [r.epochs for r in packed] == [3, 2, 2, 4]
     assert [r.stopped_early for r in packed] == [True, True, True, False]
 
 
