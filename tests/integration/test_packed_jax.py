@@ -1,7 +1,7 @@
 """The packed trainer on Keras' jax backend (a GPU node's Keras may run on JAX, without
-TensorFlow): the equivalence, early stopping and resume tests of test_packed and
-test_packed_resume and test_packed_streams (a selection: they take minutes), run again in a process whose
-KERAS_BACKEND is jax.
+TensorFlow): the equivalence, early stopping and resume tests of test_packed,
+test_packed_resume and test_packed_streams (a selection: they take minutes), run again in a
+process whose KERAS_BACKEND is jax.
 
 Not rerun there: the custom train_step fallback (the test's model calls tensorflow's
 train_step signature) and the variable-count guard (on jax every trainable variable gets a
