@@ -44,6 +44,20 @@ MODELS = {
 
 
 #: Measured by hand (see the text); kept in the section each time it is written.
+GENERATORS = """\
+Generator functions (issue 18; same run, then `--data generator --models mlp,wide --nets
+32,128` again at 17:38 on a calmer machine, load ~2.5): MLP 6-8-1 31.6x / 21.2x at N = 32 /
+128, then 20.9x / 36.1x; MLP 32-64-64-1 14.5x / 25.4x, then 14.1x / 22.3x: both goals met
+(>= 12x, >= 18x). The sequential side is slower per network with a generator than with
+arrays (keras wraps a generator in a tf.data pipeline), the packed side draws each
+network's batch per step (128 networks x 192 steps: ~25,000 draws, about 0.5 s in all).
+A network whose first batches drew from numpy's or Python's global random generator gets
+its own state swapped in around each draw, which costs ~0.2 ms a draw (numpy's
+get_state/set_state are ~85 us each): swapping for every network made MLP 6-8-1 at N=128
+spend 13 of its 39 s (profiled) in the swap, so it is done only for networks whose first
+draws used that state. Draws ahead in a thread (netrain/packed.py, PREFETCH: the next
+step's batches drawn while the current step runs, a queue of 2): see the line below."""
+
 WHERE_TIME_GOES = """\
 Where packed time goes (timed 2026-11-29 on a quiet machine, N=128): MLP 6-8-1 6.4 s in all,
 building the 128 models under their own seeds 3.7 s (29 ms each), the vectorized training
@@ -213,6 +227,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Goals (2 CPU cores, training only, the MLPs): arrays (issue 12) at least 15x at N=32",
         "and 20x at N=128; generator functions (issue 18) at least 12x at N=32 and 18x at",
         "N=128.",
+        "",
+        *GENERATORS.splitlines(),
         "",
         *WHERE_TIME_GOES.splitlines(),
         "",
