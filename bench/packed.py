@@ -56,7 +56,11 @@ its own state swapped in around each draw, which costs ~0.2 ms a draw (numpy's
 get_state/set_state are ~85 us each): swapping for every network made MLP 6-8-1 at N=128
 spend 13 of its 39 s (profiled) in the swap, so it is done only for networks whose first
 draws used that state. Draws ahead in a thread (netrain/packed.py, PREFETCH: the next
-step's batches drawn while the current step runs, a queue of 2): see the line below."""
+step's batches drawn while the current step runs, a queue of 2) bought nothing: at N=128
+(17:41, load ~2) MLP 6-8-1 2.95 s with it, 2.77 s without; again (order reversed) 2.85 s
+and 2.53 s; MLP 32-64-64-1 5.84 s and 6.04 s. Draws are ~0.5 s of a 2.5-6 s run and the
+GIL leaves little to overlap on 2 cores, so PREFETCH is off (`--data generator-serial`
+measures without it while it is on)."""
 
 WHERE_TIME_GOES = """\
 Where packed time goes (timed 2026-11-29 on a quiet machine, N=128): MLP 6-8-1 6.4 s in all,
@@ -162,8 +166,9 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int,
     from netrain.training import NetworkJob, train_networks
 
     data = dataset(kind, samples)
-    # generator-serial: the generators drawn in the step's thread (no draws ahead)
-    packed.PREFETCH = form != "generator-serial"
+    # generator: draws as netrain's default; generator-serial: never in a thread
+    if form == "generator-serial":
+        packed.PREFETCH = False
     base = rss_kib()
     with tempfile.TemporaryDirectory() as tmp:
         def make_job(i: int) -> NetworkJob:
@@ -258,7 +263,7 @@ def main() -> int:
     ap.add_argument("--models", default="mlp,wide,conv")
     ap.add_argument("--data", default="arrays,generator",
                     help="data forms: arrays, generator (generator functions; not for conv), "
-                    "generator-serial (the same, no draws ahead in a thread)")
+                    "generator-serial (the same, never drawn ahead in a thread)")
     ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"],
                     help="Keras backend of both sides (jax: printed only, not written)")
     ap.add_argument("--note", default="the machine was shared with other work while measured.")

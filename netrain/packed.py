@@ -74,8 +74,9 @@ _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
 #: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
 SNAPSHOT_BUDGET = 0.01
 #: Draw a step's batches from the networks' sources in a thread while the previous step
-#: runs (see BENCHMARKS.md for what it buys).
-PREFETCH = True
+#: runs. Off: it measured no faster on 2 cores (MLP 6-8-1, N=128: 2.85 s against 2.53 s
+#: drawn in the step's thread; MLP 32-64-64-1: 5.84 s against 6.04 s; BENCHMARKS.md).
+PREFETCH = False
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
