@@ -4,6 +4,7 @@ BENCHMARKS.md's "Packed training" section.
     .venv/bin/python bench/packed.py              # N = 8, 32, 128 (a few minutes on 2 cores)
     .venv/bin/python bench/packed.py --smoke      # tiny, to keep it working
     .venv/bin/python bench/packed.py --no-md      # print only
+    .venv/bin/python bench/packed.py --data generator --models mlp,wide  # one data form
 
 The section is also kept in bench/sections/packed.md, which bench/run.py puts back when it rewrites
 BENCHMARKS.md. Both sides are netrain's own trainers (``training.train_networks`` and
@@ -43,6 +44,24 @@ MODELS = {
 
 
 #: Measured by hand (see the text); kept in the section each time it is written.
+GENERATORS = """\
+Generator functions (issue 18; same run, then `--data generator --models mlp,wide --nets
+32,128` again at 17:38 on a calmer machine, load ~2.5): MLP 6-8-1 31.6x / 21.2x at N = 32 /
+128, then 20.9x / 36.1x; MLP 32-64-64-1 14.5x / 25.4x, then 14.1x / 22.3x: both goals met
+(>= 12x, >= 18x). The sequential side is slower per network with a generator than with
+arrays (keras wraps a generator in a tf.data pipeline), the packed side draws each
+network's batch per step (128 networks x 192 steps: ~25,000 draws, about 0.5 s in all).
+A network whose first batches drew from numpy's or Python's global random generator gets
+its own state swapped in around each draw, which costs ~0.2 ms a draw (numpy's
+get_state/set_state are ~85 us each): swapping for every network made MLP 6-8-1 at N=128
+spend 13 of its 39 s (profiled) in the swap, so it is done only for networks whose first
+draws used that state. Draws ahead in a thread (netrain/packed.py, PREFETCH: the next
+step's batches drawn while the current step runs, a queue of 2) bought nothing: at N=128
+(17:41, load ~2) MLP 6-8-1 2.95 s with it, 2.77 s without; again (order reversed) 2.85 s
+and 2.53 s; MLP 32-64-64-1 5.84 s and 6.04 s. Draws are ~0.5 s of a 2.5-6 s run and the
+GIL leaves little to overlap on 2 cores, so PREFETCH is off (`--data generator-serial`
+measures without it while it is on)."""
+
 WHERE_TIME_GOES = """\
 Where packed time goes (timed 2026-11-29 on a quiet machine, N=128): MLP 6-8-1 6.4 s in all,
 building the 128 models under their own seeds 3.7 s (29 ms each), the vectorized training
@@ -97,6 +116,21 @@ def dataset(kind: str, n: int) -> tuple[Any, Any]:
     return x, y
 
 
+def batches(x: Any, y: Any, seed: int) -> Any:
+    """A generator function as the original guide's users write one: endless batches of 32,
+    reshuffled each pass, from the network's own seeded generator."""
+    import numpy as np
+
+    def gen() -> Any:
+        rng = np.random.default_rng(seed)
+        while True:
+            order = rng.permutation(len(x))
+            for i in range(0, len(x), 32):
+                yield x[order[i:i + 32]], y[order[i:i + 32]]
+
+    return gen
+
+
 class Quiet:
     def network_started(self, job: Any) -> None: ...
     def epoch_end(self, job: Any, epoch: int, logs: dict[str, float]) -> None: ...
@@ -117,7 +151,8 @@ def peak_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str, Any]:
+def case(kind: str, nets: int, mode: str, samples: int, epochs: int,
+         form: str = "arrays") -> dict[str, Any]:
     """One measurement, in this process (called in a fresh one by main)."""
     import keras
 
@@ -126,27 +161,34 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int) -> dict[str
     keras.utils.set_random_seed(0)
 
     from netrain.define.contract import validate_output
+    from netrain.train import packed
     from netrain.train.packed import train_networks_packed
     from netrain.train.sequential import NetworkJob, train_networks
 
     data = dataset(kind, samples)
+    # generator: draws as netrain's default; generator-serial: never in a thread
+    if form == "generator-serial":
+        packed.PREFETCH = False
     base = rss_kib()
     with tempfile.TemporaryDirectory() as tmp:
         def make_job(i: int) -> NetworkJob:
+            train = data if form == "arrays" else batches(*data, seed=17 + i)
             out = {"name": f"{kind}{i}", "nb_epoch": epochs, "wpath": f"{tmp}/w",
                    "archpath": f"{tmp}/a", "metricspath": f"{tmp}/m",
-                   "model_generator": lambda: build(kind), "training_generator": data,
+                   "model_generator": lambda: build(kind), "training_generator": train,
                    "evaluation_generator": None, "optimizer": "adam", "loss": "mse",
                    "batch_size": 32}
+            # a generator's epoch: epoch_samples rounded up to whole batches
             return NetworkJob(i, "bench.packed", validate_output(out, "bench.packed"), 17 + i,
-                              f"{kind}_n{i}", 0, False)
+                              f"{kind}_n{i}", 0 if form == "arrays" else samples, False)
+
 
         trainer = train_networks_packed if mode == "packed" else train_networks
         start = time.perf_counter()
         results = trainer(list(range(nets)), make_job, Quiet())
         seconds = time.perf_counter() - start
     assert all(r is not None for r in results)
-    return {"kind": kind, "nets": nets, "mode": mode, "seconds": seconds,
+    return {"kind": kind, "nets": nets, "mode": mode, "seconds": seconds, "form": form,
             "peak_mib": max(0, peak_kib() - base) / 1024,
             "steps": epochs * -(-samples // 32)}
 
@@ -174,16 +216,24 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "peak RSS above its RSS after imports (sequential's does not grow with N).",
         f"Measured {meta['when']} on {meta['machine']}; {meta['note']}",
         "",
-        "| model | N | sequential (s) | packed (s) | speedup | peak MiB seq / packed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "Data: `(x, y)` arrays, or a generator function per network (`batches` here: endless",
+        "batches of 32 from its own seeded generator, as the original guide's users write",
+        "them; an epoch is `epoch_samples` = the same sample count).",
+        "",
+        "| model | data | N | sequential (s) | packed (s) | speedup | peak MiB seq / packed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        out.append(f"| {MODELS[r['kind']]} | {r['nets']} | {r['seq']:.1f} | {r['packed']:.2f} | "
+        out.append(f"| {MODELS[r['kind']]} | {r['form']} | {r['nets']} | {r['seq']:.1f} | "
+                   f"{r['packed']:.2f} | "
                    f"{r['seq'] / r['packed']:.1f}x | {r['seq_mib']:.0f} / {r['packed_mib']:.0f} |")
     out += [
         "",
-        "Goals (issue 12, 2 CPU cores, training only): at least 15x at N=32 and 20x at N=128",
-        "for the MLPs.",
+        "Goals (2 CPU cores, training only, the MLPs): arrays (issue 12) at least 15x at N=32",
+        "and 20x at N=128; generator functions (issue 18) at least 12x at N=32 and 18x at",
+        "N=128.",
+        "",
+        *GENERATORS.splitlines(),
         "",
         *WHERE_TIME_GOES.splitlines(),
         "",
@@ -211,29 +261,35 @@ def main() -> int:
     ap.add_argument("--nets", default="8,32,128")
     ap.add_argument("--seq-nets", type=int, default=8)
     ap.add_argument("--models", default="mlp,wide,conv")
+    ap.add_argument("--data", default="arrays,generator",
+                    help="data forms: arrays, generator (generator functions; not for conv), "
+                    "generator-serial (the same, never drawn ahead in a thread)")
     ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"],
                     help="Keras backend of both sides (jax: printed only, not written)")
     ap.add_argument("--note", default="the machine was shared with other work while measured.")
     args = ap.parse_args()
     if args.case:
-        kind, nets, mode, samples, epochs = args.case.split(",")
-        print(json.dumps(case(kind, int(nets), mode, int(samples), int(epochs))))
+        kind, nets, mode, samples, epochs, form = args.case.split(",")
+        print(json.dumps(case(kind, int(nets), mode, int(samples), int(epochs), form)))
         return 0
     samples, epochs = (64, 2) if args.smoke else (1024, 6)
     nets = [2, 4] if args.smoke else [int(n) for n in args.nets.split(",")]
     seq_nets = 2 if args.smoke else args.seq_nets
     rows = []
-    for kind in args.models.split(","):
+    plan = [(form, kind) for form in args.data.split(",") for kind in args.models.split(",")
+            if not (form.startswith("generator") and kind == "conv")]
+    for form, kind in plan:
         for n in nets:
             # measured side by side, so both see the same load on a shared machine
-            seq = run_case(kind, min(n, seq_nets), "sequential", samples, epochs,
+            seq = run_case(kind, min(n, seq_nets), "sequential", samples, epochs, form,
                            backend=args.backend)
             per_net = seq["seconds"] / min(n, seq_nets)
-            pk = run_case(kind, n, "packed", samples, epochs, backend=args.backend)
-            row = {"kind": kind, "nets": n, "seq": per_net * n, "packed": pk["seconds"],
-                   "seq_mib": seq["peak_mib"], "packed_mib": pk["peak_mib"]}
+            pk = run_case(kind, n, "packed", samples, epochs, form, backend=args.backend)
+            row = {"kind": kind, "form": form, "nets": n, "seq": per_net * n,
+                   "packed": pk["seconds"], "seq_mib": seq["peak_mib"],
+                   "packed_mib": pk["peak_mib"]}
             rows.append(row)
-            print(f"{kind} N={n}: sequential {per_net:.3f} s per network, "
+            print(f"{kind} {form} N={n}: sequential {per_net:.3f} s per network, "
                   f"packed {pk['seconds']:.2f} s, "
                   f"{row['seq'] / row['packed']:.1f}x", flush=True)
     meta = {"steps": epochs * -(-samples // 32), "seq_nets": seq_nets,

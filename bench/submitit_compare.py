@@ -5,7 +5,10 @@ The same tiny networks (bench/project: Dense 8-16-1, 512 samples, 3 epochs) are 
 - one job looping over N networks: netrain `generate --run` of 1 task x N networks, and
   submitit's single job calling the same loop;
 - an array of N one-network tasks: netrain N tasks x 1, submitit's map_array of N;
-- N=32 with `--pack` against plain Keras and submitit's single looping job.
+- N=32 with `--pack` against plain Keras and submitit's single looping job;
+- N=32 with `--pack` run by `netrain run` (no SLURM) against plain Keras in one process, for
+  both data forms: arrays, and generator functions (bench_models.batches: the original
+  guide's form, 2048 samples an epoch) (`--only plain_gen,nr_run_gen,plain_big,nr_run`).
 Wall time from submission to the last job's end (squeue empty), medians of --reps.
 
 Usage: SLURM_CONF=... python bench/submitit_compare.py [--reps 2] [--nets 8]
@@ -39,11 +42,35 @@ def wait_queue_empty(timeout: float = 900) -> None:
     raise RuntimeError("SLURM jobs did not finish")
 
 
-def plain(n: int) -> float:
+def plain(n: int, gen: bool = False) -> float:
     t = time.perf_counter()
-    subprocess.run([PY, str(PROJECT / "plain.py"), str(n), str(EPOCHS)], check=True,
-                   cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    subprocess.run([PY, str(PROJECT / "plain.py"), str(n), str(EPOCHS)] + (["gen"] if gen else []),
+                   check=True, cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)})
     return time.perf_counter() - t
+
+
+def netrain_run(work: Path, nets: int, arch: str) -> float:
+    """One packed task of ``nets`` networks run by ``netrain run`` on this machine (local
+    executor, MLflow on SQLite): the time of ``netrain run``, generate's own work left out."""
+    proj = work / f"nr-run-{arch}"
+    proj.mkdir(parents=True, exist_ok=True)
+    (proj / "netrain.yaml").write_text(
+        f"trainings_dir: {proj / 'trainings'}\nmain_script: {PROJECT / 'main.py'}\n"
+        "executor: local\ndisk: {check: 'off'}\n")
+    samples = "2048" if arch == "tinygen" else "512"
+    out = subprocess.run([str(BIN / "netrain"), "generate", "--models", f"bench.{arch}={nets}",
+                          "--array", "1", "--nb-epoch", str(EPOCHS), "--epoch-samples",
+                          samples, "--no-check", "--pack"],
+                         cwd=proj, check=True, capture_output=True, text=True)
+    batch = out.stdout.strip().splitlines()[-1]
+    t = time.perf_counter()
+    subprocess.run([str(BIN / "netrain"), "run", batch], cwd=proj, check=True,
+                   capture_output=True)
+    seconds = time.perf_counter() - t
+    log = "\n".join(p.read_text() for p in (Path(batch) / "logs").glob("*.log"))
+    if f"packed {nets} networks" not in log:
+        raise RuntimeError(f"the task did not pack its {nets} networks:\n{log[-2000:]}")
+    return seconds
 
 
 def netrain(work: Path, array: int, nnets: int, pack: bool = False) -> float:
@@ -106,7 +133,7 @@ def main() -> int:
     ap.add_argument("--packed-nets", type=int, default=32)
     ap.add_argument("--only", help="comma-separated cases to run and print, no section "
                     "written (plain, nr_loop, sub_loop, nr_array, sub_array, plain_big, "
-                    "nr_pack, sub_big)")
+                    "nr_pack, sub_big, plain_gen, nr_run_gen, nr_run)")
     a = ap.parse_args()
     n, big = a.nets, a.packed_nets
     with tempfile.TemporaryDirectory(prefix="netrain-vs-submitit-") as d:
@@ -120,6 +147,9 @@ def main() -> int:
             "plain_big": lambda: plain(big),
             "nr_pack": lambda: netrain(work, 1, big, pack=True),
             "sub_big": lambda: submitit_run(work, big, False),
+            "plain_gen": lambda: plain(big, gen=True),
+            "nr_run_gen": lambda: netrain_run(work, big, "tinygen"),
+            "nr_run": lambda: netrain_run(work, big, "tiny"),
         }
         if a.only:
             for name in a.only.split(","):
@@ -127,7 +157,8 @@ def main() -> int:
                 print(f"{name}: median {statistics.median(runs):.1f} s of "
                       f"{', '.join(f'{t:.1f}' for t in runs)}", flush=True)
             return 0
-        r = {name: median(fn, a.reps) for name, fn in cases.items()}
+        r = {name: median(fn, a.reps) for name, fn in cases.items()
+             if name not in ("plain_gen", "nr_run_gen", "nr_run")}
     lines = [
         "## netrain against submitit on the same local SLURM",
         "",

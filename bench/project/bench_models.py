@@ -39,7 +39,30 @@ def first_step_callbacks():
     return [FirstStep()]
 
 
+GEN_BATCH = 32
+GEN_SAMPLES = 2048  # an epoch of the generator form: 64 batches
+
+
+def batches(seed: int):
+    """The guide's form: a seeded, endless generator function yielding batches of 32."""
+    def gen():
+        rng = np.random.default_rng(seed)
+        while True:
+            x = rng.normal(size=(GEN_BATCH, 8)).astype("float32")
+            yield x, (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+
+    return gen
+
+
 def configure(inputs):
+    if inputs.get("architecture") == "tinygen":  # generator functions, as the guide's users
+        return {
+            "name": "tinygen", "nb_epoch": inputs["nb_epoch"], "wpath": inputs["wpath"],
+            "archpath": inputs["archpath"], "metricspath": inputs["metricspath"],
+            "model_generator": build, "training_generator": batches(inputs["seed"]),
+            "evaluation_generator": batches(inputs["seed"] + 10**6), "optimizer": "adam",
+            "loss": "binary_crossentropy",
+        }
     x, y = data(0)
     out = {
         "name": "tiny",
@@ -57,6 +80,21 @@ def configure(inputs):
     if os.environ.get("BENCH_FIRST_STEP"):  # only when measured: a callback is not packed
         out["callbacks"] = first_step_callbacks
     return out
+
+
+def plain_gen_loop(n: int, epochs: int) -> None:
+    """The generator form in plain Keras: one fit per network on its own generators
+    (validation: a quarter of the training steps, as netrain's default)."""
+    import keras
+
+    steps = GEN_SAMPLES // GEN_BATCH
+    for i in range(n):
+        keras.utils.set_random_seed(i)
+        model = build()
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        model.fit(batches(i)(), steps_per_epoch=steps, epochs=epochs,
+                  validation_data=batches(i + 10**6)(), validation_steps=steps // 4,
+                  verbose=0)
 
 
 def plain_loop(n: int, epochs: int, seed0: int = 0) -> None:

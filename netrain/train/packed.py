@@ -41,6 +41,7 @@ from typing import Any
 
 from netrain.define import checkpoint
 from netrain.errors import TaskInterrupted, pending_interrupt
+from netrain.train import batches
 from netrain.train.sequential import (
     NetworkJob,
     NetworkResult,
@@ -54,6 +55,7 @@ from netrain.train.sequential import (
     _StopNow,
     _threshold_callback,
     early_stopping_state,
+    pydataset_workers,
     save_checkpoint,
     save_network,
     train_networks,
@@ -72,6 +74,10 @@ _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
 #: The share of an epoch's time a copy of the group's state (kept so that a signal mid-epoch
 #: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
 SNAPSHOT_BUDGET = 0.01
+#: Draw a step's batches from the networks' sources in a thread while the previous step
+#: runs. Off: it measured no faster on 2 cores (MLP 6-8-1, N=128: 2.85 s against 2.53 s
+#: drawn in the step's thread; MLP 32-64-64-1: 5.84 s against 6.04 s; BENCHMARKS.md).
+PREFETCH = False
 #: Trainer methods a model may not override to be packed (the packed step replaces them).
 _STEP_METHODS = ("train_step", "test_step", "make_train_function", "make_test_function",
                  "fit")
@@ -150,23 +156,60 @@ class SeededBatches:
 
 # ------------------------------------------------------------------------------- refusal
 
-def _data_refusal(data: Any, what: str, optional: bool) -> str | None:
+def _data_refusal(data: Any, what: str, optional: bool, validation_steps: int | None = None
+                  ) -> str | None:
+    """Why this data cannot be packed, from its form alone (a source's batches are looked at
+    when its network is built, see :func:`_batch_refusal`)."""
     if data is None:
         return None if optional else f"{what} is missing"
-    if hasattr(data, "__next__"):
-        return f"{what} is an iterator: packing needs (x, y) numpy arrays"
-    try:
-        d = _materialise(data)
+    try:  # a generator is not called: its first batch is drawn once, when built
+        d = data if hasattr(data, "__next__") else _materialise(data)
     except Exception as exc:  # the sequential path will report it properly
         return f"{what} raised {type(exc).__name__} when called"
+    if batches.is_dataset(d):
+        return _spec_refusal(d.element_spec, what)
+    if batches.is_pydataset(d):
+        if validation_steps and what == "evaluation_generator":
+            return (f"{what} is a PyDataset with validation_steps: packing validates a "
+                    "PyDataset one whole pass an epoch")
+        if pydataset_workers(d):
+            return (f"{what} is a PyDataset with workers: packing reads each network's "
+                    "batches in order in one thread")
+        return None
     if not _is_array_pair(d):
-        return f"{what} is a {type(d).__name__}: packing needs (x, y) numpy arrays"
+        if batches.is_stream(d):
+            return None
+        return (f"{what} is a {type(d).__name__}: packing needs (x, y) numpy arrays, a "
+                "generator of (x, y) batches, a PyDataset or a tf.data.Dataset")
     if len(d) == 3:
         return f"{what} has sample weights: packing supports (x, y) only"
     for part, name in ((d[0], "x"), (d[1], "y")):
         if isinstance(part, (dict, list, tuple)) or not hasattr(part, "shape") \
                 or not hasattr(part, "dtype"):
             return f"{what}'s {name} is a {type(part).__name__}: packing needs one array"
+    return None
+
+
+def _spec_refusal(spec: Any, what: str) -> str | None:
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        return (f"{what} is a tf.data.Dataset of {type(spec).__name__} elements: packing "
+                "needs (x, y) batches of one array each")
+    for part, name in zip(spec, ("x", "y"), strict=True):
+        if not hasattr(part, "shape") or isinstance(part, (dict, list, tuple)):
+            return f"{what}'s {name} is a {type(part).__name__}: packing needs one array"
+    return None
+
+
+def _batch_refusal(batch: Any, what: str) -> str | None:
+    """Why a source's (first) batch cannot be stacked with other networks' batches."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        return f"{what} yields a {type(batch).__name__}: packing needs (x, y) batches"
+    if len(batch) == 3:
+        return f"{what} yields sample weights: packing supports (x, y) only"
+    for part, name in zip(batch, ("x", "y"), strict=True):
+        if isinstance(part, (dict, list, tuple)) or not hasattr(part, "shape") \
+                or not hasattr(part, "dtype"):
+            return f"{what}'s {name} batches are {type(part).__name__}s: packing needs one array"
     return None
 
 
@@ -226,7 +269,8 @@ def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str 
         if callable(cbs) or cbs:
             return "the configuration gives callbacks, which need the model each batch"
         why = _data_refusal(cfg.training_generator, "training_generator", optional=False) \
-            or _data_refusal(cfg.evaluation_generator, "evaluation_generator", optional=True)
+            or _data_refusal(cfg.evaluation_generator, "evaluation_generator", optional=True,
+                             validation_steps=cfg.validation_steps)
         if why:
             return why
     return None
@@ -251,6 +295,10 @@ class _Member:
     arch_json: str | None = None  # model.to_json() once built (its config does not change)
     start: int = 0  # epochs already trained (resumed from its checkpoint)
     best: list[Any] | None = None  # early stopping's best weights from the checkpoint
+    #: batches.Stream of a generator, PyDataset or Dataset (then x, y / xv, yv hold its
+    #: first batch); None for (x, y) arrays
+    src: Any = None
+    vsrc: Any = None
 
 
 def _as_array(a: Any, keras: Any) -> Any:
@@ -362,12 +410,50 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
     if job.init_weights is not None and job.resume is None:
         model.load_weights(str(job.init_weights))
     model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
+    resuming = job.resume is not None and job.batch_dir is not None
+    start_epoch = job.resume.epoch if resuming and job.resume is not None else 0
+    bs = cfg.batch_size or 32
     d = _materialise(cfg.training_generator)
-    x, y = _as_array(d[0], keras), _as_array(d[1], keras)
+    src = vsrc = None
+    rng_state = _GlobalRandom()
+    before = _GlobalRandom.fingerprint()
+    if _is_array_pair(d):
+        x, y = _as_array(d[0], keras), _as_array(d[1], keras)
+        samples = len(x) if job.epoch_samples <= 0 else job.epoch_samples
+        train_steps: int | None = math.ceil(samples / bs)
+    else:  # the order of draws is train_one's: this first batch, then the evaluation's
+        src = batches.open_stream(d, training=True, epoch_samples=job.epoch_samples,
+                                  seed=cfg.seed if cfg.seed is not None else job.seed,
+                                  start_epoch=start_epoch)
+        _peeked(job, "training_generator", cfg.training_generator, src)
+        why = _batch_refusal(src.first, "training_generator")
+        if why:
+            return why
+        x, y = _as_array(src.first[0], keras), _as_array(src.first[1], keras)
+        train_steps = src.steps
     xv = yv = None
     if cfg.evaluation_generator is not None:
         v = _materialise(cfg.evaluation_generator)
-        xv, yv = _as_array(v[0], keras), _as_array(v[1], keras)
+        if _is_array_pair(v):
+            xv, yv = _as_array(v[0], keras), _as_array(v[1], keras)
+        else:
+            vsteps = cfg.validation_steps
+            if not (batches.is_dataset(v) or batches.is_pydataset(v)):
+                vsteps = vsteps or max(1, math.ceil((train_steps or 4) / 4))
+            vsrc = batches.open_stream(v, training=False, steps=vsteps,
+                                       start_epoch=start_epoch)
+            _peeked(job, "evaluation_generator", cfg.evaluation_generator, vsrc)
+            why = _batch_refusal(vsrc.first, "evaluation_generator")
+            if why:
+                return why
+            xv, yv = _as_array(vsrc.first[0], keras), _as_array(vsrc.first[1], keras)
+    if _GlobalRandom.fingerprint() != before:
+        # its first batches drew from numpy's or Python's global generator: from now on
+        # its draws get the state as this network left it (~0.2 ms a draw, so only then)
+        rng_state.keep()
+        for stream in (src, vsrc):
+            if stream is not None:
+                stream.random = rng_state
     if not model.built:
         model(x[:1])
     why = model_refusal(model, keras)
@@ -404,13 +490,74 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
         _describe(cfg.loss), tuple(_describe(m) for m in cfg.metrics),
         cfg.batch_size, cfg.nb_epoch, job.epoch_samples, job.intelligent,
         repr(sorted(cfg.early_stopping.items())),
-        x.shape, str(x.dtype), y.shape, str(y.dtype),
-        None if xv is None else (xv.shape, str(xv.dtype), yv.shape, str(yv.dtype)),  # type: ignore[union-attr]
+        _data_key(src, x, y),
+        None if xv is None else _data_key(vsrc, xv, yv),
         # a group resumes together: the same epoch, the same optimizer step, one policy
         start, iterations, job.policy, job.batch_dir is None,
     )
     return _Member(index=index, job=job, model=model, x=x, y=y, xv=xv, yv=yv, lr=lr, key=key,
-                   history=history, arch_json=arch_json, start=start, best=best)
+                   history=history, arch_json=arch_json, start=start, best=best, src=src,
+                   vsrc=vsrc)
+
+
+def _data_key(stream: Any, x: Any, y: Any) -> tuple[Any, ...]:
+    """What must be equal for networks' data to stack: the arrays' shapes, or a source's
+    form, batches an epoch and first batch's shapes (batch size included) and dtypes."""
+    shapes = (x.shape, str(x.dtype), y.shape, str(y.dtype))
+    if stream is None:
+        return ("arrays", *shapes)
+    return (stream.kind, stream.steps, *shapes)
+
+
+def _peeked(job: NetworkJob, attr: str, given: Any, stream: Any) -> None:
+    """Remember a source whose first batch was drawn, so that a fallback given the same
+    generator object again gets that batch back (see train_networks_packed)."""
+    if stream.reader is not None and hasattr(given, "__next__"):
+        vars(job).setdefault("peeked", {})[attr] = (given, stream.reader)
+
+
+class _GlobalRandom:
+    """A network's own state of numpy's and Python's global random generators, swapped in
+    around each draw from its sources: a generator that draws from them (np.random.rand)
+    gets, packed, the values it would get trained alone after its first batch."""
+
+    def __init__(self) -> None:
+        self.np_state: Any = None
+        self.py_state: Any = None
+
+    @staticmethod
+    def fingerprint() -> tuple[Any, ...]:
+        """Where numpy's and Python's global generators stand (to see whether a draw
+        used them)."""
+        import random
+
+        import numpy as np
+
+        state: Any = np.random.get_state()
+        return state[2], state[1].tobytes(), random.getstate()
+
+    def keep(self) -> None:
+        import random
+
+        import numpy as np
+
+        self.np_state, self.py_state = np.random.get_state(), random.getstate()
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        import random
+
+        import numpy as np
+
+        outer = np.random.get_state(), random.getstate()
+        np.random.set_state(self.np_state)
+        random.setstate(self.py_state)
+        try:
+            yield
+        finally:
+            self.np_state, self.py_state = np.random.get_state(), random.getstate()
+            np.random.set_state(outer[0])
+            random.setstate(outer[1])
 
 
 # ------------------------------------------------------------------------------ training
@@ -444,6 +591,10 @@ def train_networks_packed(
 
         def again(i: int) -> NetworkJob:
             job = make_job(i) if fresh else jobs[i]
+            # a generator object given again (not made anew) gets its peeked batch back
+            for attr, (given, reader) in vars(jobs[i]).get("peeked", {}).items():
+                if fresh and getattr(job.config, attr) is given and reader.drawn == 0:
+                    setattr(job.config, attr, reader.replay())
             _mark(job, reason, 0)
             jobs[i] = job
             return job
@@ -514,6 +665,61 @@ def train_networks_packed(
         # ~0.5 s at 128 networks: not worth it after the last)
         keras.backend.clear_session(free_memory=g + 1 < len(pending))
     return [results[i] for i in indices]
+
+
+@contextlib.contextmanager
+def _ahead(items: Iterator[Any], thread: bool, depth: int = 2) -> Iterator[Iterator[Any]]:
+    """``items``, produced up to ``depth`` ahead by a thread (``thread``) while the caller
+    works on the current one; an exception of the producer is raised to the caller. On the
+    way out the producer is stopped (it may have drawn what was never used)."""
+    if not thread:
+        yield items
+        return
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    def consume() -> Iterator[Any]:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    worker = threading.Thread(target=produce, name="netrain-draws", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        worker.join()
+
+
+def np_equal(a: Any, b: Any) -> bool:
+    return bool((a == b).all())
 
 
 def _mark(job: NetworkJob, fallback: str | None, group: int) -> None:
@@ -650,14 +856,20 @@ class _PackedGroup:
             base = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
             self.scale = keras.ops.convert_to_tensor(
                 np.asarray([lr / base for lr in lrs]), dtype=self.svars[0].dtype)  # type: ignore[operator]
-        self.x, self.x_shared = self._data([m.x for m in members])
-        self.y, self.y_shared = self._data([m.y for m in members])
+        #: training / validation batches drawn from each network's source (batches.py)
+        #: and stacked per step, else gathered from the stacked (x, y) arrays
+        self.stream, self.vstream = first.src is not None, first.vsrc is not None
+        if not self.stream:
+            self.x, self.x_shared = self._data([m.x for m in members])
+            self.y, self.y_shared = self._data([m.y for m in members])
         self.has_val = first.xv is not None
-        if self.has_val:
+        if self.has_val and not self.vstream:
             self.xv, self.xv_shared = self._data([m.xv for m in members])
             self.yv, self.yv_shared = self._data([m.yv for m in members])
         self.n = int(first.x.shape[0])
         self.nv = int(first.xv.shape[0]) if self.has_val else 0
+        #: keras batches validation arrays by fit's batch_size, which a source does not give
+        self.vbs = 32 if self.stream else self.bs
         self._copy: Any = None
         if self.jax:
             import jax
@@ -679,6 +891,17 @@ class _PackedGroup:
         if all(a is first or np.array_equal(a, first) for a in arrays[1:]):
             return tensor(first), True
         return tensor(np.stack(arrays)), False
+
+    def _inputs(self, data: Any, val: bool) -> tuple[Any, Any]:
+        """The step's [K, batch, ...] x and y: given stacked (from the sources), or gathered
+        (``data`` is then the rows of each network's arrays)."""
+        if self.vstream if val else self.stream:
+            return data[0], data[1]
+        if val:
+            return (self._gather(self.xv, self.xv_shared, data),
+                    self._gather(self.yv, self.yv_shared, data))
+        return (self._gather(self.x, self.x_shared, data),
+                self._gather(self.y, self.y_shared, data))
 
     def _gather(self, data: Any, shared: bool, idx: Any) -> Any:
         """Rows ``idx[k]`` of network k's data: [K, batch, ...]."""
@@ -710,7 +933,9 @@ class _PackedGroup:
         t = self.template
         mapping = list(zip(self.mvars, mv, strict=True))
         with self.keras.StatelessScope(state_mapping=mapping) as scope:
-            t._loss_tracker.update_state(loss, sample_weight=x.shape[0])
+            # the batch size as a value: a retraced step (a last, shorter batch) has no
+            # static one, and keras weighs each batch by its size
+            t._loss_tracker.update_state(loss, sample_weight=self.keras.ops.shape(x)[0])
             t.compute_metrics(x, y, y_pred, sample_weight=None)
         out = []
         for ref, old in zip(self.mvars, mv, strict=True):
@@ -719,10 +944,9 @@ class _PackedGroup:
         return out
 
     # -- stacked steps
-    def _train_step(self, ntv: list[Any], mv: list[Any], active: Any, idx: Any) -> Any:
+    def _train_step(self, ntv: list[Any], mv: list[Any], active: Any, data: Any) -> Any:
         tf, keras = self.tf, self.keras
-        xb = self._gather(self.x, self.x_shared, idx)
-        yb = self._gather(self.y, self.y_shared, idx)
+        xb, yb = self._inputs(data, val=False)
         tv = [tf.convert_to_tensor(v.value) for v in self.svars]
 
         def one(args: Any) -> Any:
@@ -744,30 +968,31 @@ class _PackedGroup:
             if self.scale is not None:
                 new = old + (new - old) * self._per_net(self.scale, old)
             var.assign(tf.where(self._per_net(active, old), new, old))
-        new_ntv = [tf.where(self._per_net(active, o), n, o)
-                   for n, o in zip(new_ntv, ntv, strict=True)]
-        return new_ntv, new_mv
+        # a network out of batches this step (its source ended) keeps its state and metrics
+        return self._keep(active, new_ntv, ntv), self._keep(active, new_mv, mv)
 
-    def _test_step(self, ntv: list[Any], mv: list[Any], idx: Any) -> Any:
+    def _keep(self, active: Any, new: list[Any], old: list[Any]) -> list[Any]:
+        where = self.keras.ops.where
+        return [where(self._per_net(active, o), n, o) for n, o in zip(new, old, strict=True)]
+
+    def _test_step(self, ntv: list[Any], mv: list[Any], active: Any, data: Any) -> Any:
         tf = self.tf
-        xb = self._gather(self.xv, self.xv_shared, idx)
-        yb = self._gather(self.yv, self.yv_shared, idx)
+        xb, yb = self._inputs(data, val=True)
         tv = [tf.convert_to_tensor(v.value) for v in self.svars]
 
         def one(args: Any) -> Any:
             tv_k, ntv_k, mv_k, x_k, y_k = args
             return self._forward(tv_k, ntv_k, mv_k, x_k, y_k, training=False)[2]
 
-        return self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
+        return self._keep(active, self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb)), mv)
 
     def _train_step_jax(self, tv: list[Any], ov: list[Any], ntv: list[Any], mv: list[Any],
-                        active: Any, idx: Any) -> Any:
+                        active: Any, data: Any) -> Any:
         """The jax twin of _train_step, a pure function: the new (tv, ov, ntv, mv)."""
         import jax
         import jax.numpy as jnp
 
-        xb = self._gather(self.x, self.x_shared, idx)
-        yb = self._gather(self.y, self.y_shared, idx)
+        xb, yb = self._inputs(data, val=False)
 
         def total(tv: list[Any]) -> Any:
             def one(args: Any) -> Any:
@@ -786,38 +1011,36 @@ class _PackedGroup:
             if self.scale is not None:
                 new = old + (new - old) * self._per_net(self.scale, old)
             out.append(jnp.where(self._per_net(active, old), new, old))
-        new_ntv = [jnp.where(self._per_net(active, o), n, o)
-                   for n, o in zip(new_ntv, ntv, strict=True)]
-        return out, list(new_ov), new_ntv, new_mv
+        return out, list(new_ov), self._keep(active, new_ntv, ntv), self._keep(active, new_mv, mv)
 
-    def _test_step_jax(self, tv: list[Any], ntv: list[Any], mv: list[Any], idx: Any) -> Any:
-        xb = self._gather(self.xv, self.xv_shared, idx)
-        yb = self._gather(self.yv, self.yv_shared, idx)
+    def _test_step_jax(self, tv: list[Any], ntv: list[Any], mv: list[Any], active: Any,
+                       data: Any) -> Any:
+        xb, yb = self._inputs(data, val=True)
 
         def one(args: Any) -> Any:
             tv_k, ntv_k, mv_k, x_k, y_k = args
             return self._forward(tv_k, ntv_k, mv_k, x_k, y_k, training=False)[2]
 
-        return self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb))
+        return self._keep(active, self.keras.ops.vectorized_map(one, (tv, ntv, mv, xb, yb)), mv)
 
-    def _step(self, ntv: list[Any], mv: list[Any], active: Any, idx: Any) -> Any:
+    def _step(self, ntv: list[Any], mv: list[Any], active: Any, data: Any) -> Any:
         """One training step of the group: the new (ntv, mv); the stacked variables and
         the optimizer's hold the new weights and state."""
         if not self.jax:
-            return self.train_step(ntv, mv, active, idx)
+            return self.train_step(ntv, mv, active, data)
         opt_vars = self.optimizer.variables
         tv, ov, ntv, mv = self._jit_train([v.value for v in self.svars],
-                                          [v.value for v in opt_vars], ntv, mv, active, idx)
+                                          [v.value for v in opt_vars], ntv, mv, active, data)
         for var, val in zip(self.svars, tv, strict=True):
             var.assign(val)
         for var, val in zip(opt_vars, ov, strict=True):
             var.assign(val)
         return ntv, mv
 
-    def _evaluate(self, ntv: list[Any], mv: list[Any], idx: Any) -> Any:
+    def _evaluate(self, ntv: list[Any], mv: list[Any], active: Any, data: Any) -> Any:
         if not self.jax:
-            return self.test_step(ntv, mv, idx)
-        return self._jit_test([v.value for v in self.svars], ntv, mv, idx)
+            return self.test_step(ntv, mv, active, data)
+        return self._jit_test([v.value for v in self.svars], ntv, mv, active, data)
 
     def _results(self, mv: list[Any]) -> dict[str, Any]:
         def one(mv_k: Any) -> dict[str, Any]:
@@ -879,21 +1102,30 @@ class _PackedGroup:
                 stop_mid_epoch = snapshot is not None or not wanted
                 schedule.epoch_started()
                 epoch_start = time.perf_counter()
-                order = np.stack([epoch_order(r, self.n, job0.epoch_samples) for r in rngs])
-                order = order.astype(np.int32)
                 active_t = tensor(active)
                 mv = self.mv_reset
-                for s in range(steps):
-                    idx = tensor(order[:, s * bs:(s + 1) * bs])
-                    ntv, mv = self._step(ntv, mv, active_t, idx)
-                    if stop_mid_epoch:
-                        _interrupt_check()
+                if self.stream:
+                    ntv, mv = self._stream_epoch(ntv, mv, active, stop_mid_epoch)
+                else:
+                    order = np.stack([epoch_order(r, self.n, job0.epoch_samples)
+                                      for r in rngs]).astype(np.int32)
+                    for s in range(steps):
+                        idx = tensor(order[:, s * bs:(s + 1) * bs])
+                        ntv, mv = self._step(ntv, mv, active_t, idx)
+                        if stop_mid_epoch:
+                            _interrupt_check()
                 logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
                 if self.has_val:
                     mv = self.mv_reset
-                    for s in range(math.ceil(self.nv / bs)):
-                        rows = np.arange(s * bs, min(self.nv, (s + 1) * bs), dtype=np.int32)
-                        mv = self._evaluate(ntv, mv, tensor(np.tile(rows, (k, 1))))
+                    if self.vstream:
+                        mv = self._stream_validation(ntv, mv, active)
+                    else:
+                        vbs = self.vbs
+                        for s in range(math.ceil(self.nv / vbs)):
+                            rows = np.arange(s * vbs, min(self.nv, (s + 1) * vbs),
+                                             dtype=np.int32)
+                            mv = self._evaluate(ntv, mv, active_t,
+                                                tensor(np.tile(rows, (k, 1))))
                     logs.update({f"val_{key}": np.asarray(v)
                                  for key, v in self.results(mv).items()})
                 was_active = active.copy()
@@ -912,6 +1144,9 @@ class _PackedGroup:
                             cb.on_epoch_end(epoch, net_logs)
                         if m.model.stop_training:
                             active[i] = False
+                for i, m in enumerate(self.members):  # a generator that ended ends training
+                    if any(src is not None and src.ended for src in (m.src, m.vsrc)):
+                        active[i] = False
                 done, snapshot = epoch + 1, None
                 epoch_time = time.perf_counter() - epoch_start
                 if saving and schedule.due() and done < cfg.nb_epoch and active.any():
@@ -929,6 +1164,93 @@ class _PackedGroup:
                 for cb in cbs:
                     cb.on_train_end()
         return seconds
+
+    def _stream_epoch(self, ntv: list[Any], mv: list[Any], active: Any,
+                      stop_mid_epoch: bool) -> Any:
+        """One epoch of steps on batches drawn from the networks' sources; a network whose
+        source runs out sits the rest of the epoch out (and ends its training, see
+        batches.py). With PREFETCH, the next step's batches are drawn in a thread while the
+        current step runs. Returns the new (ntv, mv)."""
+        srcs = [m.src for m in self.members]
+        steps = srcs[0].steps
+        live = active.copy()
+        its = [s.begin() if live[i] else None for i, s in enumerate(srcs)]
+        tensor = self.keras.ops.convert_to_tensor
+
+        def draws() -> Iterator[tuple[Any, Any]]:
+            """Each step's (stacked batches, which networks had one)."""
+            step = 0
+            while steps is None or step < steps:
+                xy = self._draw(srcs, its, live)
+                if xy is None:
+                    return
+                if steps is None and not np_equal(live, active):
+                    # one pass of each network's dataset an epoch: passes of different
+                    # lengths would leave a network out of steps and then back in
+                    raise ValueError("the networks' datasets give different numbers of "
+                                     "batches a pass")
+                yield xy, tensor(live)
+                step += 1
+
+        try:
+            with _ahead(draws(), PREFETCH) as batches_:
+                for xy, live_t in batches_:
+                    ntv, mv = self._step(ntv, mv, live_t, xy)
+                    if stop_mid_epoch:
+                        _interrupt_check()
+        finally:
+            for i, s in enumerate(srcs):
+                if its[i] is not None:
+                    s.finish()
+        return ntv, mv
+
+    def _stream_validation(self, ntv: list[Any], mv: list[Any], active: Any) -> Any:
+        srcs = [m.vsrc for m in self.members]
+        steps = srcs[0].steps
+        live = active.copy()
+        its = [s.begin() if live[i] else None for i, s in enumerate(srcs)]
+        step = 0
+        while steps is None or step < steps:
+            xy = self._draw(srcs, its, live)
+            if xy is None:
+                break
+            mv = self._evaluate(ntv, mv, self.keras.ops.convert_to_tensor(live), xy)
+            step += 1
+        for i, s in enumerate(srcs):
+            if its[i] is not None:
+                s.finish()
+        return mv
+
+    def _draw(self, srcs: list[Any], its: list[Any], live: Any) -> tuple[Any, Any] | None:
+        """The next batch of each live network's source, stacked [K, batch, ...] (a network
+        not live gets a live one's batch, which its masked step ignores); a network whose
+        source ends is no longer live; None when none is left."""
+        np, keras = self.np, self.keras
+        xs: list[Any] = [None] * self.k
+        ys: list[Any] = [None] * self.k
+        for i, it in enumerate(its):
+            if not live[i]:
+                continue
+            try:
+                batch = srcs[i].draw(it)
+            except StopIteration:
+                live[i], its[i] = False, None
+                continue
+            xs[i], ys[i] = _as_array(batch[0], keras), _as_array(batch[1], keras)
+        ref = next((i for i in range(self.k) if live[i]), None)
+        if ref is None:
+            return None
+        for i in range(self.k):
+            if xs[i] is None:
+                xs[i], ys[i] = xs[ref], ys[ref]
+            elif (xs[i].shape, ys[i].shape, xs[i].dtype, ys[i].dtype) != \
+                    (xs[ref].shape, ys[ref].shape, xs[ref].dtype, ys[ref].dtype):
+                raise ValueError(
+                    f"network {self.members[i].index}'s batch ({xs[i].shape}, {ys[i].shape}) "
+                    f"does not stack with network {self.members[ref].index}'s "
+                    f"({xs[ref].shape}, {ys[ref].shape}): packed batches need one shape")
+        tensor = keras.ops.convert_to_tensor
+        return tensor(np.stack(xs)), tensor(np.stack(ys))
 
     def _stop(self, observer: Observer, ntv: list[Any], done: int, active: Any,
               stoppers: list[list[Any]] | None, seconds: float, saving: bool) -> None:

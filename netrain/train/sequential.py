@@ -21,7 +21,7 @@ from netrain.define import checkpoint
 from netrain.define.batch import network_files
 from netrain.define.contract import NetworkConfig
 from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
-from netrain.train import h5weights
+from netrain.train import batches, h5weights
 
 GC_EVERY = 16
 #: The share of an epoch's time a copy of a network's state (kept so that a signal mid-epoch
@@ -408,13 +408,18 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
     has_validation = cfg.evaluation_generator is not None
     if has_validation:
         fit_kwargs.update(validation_inputs(cfg.evaluation_generator, cfg.validation_steps,
-                                            fit_kwargs, job.model_key))
+                                            fit_kwargs, job.model_key, start_epoch))
+    streams = (fit_kwargs.pop(STREAM, None), fit_kwargs.pop(VSTREAM, None))
 
     restored_best = None
     if job.resume is not None:
         restored_best = _load_checkpoint(model, job, fit_kwargs)
         job.checkpoint_epoch = job.resume.epoch
     callbacks: list[Any] = [_Relay.make(keras, job, observer)]
+    if streams[1] is not None:
+        callbacks.insert(0, _validation_callback(keras, streams[1]))
+    if streams[0] is not None and streams[0].kind == "generator":
+        callbacks.append(_source_end_callback(keras, streams[0]))
     stopper = None
     if job.intelligent:
         es = cfg.early_stopping
@@ -567,28 +572,35 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
         first = next(iter(d))
         n = _batch_len(first, model_key, "training_generator")
         steps = max(1, math.ceil(epoch_samples / n)) if epoch_samples > 0 else None
-        return {"x": d.repeat() if steps else d, "steps_per_epoch": steps}
-    if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
-        # A keras PyDataset defines its own epoch (len(d) batches): keras cannot stop it
-        # early and resume mid-pass, so epoch_samples does not apply to it.
+        if not steps:
+            return {"x": d, "steps_per_epoch": None}
+        # repeated: a resumed network skips the batches of the epochs it has trained
+        return {"x": d.repeat().skip(start_epoch * steps) if start_epoch else d.repeat(),
+                "steps_per_epoch": steps}
+    if batches.is_pydataset(d) and not pydataset_workers(d):
+        # A keras PyDataset defines its own epoch (len(d) batches), served in an order drawn
+        # per epoch from the network's seed (batches.py): the same with or without --pack
+        s = batches.open_stream(d, training=True, seed=seed, start_epoch=start_epoch)
+        _batch_len(s.first, model_key, "training_generator")
+        return {"x": s.endless(), "steps_per_epoch": s.steps, "shuffle": False, STREAM: s}
+    if batches.is_pydataset(d):  # with workers: keras' own enqueuer serves it
         _batch_len(d[0], model_key, "training_generator")
         return {"x": d}
     if hasattr(d, "__iter__") or hasattr(d, "__next__"):
-        it = iter(d)
         try:
-            first = next(it)
-        except StopIteration:
+            s = batches.open_stream(d, training=True, epoch_samples=epoch_samples,
+                                    start_epoch=start_epoch)
+        except ValueError:
             raise ContractError(f"{model_key}: training_generator yielded nothing: it must "
                                 "yield (x, y) batches") from None
-        n = _batch_len(first, model_key, "training_generator")
-        steps = max(1, math.ceil((epoch_samples or n) / n))
-        return {"x": _generator(first, it), "steps_per_epoch": steps}
+        _batch_len(s.first, model_key, "training_generator")
+        return {"x": s.endless(), "steps_per_epoch": s.steps, "shuffle": False, STREAM: s}
     raise ContractError(f"{model_key}: training_generator of type {type(d).__name__} is not "
                         "usable: give (x, y) arrays, a generator, a PyDataset or a Dataset")
 
 
 def validation_inputs(data: Any, validation_steps: int | None, fit_kwargs: dict[str, Any],
-                      model_key: str) -> dict[str, Any]:
+                      model_key: str, start_epoch: int = 0) -> dict[str, Any]:
     d = _materialise(data)
     if _is_array_pair(d):
         _batch_len(d, model_key, "evaluation_generator")
@@ -598,19 +610,67 @@ def validation_inputs(data: Any, validation_steps: int | None, fit_kwargs: dict[
     if hasattr(d, "__getitem__") and hasattr(d, "__len__") and hasattr(d, "on_epoch_end"):
         return {"validation_data": d, "validation_steps": validation_steps}
     if hasattr(d, "__iter__") or hasattr(d, "__next__"):
-        it = iter(d)
-        first = next(it)
-        _batch_len(first, model_key, "evaluation_generator")
         steps = validation_steps or max(1, math.ceil((fit_kwargs.get("steps_per_epoch") or 4) / 4))
-        return {"validation_data": _generator(first, it), "validation_steps": steps}
+        try:
+            s = batches.open_stream(d, training=False, steps=steps, start_epoch=start_epoch)
+        except ValueError:
+            raise ContractError(f"{model_key}: evaluation_generator yielded nothing: it must "
+                                "yield (x, y) batches") from None
+        _batch_len(s.first, model_key, "evaluation_generator")
+        # validated by train_one's callback, not by fit: keras evaluates a generator from a
+        # fresh iterator each epoch, which replays the batches it peeked
+        return {VSTREAM: s}
     raise ContractError(f"{model_key}: evaluation_generator of type {type(d).__name__} is not "
                         "usable: give (x, y) arrays, a generator, a PyDataset or a Dataset")
 
 
-def _generator(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    """Put a peeked batch back in front (keras accepts real generators, not any iterator)."""
-    yield first
-    yield from rest
+#: fit_kwargs keys (taken out before fit) for the training and evaluation batches.Stream
+STREAM, VSTREAM = "netrain_stream", "netrain_vstream"
+
+
+def pydataset_workers(d: Any) -> bool:
+    """A PyDataset keras reads with its own workers (threads or processes)."""
+    workers = getattr(d, "workers", 1) or 0
+    return workers > 1 or bool(workers and getattr(d, "use_multiprocessing", False))
+
+
+def _source_end_callback(keras: Any, stream: Any) -> Any:
+    class SourceEnd(keras.callbacks.Callback):
+        """Ends training with the epoch in which its generator ended (batches.py): once
+        every batch it gave (keras reads ahead) has been trained."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.trained = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.trained += 1
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if stream.ended and self.trained >= stream.reader.drawn:
+                self.model.stop_training = True
+
+    return SourceEnd()
+
+
+def _validation_callback(keras: Any, vstream: Any) -> Any:
+    class Validate(keras.callbacks.Callback):
+        """Validation from an evaluation generator, first of the epoch's callbacks: the
+        epoch's next ``vstream.steps`` batches, their ``val_*`` results put into the
+        epoch's logs (which the callbacks after it share); training ends with the epoch in
+        which the generator ended."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            got = list(vstream.epoch())
+            if got:
+                res = self.model.evaluate(x=(b for b in got), steps=len(got), verbose=0,
+                                          return_dict=True)
+                if logs is not None:
+                    logs.update({f"val_{k}": v for k, v in res.items()})
+            if vstream.ended:
+                self.model.stop_training = True
+
+    return Validate()
 
 
 class ArraySampler:
@@ -638,14 +698,14 @@ class ArraySampler:
         for _ in range(start_epoch):  # the same data order as without a stop
             order()
 
-        def batches() -> Iterator[Any]:
+        def serve() -> Iterator[Any]:
             while True:
                 idx = order()
                 for i in range(0, epoch_samples, batch_size):
                     sel = idx[i:i + batch_size]
                     yield xs[sel], ys[sel]
 
-        return batches()
+        return serve()
 
     @staticmethod
     def steps(batch_size: int, epoch_samples: int) -> int:

@@ -255,12 +255,29 @@ def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
     assert pack_refusal(two()) is None
     assert pack_refusal(two()[:1]) == "only one network to train"
     gen = (b for b in [data()])
-    assert "iterator" in str(pack_refusal(two(train=gen)))
+    assert pack_refusal(two(train=gen)) is None  # its batches are looked at when built
+    assert "a PyDataset with workers" in str(pack_refusal(two(train=_threaded())))
     x, y = data()
     assert "sample weights" in str(pack_refusal(two(train=(x, y, np.ones(len(x))))))
     assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: []})))
     assert "needs one array" in str(pack_refusal(two(train=({"a": x}, y))))
     assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
+
+
+def _threaded() -> Any:
+    import keras
+
+    class Threaded(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=2)
+
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> Any:
+            return data()
+
+    return Threaded()
 
 
 @pytest.mark.parametrize("optimizer, refused", [
