@@ -43,21 +43,21 @@ from netrain.define import checkpoint
 from netrain.errors import TaskInterrupted, pending_interrupt
 from netrain.train import batches
 from netrain.train.sequential import (
+    EpochProgress,
     NetworkJob,
     NetworkResult,
     Observer,
-    _interrupt_check,
-    _is_array_pair,
-    _load_checkpoint,
-    _materialise,
-    _Progress,
-    _resume_callback,
-    _StopNow,
-    _threshold_callback,
+    StopNow,
     early_stopping_state,
+    interrupt_check,
+    is_array_pair,
+    load_checkpoint,
+    materialise,
     pydataset_workers,
+    resume_callback,
     save_checkpoint,
     save_network,
+    threshold_callback,
     train_networks,
 )
 
@@ -163,7 +163,7 @@ def _data_refusal(data: Any, what: str, optional: bool, validation_steps: int | 
     if data is None:
         return None if optional else f"{what} is missing"
     try:  # a generator is not called: its first batch is drawn once, when built
-        d = data if hasattr(data, "__next__") else _materialise(data)
+        d = data if hasattr(data, "__next__") else materialise(data)
     except Exception as exc:  # the sequential path will report it properly
         return f"{what} raised {type(exc).__name__} when called"
     if batches.is_dataset(d):
@@ -176,7 +176,7 @@ def _data_refusal(data: Any, what: str, optional: bool, validation_steps: int | 
             return (f"{what} is a PyDataset with workers: packing reads each network's "
                     "batches in order in one thread")
         return None
-    if not _is_array_pair(d):
+    if not is_array_pair(d):
         if batches.is_stream(d):
             return None
         return (f"{what} is a {type(d).__name__}: packing needs (x, y) numpy arrays, a "
@@ -413,11 +413,11 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
     resuming = job.resume is not None and job.batch_dir is not None
     start_epoch = job.resume.epoch if resuming and job.resume is not None else 0
     bs = cfg.batch_size or 32
-    d = _materialise(cfg.training_generator)
+    d = materialise(cfg.training_generator)
     src = vsrc = None
     rng_state = _GlobalRandom()
     before = _GlobalRandom.fingerprint()
-    if _is_array_pair(d):
+    if is_array_pair(d):
         x, y = _as_array(d[0], keras), _as_array(d[1], keras)
         samples = len(x) if job.epoch_samples <= 0 else job.epoch_samples
         train_steps: int | None = math.ceil(samples / bs)
@@ -433,8 +433,8 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
         train_steps = src.steps
     xv = yv = None
     if cfg.evaluation_generator is not None:
-        v = _materialise(cfg.evaluation_generator)
-        if _is_array_pair(v):
+        v = materialise(cfg.evaluation_generator)
+        if is_array_pair(v):
             xv, yv = _as_array(v[0], keras), _as_array(v[1], keras)
         else:
             vsteps = cfg.validation_steps
@@ -462,7 +462,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
     start, best, history = 0, None, {}
     if job.resume is not None and job.batch_dir is not None:
         # as train_one resumes: weights and optimizer state from the checkpoint
-        best = _load_checkpoint(model, job, {"x": x})
+        best = load_checkpoint(model, job, {"x": x})
         job.checkpoint_epoch = start = job.resume.epoch
         history = {k: list(v) for k, v in job.resume.history.items()}
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -1089,7 +1089,7 @@ class _PackedGroup:
             for epoch in range(self.start, cfg.nb_epoch):
                 if not active.any():
                     break
-                _interrupt_check()
+                interrupt_check()
                 # A signal mid-epoch checkpoints the state at the epoch's start: a copy of it
                 # is kept while it costs at most SNAPSHOT_BUDGET of an epoch; in shorter
                 # epochs, the epoch is finished first (it takes at most 1/SNAPSHOT_BUDGET
@@ -1113,7 +1113,7 @@ class _PackedGroup:
                         idx = tensor(order[:, s * bs:(s + 1) * bs])
                         ntv, mv = self._step(ntv, mv, active_t, idx)
                         if stop_mid_epoch:
-                            _interrupt_check()
+                            interrupt_check()
                 logs = {key: np.asarray(v) for key, v in self.results(mv).items()}
                 if self.has_val:
                     mv = self.mv_reset
@@ -1152,7 +1152,7 @@ class _PackedGroup:
                 if saving and schedule.due() and done < cfg.nb_epoch and active.any():
                     schedule.saved(self._checkpoint(ntv, [i for i in range(k) if active[i]],
                                                     done, stoppers))
-        except _StopNow:
+        except StopNow:
             if snapshot is not None:  # back to the last completed epoch
                 ntv = self._restore(snapshot)
             self._stop(observer, ntv, done, active, stoppers,
@@ -1197,7 +1197,7 @@ class _PackedGroup:
                 for xy, live_t in batches_:
                     ntv, mv = self._step(ntv, mv, live_t, xy)
                     if stop_mid_epoch:
-                        _interrupt_check()
+                        interrupt_check()
         finally:
             for i, s in enumerate(srcs):
                 if its[i] is not None:
@@ -1295,7 +1295,7 @@ class _PackedGroup:
         self._put_back(ntv, which, optimizer=True)
         for i in which:
             m = self.members[i]
-            progress = _Progress(m.job)
+            progress = EpochProgress(m.job)
             progress.history, progress.epochs = m.history, done
             if stoppers is not None:
                 progress.early_stopping = early_stopping_state(stoppers[i][0])
@@ -1385,14 +1385,14 @@ class _PackedGroup:
             min_delta=float(es.get("min_delta", 0.0)), mode=mode,
             restore_best_weights=bool(es.get("restore_best_weights", True)))]
         if es.get("threshold") is not None:
-            cbs.append(_threshold_callback(keras, monitor, float(es["threshold"]), mode))
+            cbs.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
         m.model.stop_training = False
         for cb in cbs:
             cb.set_model(m.model)
             cb.on_train_begin()
         meta = m.job.resume
         if meta is not None and meta.early_stopping:  # as the sequential path resumes it
-            _resume_callback(keras, cbs[0], meta.early_stopping, m.best).on_train_begin()
+            resume_callback(keras, cbs[0], meta.early_stopping, m.best).on_train_begin()
         return cbs
 
     def _put_back(self, ntv: list[Any], which: list[int], optimizer: bool = False) -> None:

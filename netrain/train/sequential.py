@@ -3,7 +3,9 @@ exact resume and stopping soon after a signal (packed.py trains them together).
 
 The interface is "train these networks of this model" (:func:`train_networks`), not one
 network at a time, so a packed trainer can replace the sequential loop without touching
-the rest of netrain.
+the rest of netrain. What both trainers share (the interrupt check, epoch progress,
+checkpoint loading, the threshold and resume callbacks, data materialising) is public here
+and imported by packed.py; neither imports the other's private names.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def _is_number(v: Any) -> bool:
         return False
 
 
-def _threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -> Any:
+def threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -> Any:
     class Threshold(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = (logs or {}).get(monitor)
@@ -158,16 +160,16 @@ def _threshold_callback(keras: Any, monitor: str, threshold: float, mode: str) -
     return Threshold()
 
 
-class _StopNow(Exception):
+class StopNow(Exception):
     """Raised from a callback at a batch boundary once the task was signalled."""
 
 
-def _interrupt_check() -> None:
+def interrupt_check() -> None:
     if pending_interrupt() is not None:
-        raise _StopNow()
+        raise StopNow()
 
 
-class _Progress:
+class EpochProgress:
     """The network's state as training goes: full history (earlier attempts included),
     epochs completed, and the early-stopping state at the last completed epoch."""
 
@@ -180,7 +182,7 @@ class _Progress:
         self.best_weights: list[Any] | None = None
 
 
-def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: Any,
+def _guard_callback(keras: Any, job: NetworkJob, progress: EpochProgress, stopper: Any,
                     schedule: checkpoint.Schedule) -> Any:
     class Guard(keras.callbacks.Callback):
         """Stops on a signal where the model holds a state a checkpoint can resume exactly;
@@ -203,7 +205,7 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
             self.stop_mid_epoch = True
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            _interrupt_check()
+            interrupt_check()
             saving = job.batch_dir is not None and job.policy.enabled
             wanted = saving and job.checkpoint_epoch != epoch
             self.snapshot = None
@@ -218,7 +220,7 @@ def _guard_callback(keras: Any, job: NetworkJob, progress: _Progress, stopper: A
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             if self.stop_mid_epoch:
-                _interrupt_check()
+                interrupt_check()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.in_epoch, self.snapshot = False, None
@@ -306,7 +308,7 @@ def early_stopping_state(stopper: Any) -> dict[str, Any]:
             "best_epoch": int(getattr(stopper, "best_epoch", 0) or 0)}
 
 
-def _resume_callback(keras: Any, stopper: Any, state: dict[str, Any],
+def resume_callback(keras: Any, stopper: Any, state: dict[str, Any],
                      best: list[Any] | None) -> Any:
     class Restore(keras.callbacks.Callback):
         """Put the early-stopping state of the checkpoint back after Keras reset it."""
@@ -332,7 +334,7 @@ def _plain(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress) -> float:
+def save_checkpoint(model: Any, job: NetworkJob, progress: EpochProgress) -> float:
     """Write the network's checkpoint after ``progress.epochs`` whole epochs: the .keras
     model (optimizer state included) and its metadata (with the random seed generators'
     states, which the model file does not keep); early stopping's best weights beside it
@@ -357,7 +359,7 @@ def save_checkpoint(model: Any, job: NetworkJob, progress: _Progress) -> float:
     return seconds
 
 
-def _load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
+def load_checkpoint(model: Any, job: NetworkJob, fit_kwargs: dict[str, Any]
                      ) -> list[Any] | None:
     """Load the checkpoint into the compiled model (weights, optimizer state, the random
     seed generators' states); return early stopping's best weights when the checkpoint has
@@ -413,7 +415,7 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
 
     restored_best = None
     if job.resume is not None:
-        restored_best = _load_checkpoint(model, job, fit_kwargs)
+        restored_best = load_checkpoint(model, job, fit_kwargs)
         job.checkpoint_epoch = job.resume.epoch
     callbacks: list[Any] = [_Relay.make(keras, job, observer)]
     if streams[1] is not None:
@@ -432,13 +434,13 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
         )
         callbacks.append(stopper)
         if job.resume is not None and job.resume.early_stopping:
-            callbacks.append(_resume_callback(keras, stopper, job.resume.early_stopping,
+            callbacks.append(resume_callback(keras, stopper, job.resume.early_stopping,
                                               restored_best))
         if es.get("threshold") is not None:
-            callbacks.append(_threshold_callback(keras, monitor, float(es["threshold"]), mode))
+            callbacks.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
     user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
     callbacks.extend(list(user_cb or []))
-    progress = _Progress(job)
+    progress = EpochProgress(job)
     guard = _guard_callback(keras, job, progress, stopper, checkpoint.Schedule(job.policy))
     callbacks.append(guard)
 
@@ -447,7 +449,7 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
 
     start = time.perf_counter()
     try:
-        _interrupt_check()
+        interrupt_check()
         if start_epoch < cfg.nb_epoch:
             model.fit(epochs=cfg.nb_epoch, initial_epoch=start_epoch, callbacks=callbacks,
                       verbose=cfg.verbose, **fit_kwargs)
@@ -506,13 +508,13 @@ def write_metrics_csv(path: Path, hist: dict[str, list[float]]) -> None:
 
 # ---------------------------------------------------------------------------- data handling
 
-def _is_array_pair(d: Any) -> bool:
+def is_array_pair(d: Any) -> bool:
     return isinstance(d, (tuple, list)) and len(d) in (2, 3) and all(
         hasattr(p, "__len__") and not isinstance(p, (str, bytes)) for p in d[:2]
     )
 
 
-def _materialise(d: Any) -> Any:
+def materialise(d: Any) -> Any:
     """Call a data *function* (the seed's "generator function") to get the data itself."""
     if callable(d) and not hasattr(d, "__next__") and not hasattr(d, "__getitem__") \
             and not hasattr(d, "element_spec"):
@@ -551,9 +553,9 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
                     model_key: str, start_epoch: int = 0, seed: int = 0) -> dict[str, Any]:
     """keras ``fit`` arguments so that one epoch sees ``epoch_samples`` samples (the
     reshuffled sampler positioned at ``start_epoch`` when a network resumes)."""
-    d = _materialise(data)
+    d = materialise(data)
     bs = batch_size or 32
-    if _is_array_pair(d):
+    if is_array_pair(d):
         x, y = d[0], d[1]
         n = _batch_len(d, model_key, "training_generator")
         plain = hasattr(x, "shape") and hasattr(y, "shape")  # not dicts or lists of inputs
@@ -601,8 +603,8 @@ def training_inputs(data: Any, epoch_samples: int, batch_size: int | None,
 
 def validation_inputs(data: Any, validation_steps: int | None, fit_kwargs: dict[str, Any],
                       model_key: str, start_epoch: int = 0) -> dict[str, Any]:
-    d = _materialise(data)
-    if _is_array_pair(d):
+    d = materialise(data)
+    if is_array_pair(d):
         _batch_len(d, model_key, "evaluation_generator")
         return {"validation_data": tuple(d)}
     if hasattr(d, "element_spec"):
@@ -714,8 +716,8 @@ class ArraySampler:
 
 def peek_data(data: Any, model_key: str, what: str) -> int:
     """Take one batch of a data source to check its shape (used by generate's check)."""
-    d = _materialise(data)
-    if _is_array_pair(d):
+    d = materialise(data)
+    if is_array_pair(d):
         return _batch_len(d, model_key, what)
     if hasattr(d, "element_spec"):
         return _batch_len(next(iter(d)), model_key, what)

@@ -68,15 +68,15 @@ def alone(job: NetworkJob) -> Any:
     own fit on the same batches (the packed order, no shuffling)."""
     import keras
 
-    from netrain.train.sequential import _materialise
+    from netrain.train.sequential import materialise
 
     cfg = job.config
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed if cfg.seed is not None else job.seed)
     model = cfg.model_generator()
     model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
-    x, y = _materialise(cfg.training_generator)
-    val = _materialise(cfg.evaluation_generator) if cfg.evaluation_generator is not None else None
+    x, y = materialise(cfg.training_generator)
+    val = materialise(cfg.evaluation_generator) if cfg.evaluation_generator is not None else None
     rng = network_rng(job)
     losses: list[float] = []
     for _ in range(cfg.nb_epoch):
@@ -99,9 +99,9 @@ def saved(job: NetworkJob) -> list[np.ndarray]:
 
 
 def _x(job: NetworkJob) -> Any:
-    from netrain.train.sequential import _materialise
+    from netrain.train.sequential import materialise
 
-    return _materialise(job.config.training_generator)[0]
+    return materialise(job.config.training_generator)[0]
 
 
 @pytest.mark.jax_too  # rerun on the jax backend by test_packed_jax
