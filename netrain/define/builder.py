@@ -123,13 +123,50 @@ def check_disk(cfg: Config, where: Path, networks: int, say: Say) -> None:
         say("warning: " + msg)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What generate decided before writing anything."""
+
+    batch_id: str
+    final: Path  # where the batch will lie
+    main_rel: str  # the main script, relative to code_dir
+    env: Any  # the tasks' environment (config.Environment)
+
+
 def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, description: str,
              gpu: bool, check: bool = True, dry_run: bool = False,
              say: Say = print) -> tuple[Path, Manifest]:
-    """Build a batch directory atomically; returns its final path and manifest."""
-    from netrain.define.provenance import commit_line, experiment_tags, git_state, versions
-    from netrain.define.snapshot import snapshot_code
+    """Build a batch directory atomically; returns its final path and manifest. Four steps:
+    validate (nothing written), stage (the batch in a temporary sibling), then either
+    describe the dry run or commit (the experiment, then one rename)."""
+    plan = _validate(cfg, specs, opts, description, gpu, dry_run, say)
+    stage_parent = Path(tempfile.mkdtemp(prefix="netrain-dry-")) if dry_run else cfg.trainings_dir
+    made_trainings_dir = not dry_run and not cfg.trainings_dir.exists()
+    try:
+        with staging_dir(stage_parent, plan.batch_id) as tmp:
+            manifest = _stage(tmp, cfg, plan, specs, opts, description, gpu, check, say)
+            if dry_run:
+                manifest.tracking["experiment_id"] = "(created by generate)"
+                write_scripts(tmp, plan.final, manifest, manifest.models)
+                write_manifest(tmp, manifest)
+                _describe_dry_run(tmp, plan.final, manifest, say)
+            else:
+                _commit(tmp, cfg, plan, manifest)
+            return plan.final, manifest
+    except BaseException:
+        if made_trainings_dir:  # leave nothing behind, not even an empty trainings_dir
+            with contextlib.suppress(OSError):
+                cfg.trainings_dir.rmdir()
+        raise
+    finally:
+        if dry_run:
+            shutil.rmtree(stage_parent, ignore_errors=True)
 
+
+def _validate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, description: str,
+              gpu: bool, dry_run: bool, say: Say) -> _Plan:
+    """Every check that needs nothing written: options, paths, the tasks' Python, free
+    space, and (unless a dry run) the tracking backend."""
     check_options(opts, description)
     if not cfg.main_script.is_file():
         raise BatchError(f"main_script {cfg.main_script} does not exist: fix main_script in "
@@ -157,73 +194,69 @@ def generate(cfg: Config, specs: list[ModelSpec], opts: TrainOptions, *, descrip
     check_disk(cfg, cfg.trainings_dir, networks, say)
     if not dry_run:
         _check_tracking(cfg)
+    return _Plan(batch_id, final, main_rel, env)
 
-    stage_parent = Path(tempfile.mkdtemp(prefix="netrain-dry-")) if dry_run else cfg.trainings_dir
-    made_trainings_dir = not dry_run and not cfg.trainings_dir.exists()
-    experiment_id: str | None = None
+
+def _stage(tmp: Path, cfg: Config, plan: _Plan, specs: list[ModelSpec], opts: TrainOptions,
+           description: str, gpu: bool, check: bool, say: Say) -> Manifest:
+    """Write the batch into ``tmp``: the code snapshot (checked by the probe), the MLflow
+    project files; return its manifest (no experiment yet, no scripts)."""
+    from netrain.define.provenance import commit_line, git_state, versions
+    from netrain.define.snapshot import snapshot_code
+
+    code = snapshot_code(cfg.code_dir, tmp / "code", cfg.code_exclude,
+                         skip_paths=(cfg.trainings_dir,))
+    code["source"] = str(cfg.code_dir)
+    code["git"] = git_state(cfg.code_dir, (cfg.trainings_dir,))
+    code["git_commit"] = commit_line(code["git"])
+    env = plan.env
+    if check:
+        python = env.value if env.kind == "python" else sys.executable
+        for w in _probe(tmp / "code", plan.main_rel, tmp, plan.batch_id, specs, opts, python):
+            say("warning: " + w)
+    (tmp / "mlproject").mkdir()
+    atomic_write(tmp / "mlproject" / "entry.py", template("entry.py"))
+    atomic_write(tmp / "MLproject", render.render_mlproject())
+    atomic_write(tmp / "conda.yaml", conda_yaml(gpu, env))
+    created = now_iso()
+    models = [ModelEntry(s.cls, s.architecture, [Segment(
+        0, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples, opts.intelligent,
+        created, opts.pack)]) for s in specs]
+    slurm = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg.slurm).items()}
+    art = artifact_location(cfg.tracking_uri, plan.final)
+    return Manifest(
+        id=plan.batch_id, description=description, created=created,
+        netrain_version=_version(), gpu=gpu, main_script=plan.main_rel, code=code,
+        tracking={"uri": cfg.tracking_uri, "experiment_id": "", "artifact_location": art},
+        environment={"kind": env.kind, "value": env.value}, launcher=cfg.launcher,
+        slurm=slurm, models=models, checkpoint=dict(cfg.checkpoint), versions=versions(),
+    )
+
+
+def _commit(tmp: Path, cfg: Config, plan: _Plan, manifest: Manifest) -> None:
+    """Create the batch's experiment, write its scripts and manifest, and move the staged
+    batch to its place in one rename; the experiment is deleted again if that fails."""
+    from netrain.define.provenance import experiment_tags
+    from netrain.track import mlflow_store
+
+    for model in manifest.models:  # a value no script can hold fails here, before MLflow
+        render.render_sbatch(script_spec(plan.final, manifest, model))
+    with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
+        experiment_id = mlflow_store.create_batch_experiment(
+            cfg.tracking_uri, plan.batch_id, manifest.description,
+            manifest.tracking["artifact_location"],
+            {"netrain.batch_dir": str(plan.final), "netrain.batch": plan.batch_id,
+             **experiment_tags(manifest.versions, manifest.code["git"])},
+        )
     try:
-        with staging_dir(stage_parent, batch_id) as tmp:
-            code = snapshot_code(cfg.code_dir, tmp / "code", cfg.code_exclude,
-                                 skip_paths=(cfg.trainings_dir,))
-            code["source"] = str(cfg.code_dir)
-            code["git"] = git_state(cfg.code_dir, (cfg.trainings_dir,))
-            code["git_commit"] = commit_line(code["git"])
-            if check:
-                python = env.value if env.kind == "python" else sys.executable
-                for w in _probe(tmp / "code", main_rel, tmp, batch_id, specs, opts, python):
-                    say("warning: " + w)
-            (tmp / "mlproject").mkdir()
-            atomic_write(tmp / "mlproject" / "entry.py", template("entry.py"))
-            atomic_write(tmp / "MLproject", render.render_mlproject())
-            atomic_write(tmp / "conda.yaml", conda_yaml(gpu, env))
-            created = now_iso()
-            models = [ModelEntry(s.cls, s.architecture, [Segment(
-                0, opts.array, s.nnets, opts.nb_epoch, opts.epoch_samples, opts.intelligent,
-                created, opts.pack)]) for s in specs]
-            slurm = {k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in vars(cfg.slurm).items()}
-            art = artifact_location(cfg.tracking_uri, final)
-            manifest = Manifest(
-                id=batch_id, description=description, created=created,
-                netrain_version=_version(), gpu=gpu, main_script=main_rel, code=code,
-                tracking={"uri": cfg.tracking_uri, "experiment_id": "", "artifact_location": art},
-                environment={"kind": env.kind, "value": env.value}, launcher=cfg.launcher,
-                slurm=slurm, models=models, checkpoint=dict(cfg.checkpoint),
-                versions=versions(),
-            )
-            if dry_run:
-                manifest.tracking["experiment_id"] = "(created by generate)"
-                write_scripts(tmp, final, manifest, models)
-                write_manifest(tmp, manifest)
-                _describe_dry_run(tmp, final, manifest, say)
-                return final, manifest
-            for model in models:  # a value no script can hold fails here, before MLflow
-                render.render_sbatch(script_spec(final, manifest, model))
-            from netrain.track import mlflow_store
-
-            with lock_file(cfg.trainings_dir / ".mlflow-init.lock"):
-                experiment_id = mlflow_store.create_batch_experiment(
-                    cfg.tracking_uri, batch_id, description, art,
-                    {"netrain.batch_dir": str(final), "netrain.batch": batch_id,
-                     **experiment_tags(manifest.versions, code["git"])},
-                )
-            manifest.tracking["experiment_id"] = experiment_id
-            write_scripts(tmp, final, manifest, models)
-            write_manifest(tmp, manifest)
-            os.rename(tmp, final)
-            return final, manifest
+        manifest.tracking["experiment_id"] = experiment_id
+        write_scripts(tmp, plan.final, manifest, manifest.models)
+        write_manifest(tmp, manifest)
+        os.rename(tmp, plan.final)
     except BaseException:
-        if experiment_id is not None and not final.exists():
-            from netrain.track import mlflow_store
-
+        if not plan.final.exists():
             mlflow_store.delete_experiment(cfg.tracking_uri, experiment_id)
-        if made_trainings_dir:  # leave nothing behind, not even an empty trainings_dir
-            with contextlib.suppress(OSError):
-                cfg.trainings_dir.rmdir()
         raise
-    finally:
-        if dry_run:
-            shutil.rmtree(stage_parent, ignore_errors=True)
 
 
 def _check_tracking(cfg: Config) -> None:
