@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,11 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         assert proc.stdout is not None
         tasks_url, best_url = proc.stdout.readline().strip(), proc.stdout.readline().strip()
-        note = err.read_text()  # mlflow ui's messages, then netrain's
+        # mlflow ui's messages, then netrain's line on what each URL shows (written just
+        # after the URLs: wait for it)
+        deadline = time.monotonic() + 30
+        while "first URL" not in (note := err.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         yield {**expected, "tasks_url": tasks_url, "best_url": best_url, "note": note,
                "port": port, "exp": exp_id}
     finally:

@@ -104,6 +104,9 @@ def test_sqlite_batch_on_slurm_has_one_writer_and_follow_shows_epochs(tmp_path: 
         [mlflow_client(f"sqlite:///{db}").get_experiment_by_name(batch.name).experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
     assert len({r.data.tags["netrain.key"] for r in runs}) == 4
-    # the batch's sync job found the follower at work and left the shipping to it
+    # the batch's sync job either found the follower at work and left the shipping to it,
+    # or started after the follower had shipped everything and ended (SLURM decides when it
+    # starts): the two never ship at once
     [sync_log] = (batch / "logs").glob("sync_*.log")
-    assert "left to it" in sync_log.read_text()
+    text = sync_log.read_text()
+    assert "left to it" in text or "nothing to ship" in text, text
