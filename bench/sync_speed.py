@@ -30,8 +30,6 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-BEGIN = "<!-- bench/sync_speed.py: begin -->"
-END = "<!-- bench/sync_speed.py: end -->"
 METRICS = ("loss", "val_loss")
 
 
@@ -299,17 +297,6 @@ down, cost 2 reads a network). Metrics, params and final tags already went in on
 log_batch a network (MLflow's limit: 1,000 items a call)."""
 
 
-def write_md(table: str) -> None:
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text()
-    block = f"{BEGIN}\n{table}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    md.write_text(text)
-    (ROOT / "bench" / "sections" / "sync_speed.md").write_text(table)
 
 
 def main() -> None:
@@ -345,7 +332,9 @@ def main() -> None:
     table = render(rows, shape)
     print(table)
     if a.md:
-        write_md(table)
+        from bench.sections import write_section
+
+        write_section("sync_speed", table)
 
 
 if __name__ == "__main__":
