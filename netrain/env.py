@@ -19,7 +19,8 @@ TRACKING_URI = "NETRAIN_TRACKING_URI"
 #: SHIP_LATER is set
 SHIP_AFTER = "NETRAIN_SHIP_AFTER"
 #: "1": the executor ships this task's journal after it ends (a local run, or a SLURM array
-#: with a sync job), unless the task outlives SHIP_AFTER
+#: with a sync job), unless the task outlives SHIP_AFTER; "always": the task never ships
+#: (a SQLite store on SLURM: the sync job is its one writer). Set by netrain.track.plan
 SHIP_LATER = "NETRAIN_SHIP_LATER"
 #: first retry delay in seconds while tracking is unreachable (default 0.5)
 SHIP_BACKOFF = "NETRAIN_SHIP_BACKOFF"
@@ -66,6 +67,7 @@ RETRAIN_KEY = "NETRAIN_RETRAIN_KEY"
 #: the journal the launcher opened for the task
 JOURNAL = "NETRAIN_JOURNAL"
 #: who ships the task's journal: "launcher" (the launcher beside it), "off"; else the task
+#: (netrain.track.plan.for_task reads it)
 SHIPPER = "NETRAIN_SHIPPER"
 #: JSON of the tags the launcher gives the task run (as `mlflow run` would)
 RUN_TAGS = "NETRAIN_RUN_TAGS"

@@ -176,12 +176,14 @@ def heal_exited(batch: Batch, path: Path, returncode: int,
     rec = read_record(path)
     if returncode == 0 or rec is None or rec.state != "running":
         return False
-    from netrain.track.shipper import drain_timeout
+    from netrain.track.plan import settings
 
+    # its follower may still be draining the journal: wait for it as long as it may drain
     run_status = "KILLED" if returncode < 0 or returncode > 128 else "FAILED"
     return _close_and_mark(batch, path, rec, run_status,
                            f"the task process exited with code {returncode} before finishing "
-                           f"(its runs closed as {run_status})", close, drain_timeout())
+                           f"(its runs closed as {run_status})", close,
+                           settings().drain_timeout)
 
 
 def _gone_here(rec: TaskRecord) -> bool:

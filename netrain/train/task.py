@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import errno
 import json
-import math
 import os
 import re
 import signal
@@ -320,6 +319,7 @@ class TaskRunner:
         self._shipper: subprocess.Popen[bytes] | None = None
         self._shipper_timer: threading.Timer | None = None
         self._shipper_lock = threading.Lock()
+        self._drain = 60.0
         self._ended = False
 
     def _task_key(self) -> str:
@@ -551,27 +551,22 @@ class TaskRunner:
                 self._shipper_timer.cancel()
         if self._shipper is None:
             return
-        from netrain.track.shipper import drain_timeout
-
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            self._shipper.wait(timeout=drain_timeout() + 5)
+            self._shipper.wait(timeout=self._drain + 5)
 
     def _start_shipper(self) -> None:
-        """Without the launcher (which ships), a separate process ships the journal; when
-        the executor ships after the task (NETRAIN_SHIP_LATER), only once the task has run
-        NETRAIN_SHIP_AFTER seconds."""
-        if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
-            return
-        from netrain.execute.launcher import ship_after
+        """Without the launcher (which ships), a separate process ships the journal, when
+        and if the shipping plan says so (netrain.track.plan.for_task)."""
+        from netrain.track.plan import for_task
 
-        after = ship_after()
-        if math.isinf(after):  # a SQLite store on SLURM: the batch's sync job is its one writer
-            print("netrain: the tracking store is a SQLite file: this task does not open it; "
-                  "its journal is shipped by the batch's sync job (or netrain sync --follow)",
-                  file=sys.stderr, flush=True)
+        plan = for_task(self.tracking_uri, launcher=False)
+        self._drain = plan.drain
+        if plan.note:
+            print(f"netrain: {plan.note}", file=sys.stderr, flush=True)
+        if not plan.where:
             return
-        if after > 0:
-            self._shipper_timer = threading.Timer(after, self._spawn_shipper)
+        if plan.after > 0:
+            self._shipper_timer = threading.Timer(plan.after, self._spawn_shipper)
             self._shipper_timer.daemon = True
             self._shipper_timer.start()
         else:
