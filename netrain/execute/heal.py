@@ -53,23 +53,9 @@ def _close_with_mlflow(uri: str, run_ids: list[str], status: str) -> object:
 
 def task_alive(batch_dir: Path, rec: TaskRecord) -> bool:
     """Whether a process still holds the task (the lock beside its journal)."""
-    import fcntl
-    import os
+    from netrain.execute.tasklock import held
 
-    if not rec.journal:
-        return False
-    lock = batch_dir / (rec.journal + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing also drops a lock we took
-    return False
+    return bool(rec.journal) and held(batch_dir / rec.journal)
 
 
 def close_in_journal(batch_dir: Path, rec: TaskRecord, why: str) -> None:
