@@ -1,5 +1,6 @@
 """Every environment variable netrain reads or sets, by name, with what it means. Other
-modules use these constants, never the literal names (tests/unit/test_env_names.py keeps it).
+modules use these constants, never the literal names, but for the scripts' shell text and
+the node probe (tests/unit/test_env_names.py keeps it, and lists those two).
 
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
 from netrain.track.journal import read_events, read_state, unshipped_bytes, write_state
 from netrain.track.plan import settings
 
@@ -688,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pid", type=int, required=True, help="the writer's process id")
     f.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds to keep shipping after the writer is gone "
-                        "(default: $NETRAIN_DRAIN_TIMEOUT or 60)")
+                        f"(default: ${names.DRAIN_TIMEOUT} or 60)")
     o = sub.add_parser("once", help="ship what a journal holds now")
     o.add_argument("journal", type=Path)
     o.add_argument("--batch-dir", type=Path, required=True)
