@@ -5,7 +5,6 @@ the batch, and write the task's record for `show`."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import re
 import signal
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 from netrain.define import checkpoint
 from netrain.define.batch import Batch, now_iso
 from netrain.define.contract import build_input, call_config_function, first_line
-from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
+from netrain.errors import NetrainError, TaskInterrupted, pending_interrupt
 from netrain.execute.records import (
     NetRecord,
     TaskRecord,
@@ -42,48 +41,17 @@ from netrain.train.identity import (
     task_key,
     task_run_tags,
 )
+from netrain.train.stops import (
+    STORAGE_EXIT,
+    StorageFailed,
+    install_signal_handlers,
+    restore_signal_handlers,
+    storage_error,
+    storage_line,
+)
 
-__all__ = ["STORAGE_EXIT", "TaskArgs", "TaskObserver", "TaskRunner", "parse_task_args",
+__all__ = ["TaskArgs", "TaskObserver", "TaskRunner", "parse_task_args",
            "run_entry", "summary"]
-
-#: errno values of a write that cannot succeed until someone makes room or access
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-
-
-def storage_error(exc: BaseException | None) -> OSError | None:
-    """The OSError of a full disk, a quota or a read-only filesystem behind ``exc`` (Keras
-    and h5py wrap it), if that is what ``exc`` is."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
-            return exc
-        if isinstance(exc, OSError) and "No space left on device" in str(exc):
-            return exc  # h5py's own OSError carries no errno
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
-def storage_line(err: OSError) -> str:
-    """One line: what could not be written, where, and the free space there."""
-    from netrain.define.batch import free_space
-
-    where = str(err.filename) if err.filename else ""
-    reason = err.strerror or str(err)
-    full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in reason
-    if full and "free in" not in reason:  # no file named (h5py): the batch, our cwd
-        reason += free_space(Path(where) if where else Path.cwd() / "-")
-    return f"cannot write {where}: {reason}" if where else f"cannot write: {reason}"
-
-
-class StorageFailed(TaskInterrupted):
-    """A write of the task's files failed (full disk, quota, read-only): the task stops as
-    on a signal, its networks keep their last checkpoints and resume at the next run."""
-
-    def __init__(self, err: OSError) -> None:
-        BaseException.__init__(self, storage_line(err))
-        self.signum = 0
-        self.line = storage_line(err)
 
 
 def safe_stem(text: str) -> str:
@@ -334,7 +302,7 @@ class TaskRunner:
                      f"trained by another process ({self.lock.holder}): not starting twice")
             return 3
         self.save_record()
-        old = _install_signal_handlers()
+        old = install_signal_handlers()
         observer = TaskObserver(self)
         status = "FAILED"
         try:
@@ -349,7 +317,7 @@ class TaskRunner:
             return code
         finally:
             self.close(status)
-            _restore_signal_handlers(old)
+            restore_signal_handlers(old)
 
     def _stopped_by(self, exc: BaseException, observer: TaskObserver) -> tuple[str, int]:
         """How the task ends on ``exc``: its run's status and its exit code (a signal or a
@@ -424,10 +392,6 @@ class TaskRunner:
         self.shipper.wait()
 
 
-#: The exit status of a task stopped by a failed write (full disk...): EX_TEMPFAIL.
-STORAGE_EXIT = 75
-
-
 def summary(record: TaskRecord) -> dict[str, float]:
     """The task run's summary metrics: networks finished, best and median final loss."""
     finals = [n.final for n in record.nets.values() if n.state == "finished"]
@@ -440,36 +404,6 @@ def summary(record: TaskRecord) -> dict[str, float]:
             out[f"median_{name}"] = values[mid] if len(values) % 2 else \
                 (values[mid - 1] + values[mid]) / 2
     return out
-
-
-#: The handlers the user's code had installed before the task's (called after ours).
-_USER_HANDLERS: dict[int, Any] = {}
-
-
-def _note_signal(signum: int, frame: Any) -> None:
-    """Only remember the signal: training stops where a checkpoint resumes exactly. A handler the
-    user's own code had installed is called too (ours only sets a flag)."""
-    if pending_interrupt() is None:
-        note_interrupt(signum)
-    user = _USER_HANDLERS.get(signum)
-    if callable(user) and user is not signal.default_int_handler:
-        user(signum, frame)
-
-
-def _install_signal_handlers() -> dict[int, Any]:
-    old: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        with contextlib.suppress(ValueError):  # not the main thread
-            old[sig] = signal.signal(sig, _note_signal)
-            _USER_HANDLERS[sig] = old[sig]
-    return old
-
-
-def _restore_signal_handlers(old: dict[int, Any]) -> None:
-    _USER_HANDLERS.clear()
-    for sig, handler in old.items():
-        with contextlib.suppress(ValueError):
-            signal.signal(sig, handler)
 
 
 def run_entry(batch_dir: Path, argv: list[str]) -> int:
