@@ -17,18 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
 from netrain.track.journal import read_events, read_state, unshipped_bytes, write_state
+from netrain.track.plan import settings
 
-CHUNK_EVENTS = 2000
 MAX_RECORDED_ERRORS = 50
 INTERNAL_RETRIES = 10
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 class GiveUp(Exception):
@@ -120,8 +114,7 @@ class Shipper:
         #: unreachable: this one then gives up at its next failure instead of retrying
         self.stop = stop
         self.root_tags = dict(root_tags or {})
-        self.chunk_events = chunk_events or int(_env_float("NETRAIN_SHIP_CHUNK_EVENTS",
-                                                           CHUNK_EVENTS))
+        self.chunk_events = chunk_events or settings().chunk_events
         self.log = log or (lambda text: None)
         self.wake = threading.Event()
         self.report = ShipReport(self.path)
@@ -201,8 +194,7 @@ class Shipper:
 
         attempt = 0
         first_failure: float | None = None
-        base = _env_float("NETRAIN_SHIP_BACKOFF", 0.5)
-        cap = _env_float("NETRAIN_SHIP_BACKOFF_MAX", 10.0)
+        base, cap = settings().backoff, settings().backoff_max
         while True:
             try:
                 result = fn()
@@ -586,7 +578,7 @@ class Shipper:
         n = self._call("look for a second run", lambda: mlflow_ship.delete_duplicates(
             self.client, experiment_id, f"{self.batch_id}:{key}", run_id))
         self.report.duplicates_deleted += n
-        if time.time() - float(when) > 2 * _env_float("NETRAIN_SHIP_HTTP_TIMEOUT", 60):
+        if time.time() - float(when) > 2 * settings().http_timeout:
             del self.state["uncertain"][key]
 
     # --- loops -------------------------------------------------------------------------
@@ -682,10 +674,6 @@ def _pid_follower(s: Shipper, pid: int, drain: float) -> Callable[[], bool]:
     return alive
 
 
-def drain_timeout() -> float:
-    return _env_float("NETRAIN_DRAIN_TIMEOUT", 60.0)
-
-
 def _stderr(text: str) -> None:
     print(f"netrain: shipper: {text}", file=sys.stderr, flush=True)
 
@@ -701,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pid", type=int, required=True, help="the writer's process id")
     f.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds to keep shipping after the writer is gone "
-                        "(default: $NETRAIN_DRAIN_TIMEOUT or 60)")
+                        f"(default: ${names.DRAIN_TIMEOUT} or 60)")
     o = sub.add_parser("once", help="ship what a journal holds now")
     o.add_argument("journal", type=Path)
     o.add_argument("--batch-dir", type=Path, required=True)
@@ -716,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
             # dying with them; SLURM's SIGKILL after KillWait still ends it
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
-            drain = a.drain_timeout if a.drain_timeout is not None else drain_timeout()
+            drain = a.drain_timeout if a.drain_timeout is not None else \
+                settings().drain_timeout
             try:
                 start = a.journal.stat().st_size  # the writer's session begins past here
             except OSError:
