@@ -286,7 +286,7 @@ def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
     """show with 1k/10k/100k networks recorded (10 networks per task)."""
     from netrain.define.batch import Batch, now_iso
     from netrain.execute.records import NetRecord, TaskRecord, record_path, write_record
-    from netrain.results import table as report
+    from netrain.results import show as report
 
     cfg = make_project(work / "show", "direct")
     rows = []
