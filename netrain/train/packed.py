@@ -5,11 +5,13 @@ Networks whose model, data shapes and settings are identical are stacked (one sl
 network) and advanced by one compiled step, ``keras.ops.vectorized_map`` over the template
 model's ``stateless_call``; the gradient of the summed losses gives each network its own
 gradient, and one optimizer on the stacked variables is, being elementwise, the N networks'
-optimizers side by side. Each network keeps its own initial weights (built under its own
-seed exactly as the sequential path builds it), its own batch order (a numpy generator seeded
-with the network's seed, see :func:`epoch_order`), its own learning rate, its own per-epoch
-metrics and its own early stopping (a stopped network is frozen). At the end each network's
-values go back into its own keras model, which is saved with ``save_network``.
+optimizers side by side. Each network keeps its own initial weights (those the sequential
+path builds under its seed: the first two networks of a model are built in full, the others
+from the model's recipe without a keras model of their own, see :class:`_Builder` and
+initial.py), its own batch order (a numpy generator seeded with the network's seed, see
+:func:`epoch_order`), its own learning rate, its own per-epoch metrics and its own early
+stopping (a stopped network is frozen). At the end each network's values are saved with
+``save_network`` from a keras model that holds them: its own, or the group's spare one.
 
 Checkpoints are the sequential path's (``save_checkpoint``: the keras model with its optimizer
 state, its metadata, early stopping's best weights), so either trainer resumes the other's.
@@ -41,7 +43,7 @@ from typing import Any
 
 from netrain.define import checkpoint
 from netrain.errors import TaskInterrupted, pending_interrupt
-from netrain.train import batches
+from netrain.train import batches, initial
 from netrain.train.sequential import (
     EpochProgress,
     NetworkJob,
@@ -222,12 +224,21 @@ def _overrides(model: Any, keras: Any, name: str) -> bool:
 
 def model_refusal(model: Any, keras: Any) -> str | None:
     """Why this (compiled) model cannot be packed, or None."""
+    return _structure_refusal(model, keras) or optimizer_refusal(model.optimizer) or \
+        _variables_refusal(model)
+
+
+def _structure_refusal(model: Any, keras: Any) -> str | None:
     if not isinstance(model, keras.Model):
         return f"the model is a {type(model).__name__}, not a keras.Model"
     for name in _STEP_METHODS:
         if _overrides(model, keras, name):
             return f"{type(model).__name__} has a custom {name}"
-    opt = model.optimizer
+    return None
+
+
+def optimizer_refusal(opt: Any) -> str | None:
+    """Why networks with this optimizer cannot share one stacked optimizer, or None."""
     if opt is None:
         return "the model has no optimizer"
     if "LossScale" in type(opt).__name__:
@@ -240,6 +251,10 @@ def model_refusal(model: Any, keras: Any) -> str | None:
         value = conf.get(key)
         if value is not None and not (key == "gradient_accumulation_steps" and value == 1):
             return f"optimizer {key}={value} would couple the stacked networks"
+    return None
+
+
+def _variables_refusal(model: Any) -> str | None:
     if not model.trainable_variables:
         return "the model has no trainable variables after building"
     return None
@@ -294,7 +309,8 @@ def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str 
 
 @dataclass
 class _Member:
-    """One network of a group: its job, its own keras model and its own data."""
+    """One network of a group: its job, its weights' values, its data and, where it was
+    built in full, its own keras model (None where its values came from its kit's recipe)."""
 
     index: int
     job: NetworkJob
@@ -313,6 +329,13 @@ class _Member:
     #: first batch); None for (x, y) arrays
     src: Any = None
     vsrc: Any = None
+    #: its trainable and non-trainable variables' values (as numpy arrays, in the order of
+    #: the model's trainable_variables and non_trainable_variables): its initial ones until
+    #: the group puts its trained ones back
+    values: list[Any] = field(default_factory=list)
+    nt_values: list[Any] = field(default_factory=list)
+    kit: _Kit | None = None
+    optimizer: Any = None  # its own optimizer (the configuration's, as compile makes it)
 
 
 def _as_array(a: Any, keras: Any) -> Any:
@@ -413,12 +436,101 @@ class _YoungGC:
             gc.unfreeze()
 
 
-def _build_member(index: int, job: NetworkJob, keras: Any,
-                  seeder: _Seeder | None = None) -> _Member | str:
-    """Build a network exactly as train_one does; a str return is why it cannot be packed."""
+def _seed_of(job: NetworkJob) -> int:
     cfg = job.config
-    (seeder or _Seeder())(keras, cfg.seed if cfg.seed is not None else job.seed)
-    model = cfg.model_generator()
+    return cfg.seed if cfg.seed is not None else job.seed
+
+
+class _Kit:
+    """What the networks of one ``model_generator`` share (see :class:`_Builder`): the recipe
+    of their initial values (None: each is built in full), whether a second network built in
+    full agreed with it, and what the key and the refusal take from the model's structure."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.recipe: initial.Recipe | None = None
+        self.built = False  # the first network was built and its recipe recorded
+        self.checked = False  # a second network, built in full, agreed with the recipe
+        self.arch_json: str | None = None
+        self.arch: Any = None
+        self.var_key: tuple[Any, ...] = ()
+        self.refusal: str | None = None
+
+
+class _Builder:
+    """Builds a task's members. The first network of a ``model_generator`` is built in full
+    with the recipe of its initial values recorded (initial.py); the second in full too, its
+    values compared with the recipe's for its seed; the others from the recipe, without a
+    keras model of their own (about 1 ms each instead of 10 or more). Networks that resume,
+    start from given weights or whose model has no recipe are built in full."""
+
+    #: distinct generators followed: networks whose generators all differ are built in full
+    MAX_KITS = 4
+
+    def __init__(self, keras: Any, seeder: _Seeder) -> None:
+        self.keras, self.seeder = keras, seeder
+        self.kits: list[_Kit] = []
+        self.optimizers: dict[str, Any] = {}  # an optimizer named by a string, made once
+
+    def __call__(self, index: int, job: NetworkJob) -> _Member | str:
+        keras, cfg = self.keras, job.config
+        if job.resume is not None or job.init_weights is not None:
+            return _build_member(index, job, keras, self.seeder)
+        gen = cfg.model_generator
+        kit = next((k for k in self.kits if initial.same_generator(k.generator, gen)), None)
+        if kit is None:
+            if len(self.kits) >= self.MAX_KITS:
+                return _build_member(index, job, keras, self.seeder)
+            kit = _Kit(gen)
+            built = _build_member(index, job, keras, self.seeder, kit)
+            if kit.built:
+                self.kits.append(kit)
+            return built
+        if kit.recipe is None:
+            return _build_member(index, job, keras, self.seeder, kit)
+        if not kit.checked:
+            built = _build_member(index, job, keras, self.seeder, kit)
+            if not isinstance(built, str):
+                kit.checked = True
+                values, nt_values, _ = kit.recipe.values(keras, _seed_of(job))
+                if not (_equal(values, built.values) and _equal(nt_values, built.nt_values)):
+                    kit.recipe = None
+            return built
+        return _replay_member(index, job, keras, self.seeder, kit, self.optimizer(cfg.optimizer))
+
+    def optimizer(self, spec: Any) -> Any:
+        """The optimizer ``compile`` would make of ``spec`` (one made once for a name)."""
+        if isinstance(spec, str):
+            if spec not in self.optimizers:
+                self.optimizers[spec] = self.keras.optimizers.get(spec)
+            return self.optimizers[spec]
+        return self.keras.optimizers.get(spec)
+
+
+def _equal(a: list[Any], b: list[Any]) -> bool:
+    import numpy as np
+
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _build_member(index: int, job: NetworkJob, keras: Any,
+                  seeder: _Seeder | None = None, kit: _Kit | None = None) -> _Member | str:
+    """Build a network exactly as train_one does; a str return is why it cannot be packed.
+    The first network of a ``kit`` is built with the recipe of its initial values recorded
+    (initial.record: the same values), and the kit takes what the key needs from it."""
+    cfg = job.config
+    seeder = seeder or _Seeder()
+    seed = _seed_of(job)
+    seeder(keras, seed)
+    model = None
+    recording = kit is not None and not kit.built
+    if recording:
+        assert kit is not None
+        model, kit.recipe = initial.record(keras, cfg.model_generator, seed)
+        if model is None:  # built again as train_one builds it
+            seeder(keras, seed)
+    if model is None:
+        model = cfg.model_generator()
     if not hasattr(model, "fit") or not hasattr(model, "compile"):
         return f"model_generator returned {type(model).__name__}, not a keras model"
     if job.init_weights is not None and job.resume is None:
@@ -426,6 +538,68 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
     model.compile(optimizer=cfg.optimizer, loss=cfg.loss, metrics=list(cfg.metrics) or None)
     resuming = job.resume is not None and job.batch_dir is not None
     start_epoch = job.resume.epoch if resuming and job.resume is not None else 0
+    data = _member_data(job, keras, start_epoch)
+    if isinstance(data, str):
+        return data
+    x, y = data[0], data[1]
+    if not model.built:
+        model(x[:1])
+    why = model_refusal(model, keras)
+    if why:
+        return why
+    start, best, history = 0, None, {}
+    if job.resume is not None and job.batch_dir is not None:
+        # as train_one resumes: weights and optimizer state from the checkpoint
+        best = load_checkpoint(model, job, {"x": x})
+        job.checkpoint_epoch = start = job.resume.epoch
+        history = {k: list(v) for k, v in job.resume.history.items()}
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    arch_json, arch = _architecture(model, cfg)
+    var_key = (tuple((tuple(v.shape), str(v.dtype)) for v in model.trainable_variables),
+               tuple((tuple(v.shape), str(v.dtype)) for v in model.non_trainable_variables))
+    if recording:
+        assert kit is not None
+        kit.built = True
+        kit.arch_json, kit.arch, kit.var_key = arch_json, arch, var_key
+        kit.refusal = _structure_refusal(model, keras) or _variables_refusal(model)
+    key, lr = _member_key(job, arch, var_key, model.optimizer, data, start, iterations)
+    numpy = keras.ops.convert_to_numpy
+    return _Member(index=index, job=job, model=model, x=x, y=y, xv=data[2], yv=data[3], lr=lr,
+                   key=key, history=history, arch_json=arch_json, start=start, best=best,
+                   src=data[4], vsrc=data[5], kit=kit, optimizer=model.optimizer,
+                   values=[numpy(v) for v in model.trainable_variables],
+                   nt_values=[numpy(v) for v in model.non_trainable_variables])
+
+
+def _replay_member(index: int, job: NetworkJob, keras: Any, seeder: _Seeder, kit: _Kit,
+                   optimizer: Any) -> _Member | str:
+    """A network of ``kit`` without a keras model of its own: its initial values from the
+    kit's recipe under its seed, every random generator left as building it would leave
+    them (its data is made next, and may draw from them)."""
+    import random
+
+    seed = _seed_of(job)
+    seeder(keras, seed)
+    assert kit.recipe is not None
+    values, nt_values, py_state = kit.recipe.values(keras, seed)
+    random.setstate(py_state)  # the draws its model's layers would have made
+    data = _member_data(job, keras, 0)
+    if isinstance(data, str):
+        return data
+    why = kit.refusal or optimizer_refusal(optimizer)
+    if why:
+        return why
+    key, lr = _member_key(job, kit.arch, kit.var_key, optimizer, data, 0, 0)
+    return _Member(index=index, job=job, model=None, x=data[0], y=data[1], xv=data[2],
+                   yv=data[3], lr=lr, key=key, arch_json=kit.arch_json, src=data[4],
+                   vsrc=data[5], values=values, nt_values=nt_values, kit=kit,
+                   optimizer=optimizer)
+
+
+def _member_data(job: NetworkJob, keras: Any, start_epoch: int) -> tuple[Any, ...] | str:
+    """A network's (x, y, xv, yv, src, vsrc): its arrays, or its sources' streams and their
+    first batches (see :class:`_Member`); a str is why they cannot be packed."""
+    cfg = job.config
     bs = cfg.batch_size or 32
     d = materialise(cfg.training_generator)
     src = vsrc = None
@@ -437,8 +611,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
         train_steps: int | None = math.ceil(samples / bs)
     else:  # the order of draws is train_one's: this first batch, then the evaluation's
         src = batches.open_stream(d, training=True, epoch_samples=job.epoch_samples,
-                                  seed=cfg.seed if cfg.seed is not None else job.seed,
-                                  start_epoch=start_epoch)
+                                  seed=_seed_of(job), start_epoch=start_epoch)
         _peeked(job, "training_generator", cfg.training_generator, src)
         why = _batch_refusal(src.first, "training_generator")
         if why:
@@ -468,39 +641,38 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
         for stream in (src, vsrc):
             if stream is not None:
                 stream.random = rng_state
-    if not model.built:
-        model(x[:1])
-    why = model_refusal(model, keras)
-    if why:
-        return why
-    start, best, history = 0, None, {}
-    if job.resume is not None and job.batch_dir is not None:
-        # as train_one resumes: weights and optimizer state from the checkpoint
-        best = load_checkpoint(model, job, {"x": x})
-        job.checkpoint_epoch = start = job.resume.epoch
-        history = {k: list(v) for k, v in job.resume.history.items()}
-    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    conf = dict(model.optimizer.get_config())
-    conf.pop("name", None)
-    lr_conf = conf.pop("learning_rate", None)
-    lr: float | None = None
-    if isinstance(lr_conf, (int, float)) and type(model.optimizer).__name__ in _LINEAR_IN_LR:
-        lr = float(lr_conf)
-    else:
-        conf["learning_rate"] = lr_conf  # a schedule: must be the same for the group
-    arch_json: str | None = None
+    return x, y, xv, yv, src, vsrc
+
+
+def _architecture(model: Any, cfg: Any) -> tuple[str | None, Any]:
+    """The model's ``to_json()`` (None without one) and what of it the key compares."""
     try:
         arch_json = model.to_json()
         arch: Any = json.loads(arch_json)
-        arch.pop("compile_config", None)  # the optimizer is compared below
-        arch = json.dumps(arch, sort_keys=True)
+        arch.pop("compile_config", None)  # the optimizer is compared by the key
+        return arch_json, json.dumps(arch, sort_keys=True)
     except Exception:  # a subclassed model without get_config: its class and params
-        arch = (type(model).__qualname__, sorted(cfg.params.items()))
+        return None, (type(model).__qualname__, sorted(cfg.params.items()))
+
+
+def _member_key(job: NetworkJob, arch: Any, var_key: tuple[Any, ...], optimizer: Any,
+                data: tuple[Any, ...], start: int, iterations: int
+                ) -> tuple[tuple[Any, ...], float | None]:
+    """What must be equal for networks to share a group, and the network's learning rate
+    where the group may differ in it (None: it is part of the key)."""
+    cfg = job.config
+    conf = dict(optimizer.get_config())
+    conf.pop("name", None)
+    lr_conf = conf.pop("learning_rate", None)
+    lr: float | None = None
+    if isinstance(lr_conf, (int, float)) and type(optimizer).__name__ in _LINEAR_IN_LR:
+        lr = float(lr_conf)
+    else:
+        conf["learning_rate"] = lr_conf  # a schedule: must be the same for the group
+    x, y, xv, yv, src, vsrc = data
     key = (
-        arch,
-        tuple((tuple(v.shape), str(v.dtype)) for v in model.trainable_variables),
-        tuple((tuple(v.shape), str(v.dtype)) for v in model.non_trainable_variables),
-        type(model.optimizer).__name__, repr(sorted(conf.items())),
+        arch, *var_key,
+        type(optimizer).__name__, repr(sorted(conf.items())),
         _describe(cfg.loss), tuple(_describe(m) for m in cfg.metrics),
         cfg.batch_size, cfg.nb_epoch, job.epoch_samples, job.intelligent,
         repr(sorted(cfg.early_stopping.items())),
@@ -509,9 +681,7 @@ def _build_member(index: int, job: NetworkJob, keras: Any,
         # a group resumes together: the same epoch, the same optimizer step, one policy
         start, iterations, job.policy, job.batch_dir is None,
     )
-    return _Member(index=index, job=job, model=model, x=x, y=y, xv=xv, yv=yv, lr=lr, key=key,
-                   history=history, arch_json=arch_json, start=start, best=best, src=src,
-                   vsrc=vsrc)
+    return key, lr
 
 
 def _data_key(stream: Any, x: Any, y: Any) -> tuple[Any, ...]:
@@ -625,11 +795,11 @@ def train_networks_packed(
 
     groups: dict[Any, list[_Member]] = {}
     refused: dict[str, list[int]] = {}
-    seeder, young_gc = _Seeder(), _YoungGC()
+    build, young_gc = _Builder(keras, _Seeder()), _YoungGC()
     try:
         for index, job in jobs.items():
             try:
-                built = _build_member(index, job, keras, seeder)
+                built = build(index, job)
             except Exception as exc:
                 _reraise_interrupt(exc)
                 built = f"building it failed ({type(exc).__name__}: {_first_line(exc)})"
@@ -659,7 +829,8 @@ def train_networks_packed(
             _mark(m.job, None, len(members))
             observer.network_started(m.job)
         try:
-            seconds = _PackedGroup(members, keras).train(observer)
+            group = _PackedGroup(members, keras)
+            seconds = group.train(observer)
         except Exception as exc:
             _reraise_interrupt(exc)
             del members[:]
@@ -670,7 +841,7 @@ def train_networks_packed(
         young_gc = _YoungGC()
         try:
             for m in members:
-                results[m.index] = _finish(m, observer, seconds / len(members))
+                results[m.index] = _finish(m, observer, seconds / len(members), group.holding)
                 young_gc()
         finally:
             young_gc.done()
@@ -791,15 +962,17 @@ def _reraise_interrupt(exc: BaseException) -> None:
         raise TaskInterrupted(signum) from exc
 
 
-def _finish(m: _Member, observer: Observer, seconds: float) -> NetworkResult | None:
+def _finish(m: _Member, observer: Observer, seconds: float,
+            holding: Callable[[_Member], Any]) -> NetworkResult | None:
     """Replay the network's epochs to the observer (its run was opened when its group
-    formed) and save it, as the sequential path."""
+    formed) and save it, as the sequential path, from a keras model that holds its values
+    (``holding``: its own, or the group's spare)."""
     job = m.job
     try:
         for epoch in range(len(next(iter(m.history.values()), []))):
             observer.epoch_end(job, epoch, {k: v[epoch] for k, v in m.history.items()
                                             if epoch < len(v)})
-        files = save_network(m.model, job, m.history, m.arch_json)
+        files = save_network(holding(m), job, m.history, m.arch_json)
         if job.batch_dir is not None and not job.policy.keep:
             checkpoint.remove(job.batch_dir, job.stem)
         epochs = len(next(iter(m.history.values()), []))
@@ -832,11 +1005,16 @@ class _PackedGroup:
             self.tf = tf
         self.members = members
         self.k = len(members)
-        self.template = members[0].model
-        cfg = members[0].job.config
+        first = members[0]
+        cfg = first.job.config
         self.cfg = cfg
         self.bs = cfg.batch_size or 32
-        first = members[0]
+        #: the group's keras model: the first network's own, else a spare one
+        self.template = first.model if first.model is not None else self._spare(first)
+        #: spare models that hold a network without a model of its own while its files
+        #: are written: one for its weights file, whose optimizer stays unbuilt as the
+        #: network's own would, and one for checkpoints (optimizer state included)
+        self._spares: dict[str, Any] = {}
         # Build the compiled loss and metrics (and the optimizer) on the template.
         self.template._symbolic_build(data_batch=(first.x[:self.bs], first.y[:self.bs]))
         self.tvars = list(self.template.trainable_variables)
@@ -844,21 +1022,24 @@ class _PackedGroup:
         self.mvars = list(self.template.metrics_variables)
         self.has_training_arg = bool(getattr(self.template, "_call_has_training_arg", False))
         for m in members:
-            if len(m.model.trainable_variables) != len(self.tvars):
+            if len(m.values) != len(self.tvars) or len(m.nt_values) != len(self.ntvars):
                 raise ValueError("the networks of the group have different variable counts")
+        #: where each of model.weights is in (values, nt_values): get_weights' order
+        where = {id(v): (0, i) for i, v in enumerate(self.tvars)}
+        where.update({id(v): (1, i) for i, v in enumerate(self.ntvars)})
+        self.weights_order = [where[id(w)] for w in self.template.weights]
 
-        def stack(get: Callable[[Any], list[Any]]) -> list[Any]:
-            per = [[keras.ops.convert_to_numpy(v) for v in get(m.model)] for m in members]
+        def stack(per: list[list[Any]]) -> list[Any]:
             return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
 
         self.svars = [keras.Variable(v, trainable=True, name=f"packed_{i}")
-                      for i, v in enumerate(stack(lambda mm: mm.trainable_variables))]
+                      for i, v in enumerate(stack([m.values for m in members]))]
         tensor = keras.ops.convert_to_tensor
-        self.ntv = [tensor(v) for v in stack(lambda mm: mm.non_trainable_variables)]
+        self.ntv = [tensor(v) for v in stack([m.nt_values for m in members])]
         self.template.reset_metrics()
         self.mv_reset = [tensor(np.stack([keras.ops.convert_to_numpy(v)] * self.k))
                          for v in self.mvars]
-        opt_t = self.template.optimizer
+        opt_t = first.optimizer
         self.optimizer = type(opt_t).from_config(opt_t.get_config())
         self.optimizer.build(self.svars)
         self.start = first.start
@@ -1150,13 +1331,13 @@ class _PackedGroup:
                         m.history.setdefault(key, []).append(float(v[i]))
                 if stoppers is not None:
                     self._put_back(ntv, [i for i in range(k) if was_active[i]])
-                    for i, m in enumerate(self.members):
+                    for i in range(k):
                         if not was_active[i]:
                             continue
                         net_logs = {key: float(v[i]) for key, v in logs.items()}
                         for cb in stoppers[i]:
                             cb.on_epoch_end(epoch, net_logs)
-                        if m.model.stop_training:
+                        if stoppers[i][0].model.stop_training:
                             active[i] = False
                 for i, m in enumerate(self.members):  # a generator that ended ends training
                     if any(src is not None and src.ended for src in (m.src, m.vsrc)):
@@ -1287,7 +1468,7 @@ class _PackedGroup:
             for i in frozen:
                 for cb in stoppers[i] if stoppers is not None else []:
                     cb.on_train_end()
-                _finish(self.members[i], observer, seconds / self.k)
+                _finish(self.members[i], observer, seconds / self.k, self.holding)
         stopped = getattr(observer, "network_interrupted", None)
         for i in running:  # their runs were opened when the group formed
             m = self.members[i]
@@ -1307,14 +1488,19 @@ class _PackedGroup:
         the sequential path's save_checkpoint; returns the seconds it took."""
         start = time.perf_counter()
         self._put_back(ntv, which, optimizer=True)
+        opt_state = self._optimizer_state()
         for i in which:
             m = self.members[i]
+            model = m.model
+            if model is None:
+                model = self.holding(m, checkpoint=True)
+                self._put_optimizer(model, i, opt_state)
             progress = EpochProgress(m.job)
             progress.history, progress.epochs = m.history, done
             if stoppers is not None:
                 progress.early_stopping = early_stopping_state(stoppers[i][0])
                 progress.best_weights = stoppers[i][0].best_weights
-            save_checkpoint(m.model, m.job, progress)
+            save_checkpoint(model, m.job, progress)
         return time.perf_counter() - start
 
     def _expected_checkpoint_seconds(self) -> float:
@@ -1324,13 +1510,14 @@ class _PackedGroup:
         first checkpoint than on training."""
         m = self.members[0]
         assert m.job.batch_dir is not None
-        self._optimizer_pairs(m)  # its optimizer built, as a checkpoint has it
+        model = m.model if m.model is not None else self.holding(m, checkpoint=True)
+        self._optimizer_pairs(model)  # its optimizer built, as a checkpoint has it
         d = checkpoint.directory(m.job.batch_dir)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f".probe.{os.getpid()}.keras"
         start = time.perf_counter()
         try:
-            m.model.save(str(path))
+            model.save(str(path))
         finally:
             path.unlink(missing_ok=True)
         return (time.perf_counter() - start) * self.k
@@ -1359,13 +1546,13 @@ class _PackedGroup:
             var.assign(val)
         return ntv
 
-    def _optimizer_pairs(self, m: _Member) -> list[tuple[Any, Any, bool]]:
+    def _optimizer_pairs(self, model: Any) -> list[tuple[Any, Any, bool]]:
         """(stacked optimizer variable, the network's own, whether stacked) for the state a
         checkpoint keeps: the per-variable slots (sliced) and the step count (shared); the
-        network's learning rate stays its own."""
-        opt = m.model.optimizer
+        network's learning rate stays its own. ``model``: the network's keras model."""
+        opt = model.optimizer
         if not opt.built:
-            opt.build(m.model.trainable_variables)
+            opt.build(model.trainable_variables)
         ours, theirs = self.optimizer.variables, opt.variables
         if len(ours) != len(theirs):
             raise ValueError(f"the packed optimizer has {len(ours)} variables, the network's "
@@ -1381,7 +1568,7 @@ class _PackedGroup:
     def _stack_optimizers(self) -> None:
         """Resumed networks: their optimizers' state (from the checkpoints) stacked."""
         keras, np = self.keras, self.np
-        per = [self._optimizer_pairs(m) for m in self.members]
+        per = [self._optimizer_pairs(m.model) for m in self.members]
         for j, (g, _, stacked) in enumerate(per[0]):
             values = [keras.ops.convert_to_numpy(p[j][1]) for p in per]
             g.assign(np.stack(values) if stacked else values[0])
@@ -1392,7 +1579,10 @@ class _PackedGroup:
         es = m.job.config.early_stopping
         monitor = es.get("monitor") or ("val_loss" if self.has_val else "loss")
         mode = es.get("mode", "auto")
-        if mode == "auto":
+        # a network without a model of its own: its weights, and the group's metrics,
+        # whose direction the "auto" mode reads
+        target = m.model if m.model is not None else _Weights(self, m)
+        if mode == "auto" and m.model is not None:
             m.model._symbolic_build(data_batch=(m.x[:self.bs], m.y[:self.bs]))
         cbs = [keras.callbacks.EarlyStopping(
             monitor=monitor, patience=int(es.get("patience", 10)),
@@ -1400,9 +1590,9 @@ class _PackedGroup:
             restore_best_weights=bool(es.get("restore_best_weights", True)))]
         if es.get("threshold") is not None:
             cbs.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
-        m.model.stop_training = False
+        target.stop_training = False
         for cb in cbs:
-            cb.set_model(m.model)
+            cb.set_model(target)
             cb.on_train_begin()
         meta = m.job.resume
         if meta is not None and meta.early_stopping:  # as the sequential path resumes it
@@ -1410,25 +1600,106 @@ class _PackedGroup:
         return cbs
 
     def _put_back(self, ntv: list[Any], which: list[int], optimizer: bool = False) -> None:
-        """Assign networks' current stacked values into their own keras models (and, with
-        ``optimizer``, the optimizer state into their own optimizers)."""
+        """Put networks' current stacked values back into their own values (and keras
+        models, where they have one; with ``optimizer``, the optimizer state into their
+        own optimizers too)."""
         if not which:
             return
-        numpy = self.keras.ops.convert_to_numpy
+        np, numpy = self.np, self.keras.ops.convert_to_numpy
         tv_np = [numpy(v) for v in self.svars]
         ntv_np = [numpy(v) for v in ntv]
-        opt_np: list[Any] = []
-        index: dict[int, int] = {}
-        if optimizer:
-            opt_np = [self.keras.ops.convert_to_numpy(v) for v in self.optimizer.variables]
-            index = {id(v): j for j, v in enumerate(self.optimizer.variables)}
+        opt_state = self._optimizer_state() if optimizer else None
         for i in which:
-            model = self.members[i].model
-            for var, val in zip(model.trainable_variables, tv_np, strict=True):
-                var.assign(val[i])
-            for var, val in zip(model.non_trainable_variables, ntv_np, strict=True):
-                var.assign(val[i])
-            if optimizer:
-                for g, v, stacked in self._optimizer_pairs(self.members[i]):
-                    val = opt_np[index[id(g)]]
-                    v.assign(val[i] if stacked else val)
+            m = self.members[i]
+            m.values = [np.array(val[i]) for val in tv_np]
+            m.nt_values = [np.array(val[i]) for val in ntv_np]
+            if m.model is None:
+                continue
+            for var, val in zip(m.model.trainable_variables, m.values, strict=True):
+                var.assign(val)
+            for var, val in zip(m.model.non_trainable_variables, m.nt_values, strict=True):
+                var.assign(val)
+            if opt_state is not None:
+                self._put_optimizer(m.model, i, opt_state)
+
+    def _optimizer_state(self) -> tuple[list[Any], dict[int, int]]:
+        """The stacked optimizer's values, and each variable's place among them."""
+        numpy = self.keras.ops.convert_to_numpy
+        return ([numpy(v) for v in self.optimizer.variables],
+                {id(v): j for j, v in enumerate(self.optimizer.variables)})
+
+    def _put_optimizer(self, model: Any, i: int, state: tuple[list[Any], dict[int, int]]
+                       ) -> None:
+        """Network ``i``'s slice of the stacked optimizer state into ``model``'s optimizer."""
+        values, index = state
+        for g, v, stacked in self._optimizer_pairs(model):
+            val = values[index[id(g)]]
+            v.assign(val[i] if stacked else val)
+
+    def holding(self, m: _Member, checkpoint: bool = False) -> Any:
+        """A keras model that holds network ``m``'s values: its own, else one of the group's
+        spare models (its learning rate set to the network's; for a ``checkpoint`` the
+        caller puts the optimizer state in)."""
+        if m.model is not None:
+            return m.model
+        role = "checkpoint" if checkpoint else "weights"
+        if role not in self._spares:
+            self._spares[role] = self._spare(m)
+        model = self._spares[role]
+        for var, val in zip(model.trainable_variables, m.values, strict=True):
+            var.assign(val)
+        for var, val in zip(model.non_trainable_variables, m.nt_values, strict=True):
+            var.assign(val)
+        if m.lr is not None:
+            model.optimizer.learning_rate = m.lr
+        return model
+
+    def _spare(self, m: _Member) -> Any:
+        """A keras model of the group's structure, compiled as network ``m``'s own would be
+        (its layers named as the first network's; its values are not anyone's). Python's
+        and numpy's random generators are left as they were."""
+        import random
+
+        keras, np, cfg = self.keras, self.np, m.job.config
+        states = random.getstate(), np.random.get_state()
+        try:
+            with _kernel_cache_kept(keras):  # its values are replaced: no stream matters
+                keras.backend.clear_session(free_memory=False)
+                keras.utils.set_random_seed(_seed_of(m.job))
+            model = cfg.model_generator()
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+        if not model.built:
+            model(m.x[:1])
+        opt = m.optimizer
+        model.compile(optimizer=type(opt).from_config(opt.get_config()), loss=cfg.loss,
+                      metrics=list(cfg.metrics) or None)
+        return model
+
+
+class _Weights:
+    """A network without a keras model of its own, as early stopping sees it: its weights
+    (``get_weights``/``set_weights`` in the order of ``model.weights``, as a checkpoint keeps
+    them), whether to stop, and the group model's metrics (whose direction "auto" reads)."""
+
+    def __init__(self, group: _PackedGroup, m: _Member) -> None:
+        self.group, self.m = group, m
+        self.stop_training = False
+
+    @property
+    def metrics(self) -> list[Any]:
+        return list(self.group.template.metrics)
+
+    def get_weights(self) -> list[Any]:
+        import numpy as np
+
+        lists = (self.m.values, self.m.nt_values)
+        return [np.array(lists[a][i]) for a, i in self.group.weights_order]
+
+    def set_weights(self, weights: list[Any]) -> None:
+        import numpy as np
+
+        lists = (self.m.values, self.m.nt_values)
+        for (a, i), w in zip(self.group.weights_order, weights, strict=True):
+            lists[a][i] = np.asarray(w)
