@@ -42,24 +42,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netrain.define import checkpoint
+from netrain.define.spec import format_indices
 from netrain.errors import TaskInterrupted, pending_interrupt
 from netrain.train import batches, initial
 from netrain.train.sequential import (
+    SNAPSHOT_BUDGET,
     EpochProgress,
     NetworkJob,
     NetworkResult,
     Observer,
     StopNow,
+    early_stopping_callbacks,
     early_stopping_state,
+    epoch_order,
     interrupt_check,
     is_array_pair,
     load_checkpoint,
     materialise,
     pydataset_workers,
-    resume_callback,
     save_checkpoint,
     save_network,
-    threshold_callback,
     train_networks,
 )
 
@@ -73,9 +75,6 @@ _ELEMENTWISE_OPTIMIZERS = frozenset({"SGD", "Adam", "AdamW", "Adamax", "Nadam", 
 #: Of those, the ones whose step is proportional to the learning rate, so networks that
 #: differ only in it share a group (the step is rescaled per network).
 _LINEAR_IN_LR = _ELEMENTWISE_OPTIMIZERS - {"Ftrl"}
-#: The share of an epoch's time a copy of the group's state (kept so that a signal mid-epoch
-#: checkpoints the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
-SNAPSHOT_BUDGET = 0.01
 #: Draw a step's batches from the networks' sources in a thread while the previous step
 #: runs. Off: it measured no faster on 2 cores (MLP 6-8-1, N=128: 2.85 s against 2.53 s
 #: drawn in the step's thread; MLP 32-64-64-1: 5.84 s against 6.04 s; BENCHMARKS.md).
@@ -89,71 +88,12 @@ def say(text: str) -> None:
     print(f"netrain: {text}", flush=True)
 
 
-def spans(indices: Sequence[int]) -> str:
-    """``0-3, 7, 9-10`` for [0, 1, 2, 3, 7, 9, 10]: runs of consecutive indices."""
-    out: list[str] = []
-    run: list[int] = []
-    for i in indices:
-        if run and i != run[-1] + 1:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(i)
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ", ".join(out)
-
-
-def epoch_order(rng: Any, n: int, epoch_samples: int) -> Any:
-    """The sample indices of one epoch: a permutation of the ``n`` samples or, when
-    ``epoch_samples`` is another positive count, that many from repeated permutations."""
-    import numpy as np
-
-    if epoch_samples <= 0 or epoch_samples == n:
-        return rng.permutation(n)
-    reps = math.ceil(epoch_samples / n)
-    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:epoch_samples]
-
-
 def network_rng(job: NetworkJob) -> Any:
     """The numpy generator that owns a network's batch order (seeded like its weights)."""
     import numpy as np
 
     cfg = job.config
     return np.random.default_rng(cfg.seed if cfg.seed is not None else job.seed)
-
-
-class SeededBatches:
-    """(x, y) arrays served to ``fit`` in the packed trainer's order: the sequential path
-    gives the same batches with ``fit(SeededBatches.make(job, x, y, batch_size),
-    shuffle=False)`` (which makes a network's results the same with or without --pack)."""
-
-    @staticmethod
-    def make(job: NetworkJob, x: Any, y: Any, batch_size: int) -> Any:
-        import keras
-        import numpy as np
-
-        rng = network_rng(job)
-        n = len(x)
-
-        class _Seeded(keras.utils.PyDataset):
-            def __init__(self) -> None:
-                super().__init__()
-                self.begun = 0
-                self.order = epoch_order(rng, n, job.epoch_samples)
-
-            def __len__(self) -> int:
-                return math.ceil(len(self.order) / batch_size)
-
-            def __getitem__(self, i: int) -> Any:
-                idx = self.order[i * batch_size:(i + 1) * batch_size]
-                return np.asarray(x)[idx], np.asarray(y)[idx]
-
-            def on_epoch_begin(self) -> None:
-                if self.begun:  # the first epoch's order was drawn when made
-                    self.order = epoch_order(rng, n, job.epoch_samples)
-                self.begun += 1
-
-        return _Seeded()
 
 
 # ------------------------------------------------------------------------------- refusal
@@ -837,7 +777,8 @@ def train_networks_packed(
             keras.backend.clear_session(free_memory=True)
             fallback(idx, f"the packed step failed ({type(exc).__name__}: {_first_line(exc)})")
             continue
-        say(f"packed {len(members)} networks ({spans(idx)}) into one step: {seconds:.1f} s")
+        say(f"packed {len(members)} networks ({format_indices(idx, ', ')}) into one step: "
+            f"{seconds:.1f} s")
         young_gc = _YoungGC()
         try:
             for m in members:
@@ -1574,29 +1515,18 @@ class _PackedGroup:
             g.assign(np.stack(values) if stacked else values[0])
 
     def _stoppers(self, m: _Member) -> list[Any]:
-        """The sequential path's early stopping callbacks, bound to the network's own model."""
-        keras = self.keras
-        es = m.job.config.early_stopping
-        monitor = es.get("monitor") or ("val_loss" if self.has_val else "loss")
-        mode = es.get("mode", "auto")
+        """The sequential path's early stopping callbacks (EarlyStopping first), bound to the
+        network's own model or, without one, to its weights (:class:`_Weights`)."""
         # a network without a model of its own: its weights, and the group's metrics,
         # whose direction the "auto" mode reads
         target = m.model if m.model is not None else _Weights(self, m)
-        if mode == "auto" and m.model is not None:
+        if m.job.config.early_stopping.get("mode", "auto") == "auto" and m.model is not None:
             m.model._symbolic_build(data_batch=(m.x[:self.bs], m.y[:self.bs]))
-        cbs = [keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=int(es.get("patience", 10)),
-            min_delta=float(es.get("min_delta", 0.0)), mode=mode,
-            restore_best_weights=bool(es.get("restore_best_weights", True)))]
-        if es.get("threshold") is not None:
-            cbs.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
+        cbs = early_stopping_callbacks(self.keras, m.job, self.has_val, m.best)
         target.stop_training = False
-        for cb in cbs:
+        for cb in cbs:  # a resumed network's state goes back after EarlyStopping's reset
             cb.set_model(target)
             cb.on_train_begin()
-        meta = m.job.resume
-        if meta is not None and meta.early_stopping:  # as the sequential path resumes it
-            resume_callback(keras, cbs[0], meta.early_stopping, m.best).on_train_begin()
         return cbs
 
     def _put_back(self, ntv: list[Any], which: list[int], optimizer: bool = False) -> None:
