@@ -6,7 +6,7 @@ saving its files, in ms a network, against the sequential path's own build and s
 
 ``--gc`` also measures packed building with Python's collector left as it was.
 Each case runs in a fresh process (imports and one warm-up build before the timer). Packed:
-the trainer's ``packed._Builder`` for each network (with its ``_Seeder`` and ``_YoungGC``):
+the trainer's ``members.Builder`` for each network (with its ``Seeder`` and ``YoungGC``):
 the first network built in full with its initial values' recipe recorded, the second in
 full and checked against the recipe, the others from the recipe, without a keras model;
 then ``save_network`` for each, from the keras model that holds it (its own, or the
@@ -45,7 +45,8 @@ def case(kind: str, nets: int, mode: str) -> dict[str, Any]:
     from packed import build, dataset  # bench/packed.py's models and data
 
     from netrain.define.contract import validate_output
-    from netrain.train.packed import _Builder, _PackedGroup, _Seeder, _YoungGC
+    from netrain.train.group import PackedGroup
+    from netrain.train.members import Builder, Seeder, YoungGC
     from netrain.train.sequential import NetworkJob, save_network
 
     data = dataset(kind, 1024)
@@ -64,22 +65,22 @@ def case(kind: str, nets: int, mode: str) -> dict[str, Any]:
         if mode in ("packed", "packed-gc"):
             # the trainer's own builder: the first network of the model built in full (its
             # recipe recorded), the second in full and checked, the rest from the recipe
-            young = _YoungGC(every=8 if mode == "packed" else 1 << 30)
-            warm = _Builder(keras, _Seeder())(nets, jobs[nets])
+            young = YoungGC(every=8 if mode == "packed" else 1 << 30)
+            warm = Builder(keras, Seeder())(nets, jobs[nets])
             save_network(warm.model, warm.job, hist, warm.arch_json)  # type: ignore[union-attr]
             start = time.perf_counter()
-            builder = _Builder(keras, _Seeder())
+            builder = Builder(keras, Seeder())
             members = []
             for i in range(nets):
                 members.append(builder(i, jobs[i]))
                 young()
             young.done()
             built = time.perf_counter()
-            group = _PackedGroup(members, keras)  # type: ignore[arg-type]
-            group.holding(members[-1])  # type: ignore[arg-type]  # its spare model, made once
+            group = PackedGroup(members, keras)  # type: ignore[arg-type]
+            group.state.holding(members[-1])  # type: ignore[arg-type]  # its spare model, made once
             spare = time.perf_counter()
             for m in members:
-                save_network(group.holding(m), m.job, hist, m.arch_json)  # type: ignore[union-attr]
+                save_network(group.state.holding(m), m.job, hist, m.arch_json)  # type: ignore[union-attr]
             saved = time.perf_counter()
             replayed = sum(m.model is None for m in members)  # type: ignore[union-attr]
             return {"kind": kind, "nets": nets, "mode": mode, "replayed": replayed,

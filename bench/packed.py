@@ -161,14 +161,14 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int,
     keras.utils.set_random_seed(0)
 
     from netrain.define.contract import validate_output
-    from netrain.train import packed
+    from netrain.train import group
     from netrain.train.packed import train_networks_packed
     from netrain.train.sequential import NetworkJob, train_networks
 
     data = dataset(kind, samples)
     # generator: draws as netrain's default; generator-serial: never in a thread
     if form == "generator-serial":
-        packed.PREFETCH = False
+        group.PREFETCH = False
     base = rss_kib()
     with tempfile.TemporaryDirectory() as tmp:
         def make_job(i: int) -> NetworkJob:

@@ -15,7 +15,7 @@ Another network's values are those initializers re-run with the draws its own se
 TensorFlow's op seeds and keras' global generator untouched; no variable written while
 built; every initializer keras' own). :func:`same_generator` says when two networks'
 ``model_generator`` build the same model (the same function with equal captured values).
-The packed trainer also builds a second network in full and compares (packed.py).
+The packed trainer also builds a second network in full and compares (members.Builder).
 """
 
 from __future__ import annotations

@@ -121,14 +121,14 @@ def test_packed_trainer_builds_from_the_recipe_and_checks_it(tmp_path: Path) -> 
     keras model, each with the values the sequential path builds it with. A model with no
     recipe, and one whose second network disagrees with the recipe, have every network
     built in full."""
-    from netrain.train.packed import _Builder, _Seeder
+    from netrain.train.members import Builder, Seeder
 
     for gen, replayed in ((rich, True), (custom_initializer, False), (shifty, False)):
         seeds = [11, 12, 13, 14, 5, 5]
         jobs = [make_job(tmp_path, i, gen=gen, extra={"seed": s},
                          train=_tokens() if gen is rich else None)
                 for i, s in enumerate(seeds)]
-        build = _Builder(keras, _Seeder())
+        build = Builder(keras, Seeder())
         members = [build(j.net_index, j) for j in jobs]
         assert [m.model is None for m in members] == [False, False] + [replayed] * 4
         for m, s in zip(members, seeds, strict=True):
