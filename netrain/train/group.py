@@ -107,7 +107,9 @@ class PackedGroup:
                 stop_mid_epoch = snapshot is not None or not wanted
                 schedule.epoch_started()
                 epoch_start = time.perf_counter()
-                active_t = tensor(active)
+                # copies: on jax a tensor of a numpy array may share its memory, and a step
+                # still queued would see a network dropped after it (active and live change)
+                active_t = tensor(active.copy())
                 mv = self.state.mv_reset
                 if self.steps.stream:
                     ntv, mv = self._stream_epoch(ntv, mv, active, stop_mid_epoch)
@@ -194,7 +196,7 @@ class PackedGroup:
                     # lengths would leave a network out of steps and then back in
                     raise ValueError("the networks' datasets give different numbers of "
                                      "batches a pass")
-                yield xy, tensor(live)
+                yield xy, tensor(live.copy())
                 step += 1
 
         try:
@@ -219,7 +221,7 @@ class PackedGroup:
             xy = self._draw(srcs, its, live)
             if xy is None:
                 break
-            mv = self.steps.evaluate(ntv, mv, self.keras.ops.convert_to_tensor(live), xy)
+            mv = self.steps.evaluate(ntv, mv, self.keras.ops.convert_to_tensor(live.copy()), xy)
             step += 1
         for i, s in enumerate(srcs):
             if its[i] is not None:
