@@ -6,10 +6,14 @@ saving its files, in ms a network, against the sequential path's own build and s
 
 ``--gc`` also measures packed building with Python's collector left as it was.
 Each case runs in a fresh process (imports and one warm-up build before the timer). Packed:
-``packed._build_member`` for each network (with the trainer's ``_Seeder`` and ``_YoungGC``),
-then ``training.save_network`` for each. Sequential: what ``training.train_one`` does around
-the training for each network (clear_session, set_random_seed, the model, compile, build),
-then ``save_network``. Goal (issue 19): packed build + save at most 10 ms a network.
+the trainer's ``members.Builder`` for each network (with its ``Seeder`` and ``YoungGC``):
+the first network built in full with its initial values' recipe recorded, the second in
+full and checked against the recipe, the others from the recipe, without a keras model;
+then ``save_network`` for each, from the keras model that holds it (its own, or the
+group's spare model, made once before the timer). Sequential: what
+``sequential.train_one`` does around the training for each network (clear_session,
+set_random_seed, the model, compile, build), then ``save_network``.
+Goal (issue 19): packed build + save at most 10 ms a network.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def case(kind: str, nets: int, mode: str) -> dict[str, Any]:
     from packed import build, dataset  # bench/packed.py's models and data
 
     from netrain.define.contract import validate_output
-    from netrain.train.packed import _build_member, _Seeder, _YoungGC
+    from netrain.train.group import PackedGroup
+    from netrain.train.members import Builder, Seeder, YoungGC
     from netrain.train.sequential import NetworkJob, save_network
 
     data = dataset(kind, 1024)
@@ -58,19 +63,30 @@ def case(kind: str, nets: int, mode: str) -> dict[str, Any]:
         jobs = [make_job(i) for i in range(nets + 1)]
         hist = {"loss": [1.0, 0.5]}
         if mode in ("packed", "packed-gc"):
-            seeder, young = _Seeder(), _YoungGC(every=8 if mode == "packed" else 1 << 30)
-            warm = _build_member(nets, jobs[nets], keras, seeder)
+            # the trainer's own builder: the first network of the model built in full (its
+            # recipe recorded), the second in full and checked, the rest from the recipe
+            young = YoungGC(every=8 if mode == "packed" else 1 << 30)
+            warm = Builder(keras, Seeder())(nets, jobs[nets])
             save_network(warm.model, warm.job, hist, warm.arch_json)  # type: ignore[union-attr]
             start = time.perf_counter()
+            builder = Builder(keras, Seeder())
             members = []
             for i in range(nets):
-                members.append(_build_member(i, jobs[i], keras, seeder))
+                members.append(builder(i, jobs[i]))
                 young()
             young.done()
             built = time.perf_counter()
+            group = PackedGroup(members, keras)  # type: ignore[arg-type]
+            group.state.holding(members[-1])  # type: ignore[arg-type]  # its spare model, made once
+            spare = time.perf_counter()
             for m in members:
-                save_network(m.model, m.job, hist, m.arch_json)  # type: ignore[union-attr]
+                save_network(group.state.holding(m), m.job, hist, m.arch_json)  # type: ignore[union-attr]
             saved = time.perf_counter()
+            replayed = sum(m.model is None for m in members)  # type: ignore[union-attr]
+            return {"kind": kind, "nets": nets, "mode": mode, "replayed": replayed,
+                    "build_ms": 1000 * (built - start) / nets,
+                    "save_ms": 1000 * (saved - spare) / nets,
+                    "spare_ms": 1000 * (spare - built)}
         else:
             def one(job: NetworkJob) -> Any:
                 keras.backend.clear_session(free_memory=False)
@@ -120,6 +136,8 @@ def main() -> int:
         for n in nets:
             seq = run_case(kind, n, "sequential")
             pk = run_case(kind, n, "packed")
+            print(f"  {kind} N={n}: {pk['replayed']} of {n} built from the recipe; the "
+                  f"group's spare model {pk['spare_ms']:.0f} ms once", flush=True)
             if args.gc:
                 old = run_case(kind, n, "packed-gc")
                 print(f"  {kind} N={n}: packed without _YoungGC {old['build_ms']:.1f} + "

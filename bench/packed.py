@@ -55,7 +55,7 @@ A network whose first batches drew from numpy's or Python's global random genera
 its own state swapped in around each draw, which costs ~0.2 ms a draw (numpy's
 get_state/set_state are ~85 us each): swapping for every network made MLP 6-8-1 at N=128
 spend 13 of its 39 s (profiled) in the swap, so it is done only for networks whose first
-draws used that state. Draws ahead in a thread (netrain/packed.py, PREFETCH: the next
+draws used that state. Draws ahead in a thread (netrain/train/group.py, PREFETCH: the next
 step's batches drawn while the current step runs, a queue of 2) bought nothing: at N=128
 (17:41, load ~2) MLP 6-8-1 2.95 s with it, 2.77 s without; again (order reversed) 2.85 s
 and 2.53 s; MLP 32-64-64-1 5.84 s and 6.04 s. Draws are ~0.5 s of a 2.5-6 s run and the
@@ -70,7 +70,7 @@ from a learnt layout, netrain/h5weights.py; keras' own save_weights took 27 ms);
 32-64-64-1 8.7 s in all, building 4.1 s (32 ms each), training 3.6 s, saving 0.5 s.
 Building was 56 ms a network (MLP 6-8-1) until members were built with TensorFlow's eager
 kernel cache kept: keras' clear_session and set_random_seed both clear it, and re-creating
-every kernel after each clear cost half of each build (netrain/train/packed.py, `_Seeder`: the
+every kernel after each clear cost half of each build (netrain/train/members.py, `Seeder`: the
 full clear still runs for the first member and any repeated seed, where a stateful random
 op could otherwise continue a stream). Building is per-network work the sequential path
 does too, so the ratio is bounded by sequential's time per network over the build's.
@@ -161,14 +161,14 @@ def case(kind: str, nets: int, mode: str, samples: int, epochs: int,
     keras.utils.set_random_seed(0)
 
     from netrain.define.contract import validate_output
-    from netrain.train import packed
+    from netrain.train import group
     from netrain.train.packed import train_networks_packed
     from netrain.train.sequential import NetworkJob, train_networks
 
     data = dataset(kind, samples)
     # generator: draws as netrain's default; generator-serial: never in a thread
     if form == "generator-serial":
-        packed.PREFETCH = False
+        group.PREFETCH = False
     base = rss_kib()
     with tempfile.TemporaryDirectory() as tmp:
         def make_job(i: int) -> NetworkJob:

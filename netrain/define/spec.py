@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netrain.errors import SpecError
@@ -126,8 +127,9 @@ def parse_tasks(text: str) -> list[int]:
     return sorted(out)
 
 
-def format_indices(indices: list[int]) -> str:
-    """The inverse of :func:`parse_tasks`: ``[0,1,2,3,7] -> "0-3,7"`` (SLURM --array syntax)."""
+def format_indices(indices: Sequence[int], sep: str = ",") -> str:
+    """The inverse of :func:`parse_tasks`: ``[0,1,2,3,7] -> "0-3,7"`` (SLURM --array syntax;
+    ``sep=", "`` for a message)."""
     parts: list[str] = []
     idx = sorted(set(indices))
     i = 0
@@ -137,7 +139,7 @@ def format_indices(indices: list[int]) -> str:
             j += 1
         parts.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
         i = j + 1
-    return ",".join(parts)
+    return sep.join(parts)
 
 
 def parse_model_filter(text: str) -> list[str]:

@@ -1,5 +1,6 @@
 """A network's (x, y) batches from a generator, a keras PyDataset or a tf.data.Dataset, drawn
-in the one order both trainers use (training.py hands them to ``fit``, packed.py stacks them).
+in the one order both trainers use (sequential.py hands them to ``fit``, a packed group
+stacks them).
 
 Each source is opened once per training attempt (:func:`open_stream`) and read strictly in
 sequence, so the batches a network gets depend only on its own source, never on other
@@ -106,7 +107,7 @@ class Stream:
         self.data: Any = None
         self.rng: Any = None
         self._repeat = False
-        #: packed.py's per-network state of the global random generators (None: as is)
+        #: the packed trainer's per-network state of the global random generators (None: as is)
         self.random: Any = None
 
     def _guard(self) -> Any:
@@ -115,7 +116,7 @@ class Stream:
         return self.random.swapped() if self.random is not None else contextlib.nullcontext()
 
     def begin(self) -> Iterator[Any]:
-        """:meth:`epoch`, with the network's own global random state (packed.py)."""
+        """:meth:`epoch`, with the network's own global random state (the packed trainer's)."""
         with self._guard():
             return self.epoch()
 

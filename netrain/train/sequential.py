@@ -26,8 +26,9 @@ from netrain.errors import ContractError, TaskInterrupted, pending_interrupt
 from netrain.train import batches, h5weights
 
 GC_EVERY = 16
-#: The share of an epoch's time a copy of a network's state (kept so that a signal mid-epoch
-#: goes back to the epoch's start) may cost; in shorter epochs a signal finishes the epoch.
+#: The share of an epoch's time a copy of the training state (a network's, or a packed
+#: group's, kept so that a signal mid-epoch goes back to the epoch's start) may cost; in
+#: shorter epochs a signal finishes the epoch. Both trainers keep to it.
 SNAPSHOT_BUDGET = 0.01
 
 
@@ -326,6 +327,28 @@ def resume_callback(keras: Any, stopper: Any, state: dict[str, Any],
     return Restore()
 
 
+def early_stopping_callbacks(keras: Any, job: NetworkJob, has_validation: bool,
+                             best: list[Any] | None) -> list[Any]:
+    """A network's early stopping as both trainers set it up: keras' EarlyStopping (first)
+    from the configuration's ``early_stopping`` settings, then, for a network resuming, its
+    checkpoint's state (and ``best`` weights) put back after EarlyStopping's reset, then the
+    ``threshold``'s stop where one is set."""
+    es = job.config.early_stopping
+    monitor = es.get("monitor") or ("val_loss" if has_validation else "loss")
+    mode = es.get("mode", "auto")
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=int(es.get("patience", 10)),
+        min_delta=float(es.get("min_delta", 0.0)), mode=mode,
+        restore_best_weights=bool(es.get("restore_best_weights", True)),
+    )
+    out = [stopper]
+    if job.resume is not None and job.resume.early_stopping:
+        out.append(resume_callback(keras, stopper, job.resume.early_stopping, best))
+    if es.get("threshold") is not None:
+        out.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
+    return out
+
+
 def _plain(value: Any) -> float | None:
     try:
         f = float(value)
@@ -424,20 +447,9 @@ def train_one(job: NetworkJob, observer: Observer, keras: Any) -> NetworkResult:
         callbacks.append(_source_end_callback(keras, streams[0]))
     stopper = None
     if job.intelligent:
-        es = cfg.early_stopping
-        monitor = es.get("monitor") or ("val_loss" if has_validation else "loss")
-        mode = es.get("mode", "auto")
-        stopper = keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=int(es.get("patience", 10)),
-            min_delta=float(es.get("min_delta", 0.0)), mode=mode,
-            restore_best_weights=bool(es.get("restore_best_weights", True)),
-        )
-        callbacks.append(stopper)
-        if job.resume is not None and job.resume.early_stopping:
-            callbacks.append(resume_callback(keras, stopper, job.resume.early_stopping,
-                                              restored_best))
-        if es.get("threshold") is not None:
-            callbacks.append(threshold_callback(keras, monitor, float(es["threshold"]), mode))
+        stopping = early_stopping_callbacks(keras, job, has_validation, restored_best)
+        stopper = stopping[0]
+        callbacks.extend(stopping)
     user_cb = cfg.callbacks() if callable(cfg.callbacks) else cfg.callbacks
     callbacks.extend(list(user_cb or []))
     progress = EpochProgress(job)
@@ -675,9 +687,22 @@ def _validation_callback(keras: Any, vstream: Any) -> Any:
     return Validate()
 
 
+def epoch_order(rng: Any, n: int, epoch_samples: int) -> Any:
+    """The sample indices of one epoch, drawn from the network's ``rng``: a permutation of
+    the ``n`` samples or, when ``epoch_samples`` is another positive count, that many from
+    repeated permutations. Both trainers draw each epoch's order here, so a network sees the
+    same batches with or without --pack."""
+    import numpy as np
+
+    if epoch_samples <= 0 or epoch_samples == n:
+        return rng.permutation(n)
+    reps = math.ceil(epoch_samples / n)
+    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:epoch_samples]
+
+
 class ArraySampler:
     """(x, y) arrays served so that each epoch is ``epoch_samples`` samples, reshuffled
-    from the network's seed (packed.epoch_order's order, so --pack gives the same batches).
+    from the network's seed (:func:`epoch_order`, so --pack gives the same batches).
 
     A generator, not a PyDataset: Keras reads a generator strictly in sequence (a read-ahead
     takes the next batches of the same sequence), so the batches of epoch e depend only on e
@@ -693,9 +718,7 @@ class ArraySampler:
         rng = np.random.default_rng(seed)
 
         def order() -> Any:
-            reps = math.ceil(epoch_samples / len(xs))
-            return np.concatenate([rng.permutation(len(xs)) for _ in range(reps)])[
-                :epoch_samples]
+            return epoch_order(rng, len(xs), epoch_samples)
 
         for _ in range(start_epoch):  # the same data order as without a stop
             order()

@@ -12,7 +12,6 @@ keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
 from netrain.train import h5weights  # noqa: E402
-from netrain.train.packed import spans  # noqa: E402
 
 
 def _model(kind: str, seed: int, lr: float = 1e-3) -> Any:
@@ -95,12 +94,6 @@ def test_a_structure_the_markers_cannot_place_is_saved_by_keras(tmp_path: Path) 
 
     _saved_by_keras(keras.Sequential([keras.Input((6,)), Flagged(), keras.layers.Dense(1)]),
                     tmp_path)
-
-
-def test_spans() -> None:
-    assert spans([0, 1, 2, 3, 7, 9, 10]) == "0-3, 7, 9-10"
-    assert spans([5]) == "5"
-    assert spans([]) == ""
 
 
 def test_a_layer_that_saves_a_derived_value_is_saved_by_keras(tmp_path: Path) -> None:

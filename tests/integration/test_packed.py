@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from netrain.define.contract import validate_output
-from netrain.train.packed import epoch_order, network_rng, pack_fallback, train_networks_packed
-from netrain.train.sequential import NetworkJob
+from netrain.train.group import network_rng
+from netrain.train.packed import pack_fallback, train_networks_packed
+from netrain.train.sequential import NetworkJob, epoch_order
 
 pytestmark = pytest.mark.slow
 
@@ -247,7 +248,7 @@ def test_variable_count_guard_falls_back(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
-    from netrain.train.packed import pack_refusal
+    from netrain.train.refusal import pack_refusal
 
     def two(**kw: Any) -> list[NetworkJob]:
         return [make_job(tmp_path, i, **kw) for i in range(2)]
@@ -300,7 +301,7 @@ def test_optimizers_that_would_couple_the_networks_are_refused(optimizer: str,
                                                                 refused: str | None) -> None:
     import keras
 
-    from netrain.train.packed import model_refusal
+    from netrain.train.refusal import model_refusal
 
     opt: Any = {"Lamb": lambda: keras.optimizers.Lamb(),
                 "clipnorm": lambda: keras.optimizers.Adam(clipnorm=1.0),
@@ -400,7 +401,7 @@ def test_members_start_from_the_sequential_paths_initial_weights(
     members already built after each one."""
     import keras
 
-    from netrain.train.packed import _build_member, _Seeder, _YoungGC
+    from netrain.train.members import Seeder, YoungGC, build_member
 
     jobs = [make_job(tmp_path, i, gen=stateful_random_mlp, extra={"seed": s})
             for i, s in enumerate(seeds)]
@@ -409,10 +410,10 @@ def test_members_start_from_the_sequential_paths_initial_weights(
         keras.backend.clear_session()
         keras.utils.set_random_seed(j.config.seed)
         expected.append([np.asarray(w) for w in j.config.model_generator().get_weights()])
-    seeder, young_gc = _Seeder(), _YoungGC(every=1)
+    seeder, young_gc = Seeder(), YoungGC(every=1)
     members = []
     for j in jobs:
-        member = _build_member(j.net_index, j, keras, seeder)
+        member = build_member(j.net_index, j, keras, seeder)
         assert not isinstance(member, str), member
         members.append(member)
         young_gc()

@@ -80,10 +80,10 @@ def _weights(job: NetworkJob, gen: Any = mlp) -> list[np.ndarray]:
 def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
     """The task's handler noting a signal while epoch ``epoch`` starts (its batch order drawn:
     the group's state already copied, no step of it trained)."""
-    from netrain.train import packed
+    from netrain.train import group
 
     draws = [0]
-    real = packed.epoch_order
+    real = group.epoch_order
 
     def order(rng: Any, n: int, epoch_samples: int) -> Any:
         draws[0] += 1
@@ -91,7 +91,7 @@ def _signal_in_epoch(monkeypatch: Any, epoch: int, nets: int) -> None:
             note_interrupt(signal.SIGTERM)
         return real(rng, n, epoch_samples)
 
-    monkeypatch.setattr(packed, "epoch_order", order)
+    monkeypatch.setattr(group, "epoch_order", order)
 
 
 @pytest.mark.parametrize("intelligent, copy", [
@@ -101,7 +101,7 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
         tmp_path: Path, monkeypatch: Any, capsys: Any, intelligent: bool, copy: bool) -> None:
     """``copy``: the group keeps a copy of each epoch's start and a signal mid-epoch goes
     back to it; else (epochs too short for the copy to pay) the epoch is finished first."""
-    from netrain.train import packed
+    from netrain.train import group
     from netrain.train.packed import train_networks_packed
     from netrain.train.sequential import train_networks
 
@@ -112,7 +112,7 @@ def test_packed_stopped_mid_epoch_resumes_to_the_same_weights(
 
     # checkpoints every 2 epochs (at 2); the signal comes as epoch 3 starts: the copy of its
     # start is checkpointed, or epoch 3 is finished and checkpointed at 4
-    monkeypatch.setattr(packed, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
+    monkeypatch.setattr(group, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
     _signal_in_epoch(monkeypatch, 3, 3)
     first = Stops()
     with pytest.raises(TaskInterrupted):
@@ -175,7 +175,7 @@ def test_packed_dropout_resumes_with_each_networks_random_state(
     """Each network's Dropout seed generator is a slice of the group's state: its checkpoint
     keeps that network's own state (Keras' model file does not), so the group resumes to the
     uninterrupted group's weights."""
-    from netrain.train import packed
+    from netrain.train import group
     from netrain.train.packed import train_networks_packed
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -183,7 +183,7 @@ def test_packed_dropout_resumes_with_each_networks_random_state(
     ends = train_networks_packed(range(3), lambda i: straight[i], Recorder())
     assert "packed 3 networks" in capsys.readouterr().out
 
-    monkeypatch.setattr(packed, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
+    monkeypatch.setattr(group, "SNAPSHOT_BUDGET", math.inf if copy else -1.0)
     _signal_in_epoch(monkeypatch, 3, 3)
     with pytest.raises(TaskInterrupted):
         train_networks_packed(range(3), lambda i: _job(b, i, False, gen=dropout_mlp), Stops())

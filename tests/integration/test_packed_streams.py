@@ -262,7 +262,7 @@ def test_signal_mid_epoch_then_resume_gives_the_uninterrupted_weights(
     """A signal mid-epoch 3 (checkpoints every 2 epochs, a copy of each epoch's start
     kept): the resumed networks draw fresh generators moved past 3 epochs' batches and end
     with the weights the uninterrupted group ends with."""
-    from netrain.train import packed as packed_mod
+    from netrain.train import group as group_mod
 
     a, b = tmp_path / "a", tmp_path / "b"
     steps = 6
@@ -279,15 +279,15 @@ def test_signal_mid_epoch_then_resume_gives_the_uninterrupted_weights(
         if i == 3 * steps + 3:  # epoch 3, batch 3 (read one ahead: trained up to batch 2)
             note_interrupt(signal.SIGTERM)
 
-    old = packed_mod.SNAPSHOT_BUDGET
-    packed_mod.SNAPSHOT_BUDGET = math.inf
+    old = group_mod.SNAPSHOT_BUDGET
+    group_mod.SNAPSHOT_BUDGET = math.inf
     try:
         with pytest.raises(TaskInterrupted):
             train_networks_packed(range(3), lambda i: job(b, i, on_draw=signal_at if i == 0
                                                           else None), Recorder())
     finally:
         note_interrupt(None)
-        packed_mod.SNAPSHOT_BUDGET = old
+        group_mod.SNAPSHOT_BUDGET = old
     for i in range(3):
         meta = checkpoint.read(b, f"n_t0_n{i}", f"t-streams/0/n{i}")
         assert meta is not None and meta.epoch == 3

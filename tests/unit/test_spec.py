@@ -212,6 +212,13 @@ def test_format_indices(indices: list[int], text: str) -> None:
     assert format_indices(indices) == text
 
 
+def test_format_indices_for_a_message() -> None:
+    """The packed trainer's "packed N networks (0-3, 7, 9-10)" line."""
+    assert format_indices([0, 1, 2, 3, 7, 9, 10], ", ") == "0-3, 7, 9-10"
+    assert format_indices([5], ", ") == "5"
+    assert format_indices([], ", ") == ""
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sets(st.integers(min_value=0, max_value=300), min_size=1))
 def test_format_parse_round_trip(xs: set[int]) -> None:
