@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from netrain.track.ship_chunk import Op, Pending
+from netrain.track.ship_dedup import Seen
 from netrain.track.ship_retry import GiveUp, Retry, env_float
 from netrain.track.ship_state import ShipState
 
@@ -77,15 +78,8 @@ class RunCalls:
         self.root_tags = root_tags
         self._client: Any = None
         self._client_lock = threading.Lock()
-        #: runs found (not created) by this session: their metric points are checked
-        #: against MLflow's history before they are sent
-        self.dedup_runs: set[str] = set()
-        self._have: dict[tuple[str, str], set[int]] = {}
+        self.seen = Seen(self._logged_steps)
         self._missing_keys: set[str] = set()
-        # Keys whose run this session created at its first try, no run found under the key:
-        # no session before this one created that run, so none created its children either
-        # (a journal is shipped in order), and a child needs no search before its create.
-        self._created_fresh: set[str] = set()
         self._rebound: str | None = None
 
     @property
@@ -233,9 +227,9 @@ class RunCalls:
         if created:
             self.report.add(created=1)
             if tries == 1:
-                self._created_fresh.add(key)
+                self.seen.created_fresh.add(key)
         else:
-            self.dedup_runs.add(run_id)
+            self.seen.found_runs.add(run_id)
             self.retry.call("reopen a run",
                             lambda: mlflow_ship.reopen_run(self.client, run_id, tags))
             self.report.add(reopened=1)
@@ -251,7 +245,7 @@ class RunCalls:
         uncertain: list[int] = []
         tries: list[int] = []
         parent = ev.get("parent")
-        unseen = parent is not None and str(parent) in self._created_fresh
+        unseen = parent is not None and str(parent) in self.seen.created_fresh
         start = ev.get("t")
 
         def find_or_create() -> tuple[str, bool]:
@@ -284,7 +278,9 @@ class RunCalls:
         run_id = self.run_id(key)
         if run_id is None:
             return
-        metrics = self._new_points(key, run_id, buf)
+        metrics, dropped = self.seen.new_points(key, run_id, buf)
+        if dropped:
+            self.report.add(duplicates_dropped=dropped)
         try:
             self.retry.call("send metrics", lambda: mlflow_ship.log_batch(
                 self.client, run_id, metrics, buf.params, buf.tags))
@@ -296,36 +292,12 @@ class RunCalls:
             return
         self.report.add(metric_points=len(metrics), params=len(buf.params), tags=len(buf.tags))
 
-    def _new_points(self, key: str, run_id: str,
-                    buf: Pending) -> list[tuple[str, float, int, int]]:
-        """The buffered points, less those MLflow already holds: checked for a run found
-        (not created) by this session, and for events a dead session may have sent. A run
-        this session created, no run found under its key, holds no points yet: nothing to
-        read back (a chunk left in flight by a session that failed at once would otherwise
-        cost a metric-history read per metric and run)."""
-        out = []
-        check = key not in self._created_fresh
-        for name, value, ts, step, maybe_sent in buf.metrics:
-            if check and (maybe_sent or run_id in self.dedup_runs):
-                have = self._history(run_id, name)
-                if step in have:
-                    self.report.add(duplicates_dropped=1)
-                    continue
-                have.add(step)
-            out.append((name, value, ts, step))
-        return out
-
-    def _history(self, run_id: str, name: str) -> set[int]:
+    def _logged_steps(self, run_id: str, name: str) -> set[int]:
         from netrain.track import mlflow_ship
 
-        cached = self._have.get((run_id, name))
-        if cached is None:
-            pairs = self.retry.call("read a metric's history",
-                                    lambda: mlflow_ship.logged_steps(self.client, run_id,
-                                                                     [name]))
-            cached = {step for _, step in pairs}
-            self._have[(run_id, name)] = cached
-        return cached
+        pairs = self.retry.call("read a metric's history",
+                                lambda: mlflow_ship.logged_steps(self.client, run_id, [name]))
+        return {step for _, step in pairs}
 
     def _send_parts(self, key: str, run_id: str, buf: Pending,
                     metrics: list[tuple[str, float, int, int]]) -> None:
