@@ -26,6 +26,12 @@ CHUNK_EVENTS = 2000
 #: runs of one journal shipped at once to a tracking server: each waits on its own answers
 #: while the server works on the others' (a SQLite file or database URI: one at a time)
 DEFAULT_LANES = 4
+#: calls in flight from this process to one tracking server, all journals together. An
+#: MLflow server worker has 15 database connections and a log_batch holds two at once:
+#: 32 calls at once timed its pool out (30 s stalls, measured)
+IN_FLIGHT = 8
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
 
 
 def lanes_for(uri: str) -> int:
@@ -33,6 +39,14 @@ def lanes_for(uri: str) -> int:
     if not uri.startswith(("http://", "https://")):
         return 1
     return max(1, int(env_float("NETRAIN_SHIP_LANES", DEFAULT_LANES)))
+
+
+def slots_for(uri: str) -> threading.BoundedSemaphore:
+    """The process's calls in flight to this server, shared by its shippers."""
+    with _slots_lock:
+        if uri not in _slots:
+            _slots[uri] = threading.BoundedSemaphore(IN_FLIGHT)
+        return _slots[uri]
 
 
 class Shipper:
@@ -145,7 +159,16 @@ class Shipper:
             self.closed_at = chunk.closed_at
         if chunk.order and self.lanes > 1:
             _ = self.calls.client  # opened once, before the lanes share it
-        ship_chunk.run(chunk, self.calls.do, self.lanes)
+        if self.lanes > 1:
+            slots = slots_for(self.uri)
+
+            def do(op: ship_chunk.Op) -> None:
+                with slots:
+                    self.calls.do(op)
+
+            ship_chunk.run(chunk, do, self.lanes)
+        else:
+            ship_chunk.run(chunk, self.calls.do, 1)
         self.state.advance(end_offset, chunk.last_seq)
         if end_offset >= self.state.inflight_end:
             self.state.inflight_end = 0
