@@ -282,19 +282,24 @@ def render(rows: list[dict[str, Any]], shape: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-WHERE = """Where the time went (cProfile of `netrain sync`, 100 networks in one journal, before the
-change, same machine): 706 HTTP requests for 101 runs, 7 a network (create_run, log_batch,
-a get_run for the artifact location, 3 file uploads, update_run), 5.9 s of its 13.2 s
-waiting on the server's answers, 3.7 s importing MLflow, the rest the client's own work per
-request. One journal at a time, one request at a time, ran exactly as fast as the plain
-client (ratio 0.95-1.0). What changed, each measured: journals shipped 8 at a time to a
-server (its database commits and the client's work overlap), a network's files uploaded in
-parallel, the artifact location taken from create_run's answer (no get_run: 6 requests a
-network against the plain client's 8, which also fetches the run for its "View run" link),
-and no metric-history reads for runs the session itself created (a chunk left "in flight"
-by a session that failed at its first call, as `netrain run` leaves it when tracking is
-down, cost 2 reads a network). Metrics, params and final tags already went in one
-log_batch a network (MLflow's limit: 1,000 items a call)."""
+WHERE = """Where the time goes (2026-12-04, 1,000 networks, 10 journals, SQLite, the machine
+shared, load 3-5): the server's CPU. Its one uvicorn worker spent 37 s of CPU on the sync's
+1,000 networks (per request, measured alone with a requests.Session: create_run 7.5 ms,
+log_batch 10, an upload 2, update_run 5), the client 15 s (3 s of it importing MLflow; per
+request MLflow resolves its request headers, and its Databricks provider tries imports that
+fail on every call: 12% of the client's samples). On 2 cores the sync is CPU-bound near that
+floor: 48-50 s. Requests a network: 6 (create_run with the run's tags, final ones included;
+one log_batch with metrics and params; 3 uploads; update_run), against the plain client's
+8-9. What was changed, each measured (sync alone, 1,000 networks, SQLite): a journal's runs
+shipped in lanes, 4 at a time, with at most 8 calls in flight from the process to one server
+(lanes alone: 8 journals x 1 run 59 s, x 2 runs 48.9 s, x 4 runs with no cap failed: 32 calls
+at once exhausted the server's database pool of 15 connections, "QueuePool limit reached",
+30 s stalls until the sync gave up, nothing lost; capped at 8 calls: 50.4 s, complete); final
+tags sent with create_run (one database session and commit a network less; not measured
+alone). Tried without
+gain: 2 server workers (`--workers 2` on both servers: 53.4 s against 79.5 s, ratio 0.67).
+Earlier changes (before 2026-12-04 17:30): 8 journals at a time, a network's files uploaded
+in parallel, no get_run per upload, no history reads for runs the session created."""
 
 
 

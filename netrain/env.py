@@ -5,8 +5,8 @@ the node probe (tests/unit/test_env_names.py keeps it, and lists those two).
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
 SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR, WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE,
-DEBUG, SHIP_JOURNALS. The others pass facts between netrain's own processes (a script, the
-launcher, a task, its shipper) and are described here only.
+DEBUG, SHIP_JOURNALS, SHIP_LANES. The others pass facts between netrain's own processes (a
+script, the launcher, a task, its shipper) and are described here only.
 """
 
 # --- user-facing -------------------------------------------------------------------------
@@ -34,6 +34,9 @@ SHIP_CHUNK_EVENTS = "NETRAIN_SHIP_CHUNK_EVENTS"
 #: journals `netrain sync` (and `netrain run`'s courier) ships at once to a tracking
 #: server (default 8; a SQLite file takes one at a time)
 SHIP_JOURNALS = "NETRAIN_SHIP_JOURNALS"
+#: runs of one journal shipped at once to a tracking server (default 4; a SQLite file or
+#: database URI takes one at a time)
+SHIP_LANES = "NETRAIN_SHIP_LANES"
 #: seconds a shipper keeps trying after its task ended (default 60); then `netrain sync`
 DRAIN_TIMEOUT = "NETRAIN_DRAIN_TIMEOUT"
 #: the batch directory; set by the task scripts, and needed to run a batch's
@@ -75,4 +78,5 @@ RUN_TAGS = "NETRAIN_RUN_TAGS"
 
 USER_FACING = (CONFIG, TRAININGS_DIR, TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF,
                SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT, SHIP_CHUNK_EVENTS, DRAIN_TIMEOUT, BATCH_DIR,
-               WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE, DEBUG, SHIP_JOURNALS)
+               WATCH_FIRST, CHECK_HTTP_TIMEOUT, EXIT_GRACE, DEBUG, SHIP_JOURNALS,
+               SHIP_LANES)

@@ -69,6 +69,9 @@ _LATER = {Live.LATER: "1", Live.NEVER: "always"}
 #: journals shipped at once to a tracking server: a server answers a few requests at a
 #: time (its database commits, its uploads) while each shipper waits on its own answers
 DEFAULT_JOURNALS = 8
+#: runs of one journal shipped at once to a server: each waits on its own answers while the
+#: server works on the others'
+DEFAULT_LANES = 4
 #: at most this many beside training (the courier of `netrain run` shares the machine)
 COURIER_JOURNALS = 4
 
@@ -99,6 +102,8 @@ class Settings:
     drain_timeout: float = 60.0
     #: journals shipped at once to a tracking server (a SQLite file: always one)
     journals: int = DEFAULT_JOURNALS
+    #: runs of one journal shipped at once to a tracking server (a SQLite file: one)
+    lanes: int = DEFAULT_LANES
     #: journal events read and shipped in one round
     chunk_events: int = 2000
     #: first and longest retry delay while tracking is unreachable
@@ -120,6 +125,7 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
         ship_after=max(0.0, _number(e, names.SHIP_AFTER, 30.0)),
         drain_timeout=_number(e, names.DRAIN_TIMEOUT, 60.0),
         journals=journals,
+        lanes=max(1, int(_number(e, names.SHIP_LANES, DEFAULT_LANES))),
         chunk_events=int(_number(e, names.SHIP_CHUNK_EVENTS, 2000)),
         backoff=_number(e, names.SHIP_BACKOFF, 0.5),
         backoff_max=_number(e, names.SHIP_BACKOFF_MAX, 10.0),

@@ -1,0 +1,100 @@
+"""A journal chunk as lanes: a run's calls in journal order, a child created after its
+parent, a parent ended after its children, tags joined to create_run, lines written twice
+dropped; and the lanes run several at a time within those rules."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from netrain.track import ship_chunk
+
+
+def packed_task(nets: int) -> list[tuple[int, dict[str, Any]]]:
+    """The events of a packed task's journal, in the order netrain.train writes them."""
+    evs: list[dict[str, Any]] = [{"ev": "run", "key": "t", "parent": None, "tags": {"a": 1}},
+                                 {"ev": "params", "key": "t", "params": {"n": nets}}]
+    keys = [f"t/{n}" for n in range(nets)]
+    for k in keys:
+        evs += [{"ev": "run", "key": k, "parent": "t", "tags": {"s": "running"}},
+                {"ev": "params", "key": k, "params": {"lr": 0.1}}]
+    for epoch in range(3):
+        evs += [{"ev": "metrics", "key": k, "step": epoch, "t": 5, "values": {"loss": 1.0}}
+                for k in keys]
+    for k in keys:
+        evs += [{"ev": "tags", "key": k, "tags": {"s": "finished"}},
+                {"ev": "artifacts", "key": k, "files": [["weights", "w.h5"]]},
+                {"ev": "end", "key": k, "status": "FINISHED"}]
+    evs += [{"ev": "tags", "key": "t", "tags": {"s": "finished"}},
+            {"ev": "end", "key": "t", "status": "FINISHED"}, {"ev": "close"}]
+    for i, ev in enumerate(evs):
+        ev["seq"] = i + 1
+    return [(100 * (i + 1), ev) for i, ev in enumerate(evs)]
+
+
+def test_plan_makes_one_lane_a_run() -> None:
+    c = ship_chunk.plan(packed_task(3), last_seq=0, inflight_end=0)
+    assert [op.kind for op in c.lanes["t/1"]] == ["run", "send", "artifacts", "end"]
+    run, send, _, _ = c.lanes["t/1"]
+    assert run.late_tags == {"s": "finished"}  # set with create_run, not in a log_batch
+    assert send.buf is not None and send.buf.tags == {}
+    assert send.buf.params == {"lr": "0.1"} and [m[3] for m in send.buf.metrics] == [0, 1, 2]
+    assert run.after == [c.lanes["t"][0]]  # created after its parent
+    assert set(c.lanes["t"][-1].after) == {c.lanes[f"t/{n}"][-1] for n in range(3)}
+    assert c.closed_at == 100 * len(packed_task(3)) and c.last_seq == len(packed_task(3))
+
+
+def test_plan_drops_lines_shipped_and_marks_points_maybe_sent() -> None:
+    events = packed_task(2)
+    c = ship_chunk.plan(events, last_seq=4, inflight_end=events[10][0])
+    assert "t" not in c.lanes or c.lanes["t"][0].kind != "run"  # seq 1..4 were shipped
+    sent = [m for op in c.order if op.buf for m in op.buf.metrics]
+    assert {m[4] for m in sent} == {True, False}  # in the dead session's range or past it
+    assert c.events == len(events) - 4
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_run_keeps_each_lane_in_order_and_parents_first(workers: int) -> None:
+    c = ship_chunk.plan(packed_task(12), last_seq=0, inflight_end=0)
+    log: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    active = [0, 0]  # now, most at once
+
+    def do(op: ship_chunk.Op) -> None:
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        time.sleep(random.uniform(0, 0.004))
+        with lock:
+            log.append((op.key, op.kind))
+            active[0] -= 1
+
+    ship_chunk.run(c, do, workers)
+    assert len(log) == len(c.order)
+    for key, lane in c.lanes.items():
+        assert [k for k, _ in log if k == key] == [key] * len(lane)
+        assert [kind for k, kind in log if k == key] == [op.kind for op in lane]
+    first_child = min(log.index((f"t/{n}", "run")) for n in range(12))
+    assert log.index(("t", "run")) < first_child
+    assert log[-1] == ("t", "end")
+    assert active[1] == 1 if workers == 1 else 1 < active[1] <= workers
+
+
+def test_run_raises_the_first_error_after_the_running_ops_end() -> None:
+    c = ship_chunk.plan(packed_task(8), last_seq=0, inflight_end=0)
+    done: list[ship_chunk.Op] = []
+
+    def do(op: ship_chunk.Op) -> None:
+        if op.key == "t/3" and op.kind == "send":
+            raise RuntimeError("boom")
+        time.sleep(0.002)
+        done.append(op)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ship_chunk.run(c, do, 4)
+    assert ("t", "end") not in [(op.key, op.kind) for op in done]
+    assert len(done) < len(c.order) - 1
