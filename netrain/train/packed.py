@@ -36,6 +36,7 @@ when the observer has it).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,9 +127,10 @@ def train_networks_packed(
             raise TaskInterrupted(signum)
         # The group's runs open before it trains, so that their shipping (creating runs
         # in MLflow, their params) overlaps the training instead of following it.
-        for m in members:
-            _mark(m.job, None, len(members))
-            observer.network_started(m.job)
+        with batched(observer):
+            for m in members:
+                _mark(m.job, None, len(members))
+                observer.network_started(m.job)
         try:
             group = PackedGroup(members, keras)
             seconds = group.train(observer)
@@ -142,9 +144,11 @@ def train_networks_packed(
             f"{seconds:.1f} s")
         young_gc = YoungGC()
         try:
-            for m in members:
-                results[m.index] = finish(m, observer, seconds / len(members), group.state.holding)
-                young_gc()
+            with batched(observer):
+                for m in members:
+                    results[m.index] = finish(m, observer, seconds / len(members),
+                                              group.state.holding)
+                    young_gc()
         finally:
             young_gc.done()
         del members[:]
@@ -152,6 +156,13 @@ def train_networks_packed(
         # ~0.5 s at 128 networks: not worth it after the last)
         keras.backend.clear_session(free_memory=g + 1 < len(pending))
     return [results[i] for i in indices]
+
+
+def batched(observer: Observer) -> contextlib.AbstractContextManager[Any]:
+    """The observer's block for a group's events at once (its record writes coalesce), if
+    it has one."""
+    block = getattr(observer, "batched", None)
+    return block() if block is not None else contextlib.nullcontext()
 
 
 def _mark(job: NetworkJob, fallback: str | None, group: int) -> None:

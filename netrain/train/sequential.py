@@ -82,7 +82,9 @@ class NetworkResult:
 class Observer(Protocol):
     """What the task wants to hear while its networks train (tracking, records). An observer
     may also have ``network_interrupted(job)``: the packed trainer, stopped by a signal, calls
-    it for each network of its group that keeps a checkpoint (its run then waits, resumable)."""
+    it for each network of its group that keeps a checkpoint (its run then waits, resumable),
+    and ``batched()``, a block around a group's many events at once (its record writes
+    coalesce)."""
 
     def network_started(self, job: NetworkJob) -> None: ...
     def epoch_end(self, job: NetworkJob, epoch: int, logs: dict[str, float]) -> None: ...

@@ -8,8 +8,9 @@ import contextlib
 import re
 import signal
 import sys
+import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,12 @@ def safe_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "net"
 
 
+#: seconds a task's record may lag its networks inside ``records_batched`` (a kill -9 in that
+#: window leaves a network started or finished in its journal but not yet in the record: it
+#: is trained again in the same run)
+RECORD_LAG = 1.0
+
+
 class TaskObserver:
     """Turns training events into journal events, files and the task record."""
 
@@ -66,6 +73,10 @@ class TaskObserver:
         # the networks whose runs are open, by key: one at a time in sequence, a whole group
         # at once when packed (its runs open before it trains)
         self.open: dict[str, Any] = {}
+
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        """Many networks' events at once (a packed group's): their record writes coalesce."""
+        return self.t.records_batched()
 
     def network_started(self, job: Any) -> None:
         t = self.t
@@ -205,6 +216,7 @@ class TaskRunner:
                                    code_edited(self.batch))}
         self.journal: Any = None
         self.signum: int | None = None
+        self._batching, self._unsaved, self._saved_at = 0, False, 0.0
         self.lock = TaskLock(who.journal)
         self.shipper = TaskShipper(who.journal, self.batch.path, who.tracking_uri,
                                    for_task(who.tracking_uri, launcher=False, environ=environ))
@@ -214,7 +226,27 @@ class TaskRunner:
             print(f"netrain: {text}", flush=True)
 
     def save_record(self) -> None:
+        """Write the task's record; inside ``records_batched``, at most once a RECORD_LAG
+        (the rest when the block ends)."""
+        if self._batching and time.monotonic() - self._saved_at < RECORD_LAG:
+            self._unsaved = True
+            return
         write_record(self.rpath, self.record)
+        self._saved_at, self._unsaved = time.monotonic(), False
+
+    @contextlib.contextmanager
+    def records_batched(self) -> Iterator[None]:
+        """A packed group's networks start, and later finish, together: each would rewrite
+        the whole record (twice, with its copy), which grows with the task, so a task of N
+        networks wrote O(N^2) bytes. Inside this block the record is written at most once a
+        RECORD_LAG, and once at its end, however it ends."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching and self._unsaved:
+                self.save_record()
 
     def make_job(self, net_index: int) -> Any:
         from netrain.train.sequential import NetworkJob

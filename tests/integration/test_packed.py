@@ -3,6 +3,8 @@ weights, losses, early stopping per network, fallback and the variable-count gua
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,22 @@ class Recorder:
 
     def network_failed(self, index: int, job: Any, exc: BaseException) -> None:
         self.failed.append(exc)
+
+
+class BatchingRecorder(Recorder):
+    """A Recorder with the task observer's ``batched`` block: the events each block held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[list[tuple[str, int]]] = []
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        start = len(self.events)
+        try:
+            yield
+        finally:
+            self.blocks.append(self.events[start:])
 
 
 def data(n: int = 96, features: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -114,9 +132,13 @@ def test_dense_weights_match_alone(tmp_path: Path, capsys: Any) -> None:
                 for i, lr in enumerate(lrs)]
 
     jobs = jobs_()
-    rec = Recorder()
+    rec = BatchingRecorder()
     results = train_networks_packed(range(4), lambda i: jobs[i], rec)
     assert "packed 4 networks" in capsys.readouterr().out
+    # the group's starts in one block, its ends in another (the task's record is written
+    # once for each, not once a network)
+    assert [[e for e in b if e[0] != "epoch"] for b in rec.blocks] == [
+        [("started", i) for i in range(4)], [("finished", i) for i in range(4)]]
     assert not rec.failed and all(r is not None and r.epochs == 3 for r in results)
     # the group's runs open before it trains; then each network's epochs and end, in order
     assert rec.events[:4] == [("started", i) for i in range(4)]
