@@ -95,7 +95,7 @@ def bench_per_network(work: Path, n: int, epochs: int, reps: int) -> dict[str, A
     """N networks through netrain's training path vs plain model.fit, same process."""
     import bench_models
 
-    from netrain.train.task import TaskArgs, TaskRunner, _TaskObserver
+    from netrain.train.task import TaskArgs, TaskObserver, TaskRunner
 
     cfg = make_project(work / "pernet", "direct")
     batch = new_batch(cfg, [("bench", "tiny", n)], 2 * reps + 2, epochs, bench_models.SAMPLES)
@@ -115,10 +115,10 @@ def bench_per_network(work: Path, n: int, epochs: int, reps: int) -> dict[str, A
         args = TaskArgs("bench", "tiny", epochs, bench_models.SAMPLES, n, False, index)
         runner = TaskRunner(bench_models.configure, args, batch)
         # the training process writes the journal; shipping it is another process's work
-        runner.journal = JournalWriter(runner.jpath, runner.batch.path)
+        runner.journal = JournalWriter(runner.who.journal, runner.batch.path)
         runner.open_runs()
         t = time.perf_counter()
-        failed = runner.train_all(_TaskObserver(runner))
+        failed = runner.train_all(TaskObserver(runner))
         h = time.perf_counter() - t
         runner.close("FINISHED")
         assert failed == 0
@@ -286,7 +286,7 @@ def bench_show(work: Path, sizes: list[int], reps: int) -> dict[str, Any]:
     """show with 1k/10k/100k networks recorded (10 networks per task)."""
     from netrain.define.batch import Batch, now_iso
     from netrain.execute.records import NetRecord, TaskRecord, record_path, write_record
-    from netrain.results import table as report
+    from netrain.results import show as report
 
     cfg = make_project(work / "show", "direct")
     rows = []

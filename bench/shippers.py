@@ -33,8 +33,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 NETS = 2
 EPOCHS = 20
-BEGIN = "<!-- bench/shippers.py: begin -->"
-END = "<!-- bench/shippers.py: end -->"
 
 
 def _worker(journal: str, batch: str, uri: str, ready: Any, start: Any, out: Any) -> None:
@@ -194,7 +192,9 @@ def main() -> None:
     table = render(rows, starts)
     print(table)
     if a.md:
-        write_md(table)
+        from bench.sections import write_section
+
+        write_section("shippers", table)
 
 
 def render(rows: list[tuple[str, dict[str, Any]]], starts: dict[str, str]) -> str:
@@ -222,18 +222,6 @@ def render(rows: list[tuple[str, dict[str, Any]]], starts: dict[str, str]) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_md(table: str) -> None:
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text() if md.exists() else "# netrain benchmarks\n"
-    block = f"{BEGIN}\n{table}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    md.write_text(text)
-    # bench/run.py rewrites BENCHMARKS.md and appends bench/sections/*.md
-    (ROOT / "bench" / "sections" / "shippers.md").write_text(table)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-BEGIN = "<!-- bench/sync_speed.py: begin -->"
-END = "<!-- bench/sync_speed.py: end -->"
 METRICS = ("loss", "val_loss")
 
 
@@ -304,17 +302,6 @@ Earlier changes (before 2026-12-04 17:30): 8 journals at a time, a network's fil
 in parallel, no get_run per upload, no history reads for runs the session created."""
 
 
-def write_md(table: str) -> None:
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text()
-    block = f"{BEGIN}\n{table}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    md.write_text(text)
-    (ROOT / "bench" / "sections" / "sync_speed.md").write_text(table)
 
 
 def main() -> None:
@@ -350,7 +337,9 @@ def main() -> None:
     table = render(rows, shape)
     print(table)
     if a.md:
-        write_md(table)
+        from bench.sections import write_section
+
+        write_section("sync_speed", table)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,18 @@ The package is laid out by stage, so the tree reads as a batch flows through it:
 
 stages, bottom to top: track < define < execute < train, results < cli
 
+Who does what, one place each:
+
+- starts a task: execute/executor.py (local.py or slurm.py) runs the batch's script, whose
+  execute/launcher.py runs the MLflow entry point, which calls train/task.py
+- loads the user's script: define/loader.py (define/probe.py checks it before a batch)
+- talks to SLURM: execute/slurm.py; to MLflow: track/mlflow_store.py (runs and experiments),
+  track/mlflow_ship.py (a journal's calls), track/mlflow_ui.py (the UI's views),
+  results/mlflow_results.py (the report's run, the model registry, describe's reads)
+- decides who ships a journal, when and how: track/plan.py; ships: track/shipper.py
+- heals records of tasks that died: execute/heal.py
+- renders `netrain show`: results/show.py (from execute/status.py's tables)
+
 A stage imports only stages below it (train and results never import each other); the
 top-level modules errors, exits and version import no stage, and app (the user's
 ``Netrain``) sits above train. tests/unit/test_import_graph.py reads this line and checks it.

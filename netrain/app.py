@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
 from netrain.define import loader
 
 
@@ -32,9 +33,9 @@ class Netrain:
         from netrain.train.task import TaskRunner, parse_task_args
 
         args = parse_task_args(sys.argv[1:] if argv is None else argv)
-        env_dir = os.environ.get("NETRAIN_BATCH_DIR")
+        env_dir = os.environ.get(names.BATCH_DIR)
         if not env_dir:
-            raise SystemExit("netrain: NETRAIN_BATCH_DIR is not set: run tasks through the "
+            raise SystemExit(f"netrain: {names.BATCH_DIR} is not set: run tasks through the "
                              "batch's scripts (netrain run / sbatch), not by hand")
         code = TaskRunner(self.config_fn, args, Path(env_dir)).run()
         if code:

@@ -1,5 +1,6 @@
 """Every environment variable netrain reads or sets, by name, with what it means. Other
-modules use these constants, never the literal names (tests/unit/test_env_names.py keeps it).
+modules use these constants, never the literal names, but for the scripts' shell text and
+the node probe (tests/unit/test_env_names.py keeps it, and lists those two).
 
 User-facing (also in the README, "Environment variables"): CONFIG, TRAININGS_DIR,
 TRACKING_URI, SHIP_AFTER, SHIP_LATER, SHIP_BACKOFF, SHIP_BACKOFF_MAX, SHIP_HTTP_TIMEOUT,
@@ -19,7 +20,8 @@ TRACKING_URI = "NETRAIN_TRACKING_URI"
 #: SHIP_LATER is set
 SHIP_AFTER = "NETRAIN_SHIP_AFTER"
 #: "1": the executor ships this task's journal after it ends (a local run, or a SLURM array
-#: with a sync job), unless the task outlives SHIP_AFTER
+#: with a sync job), unless the task outlives SHIP_AFTER; "always": the task never ships
+#: (a SQLite store on SLURM: the sync job is its one writer). Set by netrain.track.plan
 SHIP_LATER = "NETRAIN_SHIP_LATER"
 #: first retry delay in seconds while tracking is unreachable (default 0.5)
 SHIP_BACKOFF = "NETRAIN_SHIP_BACKOFF"
@@ -69,6 +71,7 @@ RETRAIN_KEY = "NETRAIN_RETRAIN_KEY"
 #: the journal the launcher opened for the task
 JOURNAL = "NETRAIN_JOURNAL"
 #: who ships the task's journal: "launcher" (the launcher beside it), "off"; else the task
+#: (netrain.track.plan.for_task reads it)
 SHIPPER = "NETRAIN_SHIPPER"
 #: JSON of the tags the launcher gives the task run (as `mlflow run` would)
 RUN_TAGS = "NETRAIN_RUN_TAGS"

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
+from netrain import env as names
+
 #: Seconds the remaining threads get to finish when the process ends after an error
 #: (NETRAIN_EXIT_GRACE overrides it).
 ERROR_GRACE = 5.0
@@ -32,7 +34,7 @@ ERROR_GRACE = 5.0
 
 def error_grace() -> float:
     try:
-        return max(0.0, float(os.environ.get("NETRAIN_EXIT_GRACE", ERROR_GRACE)))
+        return max(0.0, float(os.environ.get(names.EXIT_GRACE, ERROR_GRACE)))
     except ValueError:
         return ERROR_GRACE
 
@@ -100,7 +102,7 @@ def run_main(main: Callable[[], object], prog: str = "netrain") -> NoReturn:
         code = 130
     except BaseException as exc:  # the last line of defence of a process
         text = " ".join(str(exc).split())
-        if os.environ.get("NETRAIN_DEBUG") == "1":
+        if os.environ.get(names.DEBUG) == "1":
             import traceback
 
             traceback.print_exc()

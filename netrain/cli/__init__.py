@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from netrain import env as names
 from netrain.cli.context import Context
 from netrain.cli.errors import NetrainGroup
 
@@ -11,7 +12,7 @@ from netrain.cli.errors import NetrainGroup
 @click.group(cls=NetrainGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                  "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              envvar="NETRAIN_CONFIG", help="netrain.yaml to use (default: the nearest one in "
+              envvar=names.CONFIG, help="netrain.yaml to use (default: the nearest one in "
               "the current directory or its parents).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 @click.version_option(package_name="netrain")

@@ -67,7 +67,7 @@ def command(obj, batch, metric, mode, top, model, as_json, register, across_mode
             out["registered"] = registered
         say(json.dumps(out, indent=1))
         return
-    from netrain.results.table import text_table
+    from netrain.results.show import text_table
 
     rank: dict[str, int] = {}
     rows = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from netrain import env as names
 from netrain.cli.context import Context
 from netrain.define.batch import Batch, find_batch
 
@@ -101,14 +102,14 @@ def _watch_first_tasks(batch: Batch, jobs: Sequence[Any]) -> None:
 
     default = "30" if sys.stderr.isatty() else "0"
     try:
-        seconds = float(os.environ.get("NETRAIN_WATCH_FIRST", default))
+        seconds = float(os.environ.get(names.WATCH_FIRST, default))
     except ValueError:
         seconds = 0.0
     if seconds <= 0:
         return
     total = sum(len(expand_task_ids(j.indices)) for j in jobs)
     warn(f"watching the first tasks for up to {seconds:.0f} s (Ctrl-C stops watching, not the "
-         "tasks; NETRAIN_WATCH_FIRST=0 turns this off)")
+         f"tasks; {names.WATCH_FIRST}=0 turns this off)")
     try:
         hint = watch_first_tasks(batch.path, [j.job_id for j in jobs], total, seconds)
     except KeyboardInterrupt:

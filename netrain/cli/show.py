@@ -22,7 +22,7 @@ def command(obj, batch, all_tasks, no_scheduler, as_json) -> None:
     """
     from netrain.define.batch import load_batches
     from netrain.execute.heal import where_batches_stand
-    from netrain.results import table as report
+    from netrain.results import show as report
 
     if batch is None:
         trainings = obj.trainings_dir()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from netrain import env as names
 from netrain.errors import ConfigError
 
 CONFIG_NAME = "netrain.yaml"
@@ -119,12 +120,12 @@ def find_config(start: Path | None = None) -> Path | None:
 
 def load_config(path: Path | str | None = None, *, required: bool = True) -> Config:
     """Load netrain.yaml from ``path``, $NETRAIN_CONFIG, or the cwd and its parents."""
-    if path is None and os.environ.get("NETRAIN_CONFIG"):
-        path = os.environ["NETRAIN_CONFIG"]
+    if path is None and os.environ.get(names.CONFIG):
+        path = os.environ[names.CONFIG]
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist: check --config / NETRAIN_CONFIG")
+            raise ConfigError(f"config file {p} does not exist: check --config / {names.CONFIG}")
         found: Path | None = p.resolve()
     else:
         found = find_config()
@@ -182,9 +183,8 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
         p = Path(os.path.expandvars(value)).expanduser()
         return (p if p.is_absolute() else base / p).resolve()
 
-    trainings_dir = Path(os.environ["NETRAIN_TRAININGS_DIR"]).resolve() if os.environ.get(
-        "NETRAIN_TRAININGS_DIR"
-    ) else path_of("trainings_dir", "trainings")
+    trainings_dir = Path(os.environ[names.TRAININGS_DIR]).resolve() if os.environ.get(
+        names.TRAININGS_DIR) else path_of("trainings_dir", "trainings")
     main_script = path_of("main_script", "netrain_main.py")
     code_dir = path_of("code_dir", str(main_script.parent)) if raw.get("code_dir") else (
         main_script.parent
@@ -194,14 +194,14 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None) -
         raise ConfigError(f"{where}: code_exclude must be a list of glob patterns like "
                           f"['*.npz', 'data'], got {exclude!r}")
 
-    env_uri = os.environ.get("NETRAIN_TRACKING_URI")
+    env_uri = os.environ.get(names.TRACKING_URI)
     tracking_uri = env_uri or raw.get("tracking_uri")
     if tracking_uri is None:
         tracking_uri = "sqlite:///" + str(trainings_dir / "mlflow.db")
     if not isinstance(tracking_uri, str) or not tracking_uri.strip():
         raise ConfigError(f"{where}: tracking_uri must be an MLflow tracking URI")
     tracking_uri = normalise_tracking_uri(
-        tracking_uri, base, "$NETRAIN_TRACKING_URI (overrides tracking_uri)" if env_uri else where)
+        tracking_uri, base, f"${names.TRACKING_URI} (overrides tracking_uri)" if env_uri else where)
 
     envs = raw.get("environments") or {}
     if not isinstance(envs, dict) or set(envs) - {"cpu", "gpu"}:

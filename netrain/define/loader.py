@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
+
 ConfigFunction = Callable[[dict[str, Any]], Any]
 
 
@@ -81,4 +83,4 @@ def load_config_function(main: Path, argv: list[str] | None = None) -> ConfigFun
 
 def batch_environment(batch_dir: Path) -> None:
     """What a task's user code may read about its batch."""
-    os.environ["NETRAIN_BATCH_DIR"] = str(batch_dir)
+    os.environ[names.BATCH_DIR] = str(batch_dir)

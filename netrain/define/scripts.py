@@ -10,6 +10,7 @@ from typing import Any
 from netrain.define.batch import Segment
 from netrain.define.params import OPTIONAL_DEFAULTS, TASK_PARAM_NAMES
 from netrain.errors import BatchError
+from netrain.track import plan as ship_plan
 
 
 def q(value: object) -> str:
@@ -84,8 +85,8 @@ def sync_job(spec: ScriptSpec) -> tuple[list[str], str] | None:
     """The sbatch options and the command of a batch's sync job, which runs after its arrays
     and ships what their short tasks left in their journals (`netrain sync`); None where the
     task environment is built by MLflow (conda-yaml) or the launcher is MLflow's CLI, whose
-    tasks ship for themselves."""
-    if spec.env_kind == "conda-yaml" or spec.launcher == "mlflow-cli":
+    tasks ship for themselves (netrain.track.plan decides)."""
+    if not ship_plan.leaves_to_sync_job(spec.launcher, spec.env_kind):
         return None
     s = spec.slurm
     opts = [f"--job-name=sync-{spec.batch_id}", f"--chdir={spec.batch_dir}",
@@ -233,15 +234,20 @@ def render_sbatch(spec: ScriptSpec) -> str:
 
 def one_writer(spec: ScriptSpec) -> bool:
     """A SQLite store whose SLURM tasks can leave all shipping to the batch's sync job."""
-    return spec.tracking_uri.startswith("sqlite:") and sync_job(spec) is not None
+    return ship_plan.one_writer(spec.tracking_uri, spec.launcher, spec.env_kind)
 
 
 def _one_writer_lines(spec: ScriptSpec) -> list[str]:
     if not one_writer(spec):
         return []
+    # what the executor tells the tasks it submits, for an array submitted by hand
+    facts = ship_plan.Facts("slurm", spec.tracking_uri, launcher=spec.launcher,
+                            env_kind=spec.env_kind)
+    told = ship_plan.decide(facts, environ={}).task_env()  # not this process's variables
+    exports = " ".join(f"{k}={v}" for k, v in told.items())
     return ["# A SQLite store takes one writer (network filesystems do not keep its locks): on",
             "# SLURM no task opens it; the sync job (or netrain sync --follow) ships the journals.",
-            'if [ -n "${SLURM_JOB_ID:-}" ]; then export NETRAIN_SHIP_LATER=always; fi']
+            f'if [ -n "${{SLURM_JOB_ID:-}}" ]; then export {exports}; fi']
 
 
 def _sync_submit_lines(spec: ScriptSpec) -> list[str]:

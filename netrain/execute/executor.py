@@ -14,24 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from netrain import env as names
 from netrain.define.batch import Batch, Job, ModelEntry, now_iso, retrain_jobs
 from netrain.define.spec import format_indices, parse_tasks
 from netrain.errors import BatchError, SchedulerError, UsageError
 from netrain.execute.heal import heal_exited
 from netrain.execute.records import new_retrain_key, read_model_records, record_path
+from netrain.track import plan as ship_plan
 from netrain.track.journal import journal_path
 from netrain.track.sync import Courier
 
 EXECUTORS = ("local", "slurm")
-#: The environment variable that names a retrain's record (records/retrain/<key>.json).
-RETRAIN_KEY_VAR = "NETRAIN_RETRAIN_KEY"
-#: Set for tasks whose executor ships their journals after them (the sync job on SLURM,
-#: the `netrain run` process here): a task that ends within NETRAIN_SHIP_AFTER seconds
-#: leaves its journal to it instead of starting MLflow itself.
-SHIP_LATER_VAR = "NETRAIN_SHIP_LATER"
-#: Tells a task to train again from scratch in new runs: "1" whatever its record says,
-#: "finished" only when its record says finished (else it resumes).
-RERUN_VAR = "NETRAIN_RERUN"
 
 Say = Callable[[str], None]
 
@@ -171,20 +164,13 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
 
     throttle = batch.manifest.slurm.get("max_running")
     out = Started()
-    # Several tasks: each leaves its journal to one sync job after the arrays, rather than
-    # each importing MLflow beside its training. One task ships for itself, as before: a
-    # sync job would cost it more than it saves.
-    tasks = sum(len(indices) for _, indices in plan)
-    # A SQLite store on a shared filesystem takes one writer: no task opens it, the sync
-    # job (or `netrain sync --follow` on the login node) ships every journal.
-    one_writer = single_writer(batch)
-    sync = _sync_job(batch) if tasks > 1 or one_writer else None
-    env = {SHIP_LATER_VAR: "always" if one_writer else "1"} if sync is not None else {}
-    if one_writer and sync is None:
-        say("warning: with this launcher or a conda.yaml environment each task opens "
-            "the SQLite tracking database itself: use launcher: mlflow for one writer")
+    shipping = shipping_plan(batch, "slurm", tasks=sum(len(indices) for _, indices in plan))
+    sync = _sync_job(batch) if shipping.sync_job else None
+    env = shipping.task_env() if sync is not None else {}
+    if shipping.warning:
+        say(shipping.warning)
     if rerun:  # a named task that finished trains again in new runs; the others resume
-        env[RERUN_VAR] = "finished"
+        env[names.RERUN] = "finished"
     for model, indices in plan:
         if not indices:
             say(f"{model.key}: nothing to submit")
@@ -206,17 +192,20 @@ def _submit(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], say: Say,
                                         runner=runner)
             say(f"submitted sync job {job_id}: ships the journals " +
                 ("of the tasks once the arrays end (the SQLite store's one writer; "
-                 f"netrain sync --follow {batch.id} ships them as they grow)" if one_writer
-                 else "of short tasks once the arrays end"))
+                 f"netrain sync --follow {batch.id} ships them as they grow)"
+                 if shipping.one_writer else "of short tasks once the arrays end"))
         except SchedulerError as exc:  # the tasks are submitted; what they leave waits
             say(f"{exc}; run netrain sync {batch.id} once the arrays end")
     return out
 
 
-def single_writer(batch: Batch) -> bool:
-    """Whether the batch's SLURM tasks leave all shipping to one process: its tracking store
-    is a SQLite file, whose locks many network filesystems do not keep."""
-    return str(batch.manifest.tracking.get("uri") or "").startswith("sqlite:")
+def shipping_plan(batch: Batch, executor: str, tasks: int = 1,
+                  retrain: bool = False) -> ship_plan.Plan:
+    """Who ships the journals of the tasks about to start (netrain.track.plan decides)."""
+    m = batch.manifest
+    return ship_plan.decide(ship_plan.Facts(
+        executor=executor, uri=str(m.tracking.get("uri") or ""), tasks=tasks,
+        retrain=retrain, launcher=m.launcher, env_kind=str(m.environment.get("kind", ""))))
 
 
 def _sync_job(batch: Batch) -> tuple[list[str], str] | None:
@@ -236,10 +225,9 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
 
     # unfinished tasks resume from their checkpoints in their runs; --rerun starts over in
     # new runs (NETRAIN_RERUN tells the task)
-    env: tuple[tuple[str, str], ...] = ((RERUN_VAR, "1"),) if rerun else ()
-    uri = str(batch.manifest.tracking.get("uri") or "")
-    if uri:
-        env += ((SHIP_LATER_VAR, "1"),)
+    env: tuple[tuple[str, str], ...] = ((names.RERUN, "1"),) if rerun else ()
+    shipping = shipping_plan(batch, "local", tasks=sum(len(indices) for _, indices in plan))
+    env += tuple(shipping.task_env().items())
     todo = [LocalTask(model.key, i, batch.script_path(model),
                       batch.path / "logs" / f"{model.slug}_local_{i}.log",
                       record_path(batch.path, model.slug, i), env)
@@ -264,7 +252,8 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
             progress.done(o.task.model_key, o.task.index, o.returncode, o.seconds, o.task.log,
                           finished, total, stopped)
 
-    courier = Courier(batch.path, uri) if uri else None
+    uri = str(batch.manifest.tracking.get("uri") or "")
+    courier = Courier(batch.path, uri) if shipping.courier else None
     slugs = {m.key: m.slug for m, _ in plan}
     heal_it = _healer(batch)
 
@@ -286,9 +275,7 @@ def _run_here(batch: Batch, plan: list[tuple[ModelEntry, list[int]]], workers: i
         if progress is not None:
             progress.end()
         if courier is not None:
-            from netrain.track.shipper import drain_timeout
-
-            left = courier.finish(drain_timeout())
+            left = courier.finish(shipping.settings.drain_timeout)
             if left:
                 say(f"{len(left)} journal(s) not shipped to MLflow yet (tracking "
                     f"unreachable?): ship them with: netrain sync {batch.id}")
@@ -340,14 +327,15 @@ def _start_retrain(batch: Batch, executor: str, r: Retrain, say: Say, runner: An
     model = batch.manifest.model(r.model)
     key = new_retrain_key(r.run_id)
     record = record_path(batch.path, model.slug, r.index, key)
-    env = {RETRAIN_KEY_VAR: key}
+    env = {names.RETRAIN_KEY: key}
     out = Started()
     if executor == "slurm":
         from netrain.execute import slurm
 
-        sync = _sync_job(batch) if single_writer(batch) else None
+        shipping = shipping_plan(batch, "slurm", retrain=True)
+        sync = _sync_job(batch) if shipping.sync_job else None
         if sync is not None:
-            env[SHIP_LATER_VAR] = "always"
+            env.update(shipping.task_env())
         arrays = slurm.submit_array(str(r.script), [r.index], runner=runner, env=env)
         job_id, offset = arrays[0].job_id, arrays[0].offset
         say(f"submitted job {job_id}")

@@ -53,23 +53,9 @@ def _close_with_mlflow(uri: str, run_ids: list[str], status: str) -> object:
 
 def task_alive(batch_dir: Path, rec: TaskRecord) -> bool:
     """Whether a process still holds the task (the lock beside its journal)."""
-    import fcntl
-    import os
+    from netrain.execute.tasklock import held
 
-    if not rec.journal:
-        return False
-    lock = batch_dir / (rec.journal + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing also drops a lock we took
-    return False
+    return bool(rec.journal) and held(batch_dir / rec.journal)
 
 
 def close_in_journal(batch_dir: Path, rec: TaskRecord, why: str) -> None:
@@ -176,12 +162,14 @@ def heal_exited(batch: Batch, path: Path, returncode: int,
     rec = read_record(path)
     if returncode == 0 or rec is None or rec.state != "running":
         return False
-    from netrain.track.shipper import drain_timeout
+    from netrain.track.plan import settings
 
+    # its follower may still be draining the journal: wait for it as long as it may drain
     run_status = "KILLED" if returncode < 0 or returncode > 128 else "FAILED"
     return _close_and_mark(batch, path, rec, run_status,
                            f"the task process exited with code {returncode} before finishing "
-                           f"(its runs closed as {run_status})", close, drain_timeout())
+                           f"(its runs closed as {run_status})", close,
+                           settings().drain_timeout)
 
 
 def _gone_here(rec: TaskRecord) -> bool:

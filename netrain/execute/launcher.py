@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import getpass
 import json
-import math
 import os
 import shlex
 import signal
@@ -22,6 +21,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from netrain import env as names
+from netrain.track.plan import LAUNCHER_SHIPS, for_task
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -84,30 +86,10 @@ def _tracking_uri(batch_dir: Path) -> str | None:
     return None
 
 
-def ship_after() -> float:
-    """Seconds a task runs before it starts shipping itself, when its executor ships after
-    it (NETRAIN_SHIP_LATER=1): MLflow's import and store cost a short task more than its
-    training. 0 without NETRAIN_SHIP_LATER; infinite with NETRAIN_SHIP_LATER=always (a
-    SQLite store on SLURM: the sync job, or `netrain sync --follow`, is its one writer)."""
-    later = os.environ.get("NETRAIN_SHIP_LATER")
-    if later == "always":
-        return math.inf
-    if later != "1":
-        return 0.0
-    try:
-        return max(0.0, float(os.environ.get("NETRAIN_SHIP_AFTER", "30")))
-    except ValueError:
-        return 30.0
-
-
-def ended_before_shipping(child: subprocess.Popen[Any]) -> bool:
-    """Wait up to ship_after() seconds for the child; whether it ended by then."""
-    after = ship_after()
+def ended_before_shipping(child: subprocess.Popen[Any], after: float) -> bool:
+    """Wait up to ``after`` seconds (the plan's) for the child; whether it ended by then."""
     if after <= 0:
         return False
-    if math.isinf(after):
-        child.wait()
-        return True
     try:
         child.wait(timeout=after)
     except subprocess.TimeoutExpired:
@@ -185,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tags = project_tags(batch_dir, a.entry_point, a.env_manager)
     env = dict(os.environ)
-    env.update({"NETRAIN_JOURNAL": str(journal), "NETRAIN_SHIPPER": "launcher",
+    env.update({names.JOURNAL: str(journal), names.SHIPPER: LAUNCHER_SHIPS,
                 "MLFLOW_EXPERIMENT_ID": str(a.experiment_id),
-                "NETRAIN_RUN_TAGS": json.dumps(tags)})
+                names.RUN_TAGS: json.dumps(tags)})
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     received: list[int] = []
@@ -211,26 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.kill(child.pid, signum)
     uri = _tracking_uri(batch_dir)
+    plan = for_task(uri or "", launcher=True)
     shipper: _ShipThread | None = None
-    if not uri:
-        _log("no tracking URI (MLFLOW_TRACKING_URI or batch.yaml): run netrain sync later")
-    elif math.isinf(ship_after()):
-        _log("the tracking store is a SQLite file: this task does not open it; its journal is "
-             "shipped by the batch's sync job (or netrain sync --follow)")
-        uri = None
-    elif ended_before_shipping(child):
-        _log(f"the task ended within {ship_after():.0f} s: its journal is shipped after it "
+    if not plan.where:
+        _log(plan.note)
+    elif ended_before_shipping(child, plan.after):
+        _log(f"the task ended within {plan.after:.0f} s: its journal is shipped after it "
              "(the batch's sync job, or netrain run)")
-        uri = None
     else:
-        shipper = _ShipThread(journal, batch_dir, uri, tags, child)
+        shipper = _ShipThread(journal, batch_dir, str(uri), tags, child)
         shipper.start()
     rc = child.wait()
     if shipper is not None:
-        from netrain.track.shipper import drain_timeout
-
         try:
-            shipper.drain(drain_timeout())
+            shipper.drain(plan.drain)
             if shipper.summary:
                 _log(f"{journal.relative_to(batch_dir)}: {shipper.summary}")
         except BaseException as exc:  # never change the exit code

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from netrain import env as names
+
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
                "SLURM_JOBID", "SLURM_RESTART_COUNT")
@@ -47,9 +49,9 @@ def task_environment(task: LocalTask) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SLURM_VARS}
     env.update({
         "SLURM_ARRAY_TASK_ID": str(task.index),
-        "NETRAIN_INDEX_OFFSET": "0",
-        "NETRAIN_EXECUTOR": "local",
-        "NETRAIN_LOG": str(task.log),
+        names.INDEX_OFFSET: "0",
+        names.EXECUTOR: "local",
+        names.LOG: str(task.log),
         **dict(task.env),
     })
     return env

@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ def new_retrain_key(run_id: str) -> str:
     return f"{run_id[:12]}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def retrain_key(retrain_of: str) -> str:
+def retrain_key(retrain_of: str, environ: Mapping[str, str] | None = None) -> str:
     """The key of one retrain task (the name of its journal and its record): the one the
     process that started it chose (the executor through NETRAIN_RETRAIN_KEY, the launcher
-    through the journal it opened, NETRAIN_JOURNAL), else a new one."""
-    if os.environ.get(env.RETRAIN_KEY):
-        return os.environ[env.RETRAIN_KEY]
-    journal = os.environ.get(env.JOURNAL, "")
+    through the journal it opened, NETRAIN_JOURNAL; in ``environ``, default os.environ),
+    else a new one."""
+    e = os.environ if environ is None else environ
+    if e.get(env.RETRAIN_KEY):
+        return e[env.RETRAIN_KEY]
+    journal = e.get(env.JOURNAL, "")
     if journal and Path(journal).parent.name == "retrain":
         return Path(journal).name.removesuffix(".jsonl")
     return new_retrain_key(retrain_of)

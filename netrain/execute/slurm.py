@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from netrain import env as names
 from netrain.define.spec import format_indices
 from netrain.errors import SchedulerError
 
@@ -121,7 +122,7 @@ def max_array_size(runner: Runner = run_command) -> int:
 
 def sbatch(script: str, array: str, offset: int, runner: Runner = run_command,
            extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> str:
-    exports = ",".join([f"NETRAIN_INDEX_OFFSET={offset}",
+    exports = ",".join([f"{names.INDEX_OFFSET}={offset}",
                         *(f"{k}={v}" for k, v in (env or {}).items())])
     argv = ["sbatch", "--parsable", f"--array={array}", f"--export=ALL,{exports}", *extra,
             script]

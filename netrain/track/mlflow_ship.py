@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
 from netrain.track.mlflow_store import error_code
 
 KEY_TAG = "netrain.key"
@@ -35,8 +36,7 @@ def client(uri: str) -> Any:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     # Long enough for a busy server (a request the client gives up on may still be carried
     # out: see "uncertain" in shipper.py), short enough to keep the drain bound.
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get("NETRAIN_SHIP_HTTP_TIMEOUT",
-                                                               "60")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get(names.SHIP_HTTP_TIMEOUT, "60")
     # set_terminated would print (and fetch the run for) a "View run" link per run
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     # Journals are shipped by several threads at once, each uploading files in parallel:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrain.track.plan import settings
 from netrain.track.ship_chunk import Op, Pending
 from netrain.track.ship_dedup import Seen
-from netrain.track.ship_retry import GiveUp, Retry, env_float
+from netrain.track.ship_retry import GiveUp, Retry
 from netrain.track.ship_state import ShipState
 
 
@@ -376,5 +377,5 @@ class RunCalls:
         n = self.retry.call("look for a second run", lambda: mlflow_ship.delete_duplicates(
             self.client, experiment_id, f"{self.batch_id}:{key}", run_id))
         self.report.add(duplicates_deleted=n)
-        if time.time() - float(when) > 2 * env_float("NETRAIN_SHIP_HTTP_TIMEOUT", 60):
+        if time.time() - float(when) > 2 * settings().http_timeout:
             self.state.settle(key)

@@ -4,22 +4,16 @@ found tracking unreachable)."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from netrain.track.plan import settings
+
 #: an INTERNAL_ERROR (or a database error passed on as BAD_REQUEST) is retried this often
 INTERNAL_RETRIES = 10
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 class GiveUp(Exception):
@@ -84,8 +78,7 @@ class Retry:
 
         attempt = 0
         first_failure: float | None = None
-        base = env_float("NETRAIN_SHIP_BACKOFF", 0.5)
-        cap = env_float("NETRAIN_SHIP_BACKOFF_MAX", 10.0)
+        base, cap = settings().backoff, settings().backoff_max
         while True:
             try:
                 result = fn()

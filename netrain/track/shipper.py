@@ -14,15 +14,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from netrain import env as names
 from netrain.track import ship_chunk
 from netrain.track.journal import ReadStats, read_events, unshipped_bytes
+from netrain.track.plan import settings
 from netrain.track.ship_calls import RunCalls, ShipReport
-from netrain.track.ship_retry import GiveUp, Retry, env_float
+from netrain.track.ship_retry import GiveUp, Retry
 from netrain.track.ship_state import Busy, JournalLock, ShipState
 
-__all__ = ["Busy", "GiveUp", "ShipReport", "Shipper", "drain_timeout", "main", "ship"]
+__all__ = ["Busy", "GiveUp", "ShipReport", "Shipper", "main", "ship"]
 
-CHUNK_EVENTS = 2000
 #: runs of one journal shipped at once to a tracking server: each waits on its own answers
 #: while the server works on the others' (a SQLite file or database URI: one at a time)
 DEFAULT_LANES = 4
@@ -38,7 +39,10 @@ def lanes_for(uri: str) -> int:
     """Runs of a journal shipped at once to this backend."""
     if not uri.startswith(("http://", "https://")):
         return 1
-    return max(1, int(env_float("NETRAIN_SHIP_LANES", DEFAULT_LANES)))
+    try:
+        return max(1, int(os.environ.get(names.SHIP_LANES, DEFAULT_LANES)))
+    except ValueError:
+        return DEFAULT_LANES
 
 
 def slots_for(uri: str) -> threading.BoundedSemaphore:
@@ -67,8 +71,7 @@ class Shipper:
         #: the writer is gone); closed_at is the offset of the last close event shipped
         self.stop_at_close: int | None = None
         self.closed_at = -1
-        self.chunk_events = chunk_events or int(env_float("NETRAIN_SHIP_CHUNK_EVENTS",
-                                                          CHUNK_EVENTS))
+        self.chunk_events = chunk_events or settings().chunk_events
         self.lanes = lanes or lanes_for(uri)
         self.wake = threading.Event()
         self.report = ShipReport(self.path)
@@ -265,10 +268,6 @@ def _pid_follower(s: Shipper, pid: int, drain: float) -> Callable[[], bool]:
     return alive
 
 
-def drain_timeout() -> float:
-    return env_float("NETRAIN_DRAIN_TIMEOUT", 60.0)
-
-
 def _stderr(text: str) -> None:
     print(f"netrain: shipper: {text}", file=sys.stderr, flush=True)
 
@@ -284,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pid", type=int, required=True, help="the writer's process id")
     f.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds to keep shipping after the writer is gone "
-                        "(default: $NETRAIN_DRAIN_TIMEOUT or 60)")
+                        f"(default: ${names.DRAIN_TIMEOUT} or 60)")
     o = sub.add_parser("once", help="ship what a journal holds now")
     o.add_argument("journal", type=Path)
     o.add_argument("--batch-dir", type=Path, required=True)
@@ -299,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             # dying with them; SLURM's SIGKILL after KillWait still ends it
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
-            drain = a.drain_timeout if a.drain_timeout is not None else drain_timeout()
+            drain = a.drain_timeout if a.drain_timeout is not None else \
+                settings().drain_timeout
             try:
                 start = a.journal.stat().st_size  # the writer's session begins past here
             except OSError:

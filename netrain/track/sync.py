@@ -14,23 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from netrain.track.journal import pending
+from netrain.track.plan import journals_at_once
 
-#: journals shipped at once to a tracking server: a server answers a few requests at a time
-#: (its database commits, its uploads) while each shipper waits on its own answers
-DEFAULT_JOURNALS = 8
 #: seconds a call may fail at the end of `netrain run` before tracking counts as down
 DOWN_AFTER = 3.0
-
-
-def parallel_journals(uri: str) -> int:
-    """How many journals to ship at once to this backend: several to a server, one to a
-    SQLite file (it takes one writer at a time; more would only wait on its lock)."""
-    if not uri.startswith(("http://", "https://")):
-        return 1
-    try:
-        return max(1, int(os.environ.get("NETRAIN_SHIP_JOURNALS", DEFAULT_JOURNALS)))
-    except ValueError:
-        return DEFAULT_JOURNALS
 
 
 @dataclass
@@ -87,7 +74,7 @@ def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
                 result.incomplete.append(name)
             say(f"{name}: {report.summary()}")
 
-    workers = min(jobs or parallel_journals(uri), max(1, len(todo)))
+    workers = min(jobs or journals_at_once(uri), max(1, len(todo)))
     if workers == 1:
         for journal in todo:
             one(journal)
@@ -103,9 +90,9 @@ def sync_batch(batch_dir: Path, uri: str, say: Callable[[str], None],
 class Courier:
     """Ships, in background threads, the journals handed to it: `netrain run` gives it each
     task's journal as the task ends, so that tasks too short to start MLflow for themselves
-    (NETRAIN_SHIP_LATER) share this process's MLflow client. Once one journal finds
-    tracking unreachable, the others are left at once; what is not shipped by ``finish``
-    stays for `netrain sync`."""
+    share this process's MLflow client (netrain.track.plan: Who.COURIER). Once one journal
+    finds tracking unreachable, the others are left at once; what is not shipped by
+    ``finish`` stays for `netrain sync`."""
 
     def __init__(self, batch_dir: Path, uri: str, retry_for: float = 30.0,
                  jobs: int | None = None) -> None:
@@ -123,7 +110,7 @@ class Courier:
         # threads: a call hanging on a dead server never holds the run's exit.
         self.threads = [threading.Thread(target=self._run, name=f"netrain-courier-{i}",
                                          daemon=True)
-                        for i in range(jobs or min(4, parallel_journals(uri)))]
+                        for i in range(jobs or journals_at_once(uri, beside_training=True))]
         for t in self.threads:
             t.start()
 

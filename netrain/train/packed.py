@@ -245,6 +245,20 @@ def model_refusal(model: Any, keras: Any) -> str | None:
     return None
 
 
+def _callbacks_refusal(cbs: Any) -> str | None:
+    """Callbacks need each network's own model every batch, so they stop packing. A factory
+    (the guide's ``lambda: [...]``) is asked what it gives: one that gives none, as many
+    configurations' do for most runs, packs."""
+    if callable(cbs):
+        try:
+            cbs = cbs()
+        except Exception as e:  # the sequential path calls it again and reports it per network
+            return f"the configuration's callbacks factory failed ({type(e).__name__}: {e})"
+    if cbs:
+        return "the configuration gives callbacks, which need the model each batch"
+    return None
+
+
 def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str | None:
     """Why these networks cannot be trained packed, or None. Without ``models`` the checks
     are those that need no model (backend, callbacks, data forms); with the networks' built
@@ -265,9 +279,9 @@ def pack_refusal(jobs: Sequence[NetworkJob], models: Sequence[Any] = ()) -> str 
                 f"{keras.backend.backend()}")
     for job in jobs:
         cfg = job.config
-        cbs = cfg.callbacks
-        if callable(cbs) or cbs:
-            return "the configuration gives callbacks, which need the model each batch"
+        why = _callbacks_refusal(cfg.callbacks)
+        if why:
+            return why
         why = _data_refusal(cfg.training_generator, "training_generator", optional=False) \
             or _data_refusal(cfg.evaluation_generator, "evaluation_generator", optional=True,
                              validation_steps=cfg.validation_steps)

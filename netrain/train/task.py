@@ -4,151 +4,61 @@ the batch, and write the task's record for `show`."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
-import json
-import math
-import os
 import re
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from netrain.define import checkpoint
 from netrain.define.batch import Batch, now_iso
 from netrain.define.contract import build_input, call_config_function, first_line
-from netrain.define.params import TASK_PARAMS, parse_bool
-from netrain.define.spec import ModelName
-from netrain.errors import NetrainError, TaskInterrupted, note_interrupt, pending_interrupt
+from netrain.errors import NetrainError, TaskInterrupted, pending_interrupt
 from netrain.execute.records import (
     NetRecord,
     TaskRecord,
     new_record,
     read_record,
     record_path,
-    retrain_key,
     write_record,
 )
 from netrain.execute.status import code_edited
-from netrain.track.journal import JournalWriter, journal_path, logged_steps
+from netrain.execute.tasklock import TaskLock
+from netrain.track.journal import JournalWriter, logged_steps
+from netrain.track.plan import for_task
+from netrain.track.task_shipper import TaskShipper
+from netrain.train.identity import (
+    TaskArgs,
+    TaskIdentity,
+    common_tags,
+    gpu_model,
+    network_run_tags,
+    parse_task_args,
+    source_tags,
+    task_key,
+    task_run_tags,
+)
+from netrain.train.stops import (
+    STORAGE_EXIT,
+    StorageFailed,
+    install_signal_handlers,
+    restore_signal_handlers,
+    storage_error,
+    storage_line,
+)
 
-#: errno values of a write that cannot succeed until someone makes room or access
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-
-
-def storage_error(exc: BaseException | None) -> OSError | None:
-    """The OSError of a full disk, a quota or a read-only filesystem behind ``exc`` (Keras
-    and h5py wrap it), if that is what ``exc`` is."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
-            return exc
-        if isinstance(exc, OSError) and "No space left on device" in str(exc):
-            return exc  # h5py's own OSError carries no errno
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
-def storage_line(err: OSError) -> str:
-    """One line: what could not be written, where, and the free space there."""
-    from netrain.define.batch import free_space
-
-    where = str(err.filename) if err.filename else ""
-    reason = err.strerror or str(err)
-    full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in reason
-    if full and "free in" not in reason:  # no file named (h5py): the batch, our cwd
-        reason += free_space(Path(where) if where else Path.cwd() / "-")
-    return f"cannot write {where}: {reason}" if where else f"cannot write: {reason}"
-
-
-class StorageFailed(TaskInterrupted):
-    """A write of the task's files failed (full disk, quota, read-only): the task stops as
-    on a signal, its networks keep their last checkpoints and resume at the next run."""
-
-    def __init__(self, err: OSError) -> None:
-        BaseException.__init__(self, storage_line(err))
-        self.signum = 0
-        self.line = storage_line(err)
-
-
-@dataclass(frozen=True)
-class TaskArgs(ModelName):
-    cls: str
-    architecture: str
-    nb_epoch: int
-    epoch_samples: int
-    nnets: int
-    intelligent: bool
-    trainingrun: int
-    net_index: int = -1
-    retrain_of: str = ""
-    from_weights: str = ""
-    pack: bool = False
-
-    @property
-    def model_key(self) -> str:
-        return self.key
-
-
-def _bool(text: str) -> bool:
-    try:
-        return parse_bool(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _none(text: str) -> str:
-    return "" if text in ("none", "None", "") else text
-
-
-def parse_task_args(argv: list[str]) -> TaskArgs:
-    """The task's command line, as the sbatch script and the MLproject pass it (the
-    parameters are netrain.define.params.TASK_PARAMS)."""
-    p = argparse.ArgumentParser(prog="netrain task", add_help=True)
-    for param in TASK_PARAMS:
-        dest = "cls" if param.name == "class" else param.name
-        flags = {f"--{param.name.replace('_', '-')}", f"--{param.name}"}
-        kind: Any = {int: int, bool: _bool}.get(param.type, _none if param.default else str)
-        if param.default is None:
-            p.add_argument(*sorted(flags), dest=dest, type=kind, required=True)
-        else:
-            p.add_argument(*sorted(flags), dest=dest, type=kind, default=kind(param.default))
-    ns = p.parse_args(argv)
-    return TaskArgs(**vars(ns))
+__all__ = ["TaskArgs", "TaskObserver", "TaskRunner", "parse_task_args",
+           "run_entry", "summary"]
 
 
 def safe_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "net"
 
 
-def slurm_job_id() -> str:
-    arr = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if arr:
-        return f"{arr}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    return os.environ.get("SLURM_JOB_ID", "")
-
-
-def gpu_model() -> str:
-    """The GPU's model name when the NVIDIA driver shows one (read from /proc, no import)."""
-    base = Path("/proc/driver/nvidia/gpus")
-    with contextlib.suppress(OSError):
-        for info in sorted(base.iterdir()):
-            for line in (info / "information").read_text().splitlines():
-                if line.startswith("Model:"):
-                    return line.split(":", 1)[1].strip()
-    return ""
-
-
-class _TaskObserver:
+class TaskObserver:
     """Turns training events into journal events, files and the task record."""
 
     def __init__(self, task: TaskRunner) -> None:
@@ -159,20 +69,10 @@ class _TaskObserver:
 
     def network_started(self, job: Any) -> None:
         t = self.t
-        tags = {**t.common_tags, **t.source_tags, "net_index": job.net_index,
-                "name": job.config.name, **job.config.tags}
-        if "~" in t.key:  # trained again from scratch (netrain run --rerun): new runs
-            tags["rerun"] = t.record.attempt
-        if t.args.retrain_of:
-            tags["retrain_of"] = t.args.retrain_of
-        packing = vars(job)
-        if packing.get("pack_group"):
-            tags["netrain.packed"] = packing["pack_group"]  # trained with this many others
-        if packing.get("pack_fallback"):
-            tags["netrain.pack_fallback"] = str(packing["pack_fallback"])[:500]
-            tags["netrain.packed"] = 0  # its run may have been opened for a group first
+        tags = network_run_tags(t.tags, job, attempt=t.record.attempt, task_key=t.key,
+                                retrain_of=t.args.retrain_of)
         t.journal.open_run(job.key, parent=t.key, name=job.stem,
-                           experiment_id=t.experiment_id, tags=tags)
+                           experiment_id=t.who.experiment_id, tags=tags)
         self.open[job.key] = job
         if job.resume is None:
             inputs = {k: v for k, v in job_inputs(t, job.net_index).items()
@@ -274,68 +174,40 @@ def job_inputs(t: TaskRunner, net_index: int) -> dict[str, Any]:
 
 
 class TaskRunner:
-    def __init__(self, fn: Callable[[dict[str, Any]], Any], args: TaskArgs, batch_dir: Path):
+    """Runs one task: takes its lock, opens its runs, trains its networks through the
+    observer, and ends (its record, its runs, its shipper) however training ended."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], Any], args: TaskArgs, batch_dir: Path,
+                 environ: Mapping[str, str] | None = None):
         self.fn = fn
         self.args = args
         self.batch = Batch.load(batch_dir)
         self.model = self.batch.manifest.model(args.model_key)
-        self.log = os.environ.get("NETRAIN_LOG", "")
-        self.executor = os.environ.get("NETRAIN_EXECUTOR") or (
-            "slurm" if os.environ.get("SLURM_JOB_ID") else "local")
-        self.slurm_job_id = slurm_job_id() if self.executor == "slurm" else ""
-        self.retrain_key = retrain_key(args.retrain_of) if args.retrain_of else ""
-        self.rpath = record_path(self.batch.path, args.slug, args.trainingrun, self.retrain_key)
+        self.who = who = TaskIdentity.read(args, self.batch.path, self.batch.manifest.tracking,
+                                           environ)
+        self.rpath = record_path(self.batch.path, args.slug, args.trainingrun, who.retrain_key)
         self.previous = read_record(self.rpath)
         self.record: TaskRecord = new_record(args.model_key, args.trainingrun, self.previous,
-                                             self.log, self.executor, self.slurm_job_id,
+                                             who.log, who.executor, who.slurm_job_id,
                                              args.retrain_of)
-        self.key = self._task_key()
+        base = (f"retrain/{who.retrain_key}" if who.retrain_key
+                else f"{args.slug}/{args.trainingrun}")
+        self.key = task_key(base, self.previous, who.rerun, self.record.attempt)
         self.record.key = self.key
-        jpath = os.environ.get("NETRAIN_JOURNAL")
-        self.jpath = Path(jpath) if jpath else journal_path(
-            self.batch.path, args.slug, args.trainingrun, self.retrain_key)
         with contextlib.suppress(ValueError):
-            self.record.journal = str(self.jpath.relative_to(self.batch.path))
-        self.logged = logged_steps(self.jpath) if self.jpath.is_file() else {}
-        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or str(
-            self.batch.manifest.tracking.get("experiment_id", ""))
-        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or str(
-            self.batch.manifest.tracking.get("uri", ""))
-        self.common_tags: dict[str, Any] = {
-            "batch": self.batch.id, "class": args.cls, "architecture": args.architecture,
-            "array_index": args.trainingrun,
-            "slurm_job_id": self.slurm_job_id or None,
-            "executor": self.executor,
-        }
+            self.record.journal = str(who.journal.relative_to(self.batch.path))
+        self.logged = logged_steps(who.journal) if who.journal.is_file() else {}
         from netrain.execute.launcher import project_tags
 
-        # the tags `mlflow run` (and the launcher) give a project run, whoever started it
-        self.source_tags = {
-            **project_tags(self.batch.path, "train", "local"),
-            "host": socket.gethostname(),
-            "code_edited": str(code_edited(self.batch)).lower(),
-        }
+        #: the tags of every run of the task: its own and its networks'
+        self.tags = {**common_tags(who, args, self.batch.id),
+                     **source_tags(project_tags(self.batch.path, "train", "local"), who.host,
+                                   code_edited(self.batch))}
         self.journal: Any = None
         self.signum: int | None = None
-        self._shipper: subprocess.Popen[bytes] | None = None
-        self._shipper_timer: threading.Timer | None = None
-        self._shipper_lock = threading.Lock()
-        self._ended = False
-
-    def _task_key(self) -> str:
-        """The same key (so the same MLflow run) for every attempt of this task, unless it
-        is explicitly trained again from scratch (NETRAIN_RERUN=1; NETRAIN_RERUN=finished
-        only when the previous attempt finished it: `submit --tasks` of a finished task)."""
-        base = (f"retrain/{self.retrain_key}" if self.retrain_key
-                else f"{self.args.slug}/{self.args.trainingrun}")
-        prev = self.previous
-        rerun = os.environ.get("NETRAIN_RERUN", "")
-        if prev is not None and (rerun == "1" or (rerun == "finished"
-                                                  and prev.state == "finished")):
-            return f"{base}~{self.record.attempt}"
-        if prev is not None and prev.key:
-            return prev.key
-        return base
+        self.lock = TaskLock(who.journal)
+        self.shipper = TaskShipper(who.journal, self.batch.path, who.tracking_uri,
+                                   for_task(who.tracking_uri, launcher=False, environ=environ))
 
     def say(self, text: str) -> None:
         with contextlib.suppress(OSError):  # a log on a full disk
@@ -350,8 +222,9 @@ class TaskRunner:
         inputs = job_inputs(self, net_index)
         cfg = call_config_function(self.fn, inputs, self.args.model_key)
         stem = f"{safe_stem(cfg.name)}_t{self.args.trainingrun}_n{net_index}"
-        if self.retrain_key:
-            stem += f"_retrain-{self.retrain_key.split('-')[1] if '-' in self.retrain_key else ''}"
+        rkey = self.who.retrain_key
+        if rkey:
+            stem += f"_retrain-{rkey.split('-')[1] if '-' in rkey else ''}"
         init = Path(self.args.from_weights) if self.args.from_weights else None
         if init is not None and not init.is_file():
             raise NetrainError(f"--from-weights file {init} does not exist")
@@ -376,21 +249,11 @@ class TaskRunner:
         run_name = f"{self.args.slug}[{self.args.trainingrun}]"
         if self.args.retrain_of:
             run_name += f" retrain of {self.args.retrain_of[:8]}"
-        ptags = {**self.common_tags, **self.source_tags, "netrain.attempt": self.record.attempt}
-        with contextlib.suppress(ValueError, TypeError):  # the launcher's MLflow project tags
-            ptags.update(json.loads(os.environ.get("NETRAIN_RUN_TAGS") or "{}"))
-        gpu = gpu_model()
-        if gpu:
-            ptags["gpu"] = gpu
-        if os.environ.get("SLURM_RESTART_COUNT"):
-            ptags["slurm_restart_count"] = os.environ["SLURM_RESTART_COUNT"]
-        if self.args.retrain_of:
-            ptags["retrain_of"] = self.args.retrain_of
-        if "~" in self.key:
-            ptags["rerun"] = self.record.attempt
+        ptags = task_run_tags(self.tags, self.who, attempt=self.record.attempt, key=self.key,
+                              retrain_of=self.args.retrain_of, gpu=gpu_model())
         self.journal.open_run(self.key, parent=None, name=run_name,
-                              experiment_id=self.experiment_id, tags=ptags,
-                              adopt=os.environ.get("MLFLOW_RUN_ID") or None)
+                              experiment_id=self.who.experiment_id, tags=ptags,
+                              adopt=self.who.adopt_run_id or None)
         self.journal.log_params(self.key, {
             "class": self.args.cls, "architecture": self.args.architecture,
             "nb_epoch": self.args.nb_epoch, "epoch_samples": self.args.epoch_samples,
@@ -417,7 +280,7 @@ class TaskRunner:
                      "network(s) finished in an earlier attempt are kept")
         return [i for i in indices if i not in done]
 
-    def train_all(self, observer: _TaskObserver) -> int:
+    def train_all(self, observer: TaskObserver) -> int:
         """Train the task's networks; returns how many failed."""
         from netrain.train import packed
 
@@ -432,70 +295,56 @@ class TaskRunner:
             self.record.error = f"{failed} of {len(indices)} network(s) failed"
         return failed
 
-    def _lock(self) -> bool:
-        """One process trains a task at a time: a second one (a requeue racing a task that
-        is still stopping, a rerun while it runs) stops before it touches anything."""
-        import fcntl
-
-        path = self.jpath.with_name(self.jpath.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
-            self.say(f"{self.args.model_key} task {self.args.trainingrun} is already being "
-                     f"trained by another process ({holder or 'unknown'}): not starting twice")
-            return False
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        return True
-
     def run(self) -> int:
-        if not self._lock():
+        # One process trains a task at a time: a second one stops before it touches anything
+        if not self.lock.take():
+            self.say(f"{self.args.model_key} task {self.args.trainingrun} is already being "
+                     f"trained by another process ({self.lock.holder}): not starting twice")
             return 3
         self.save_record()
-        old = _install_signal_handlers()
-        observer = _TaskObserver(self)
+        old = install_signal_handlers()
+        observer = TaskObserver(self)
         status = "FAILED"
         try:
-            self.journal = JournalWriter(self.jpath, self.batch.path)
-            self._start_shipper()
+            self.journal = JournalWriter(self.who.journal, self.batch.path)
+            self.shipper.start()
             self.open_runs()
             failed = self.train_all(observer)
             status = "FINISHED" if failed == 0 else "FAILED"
             return 0 if failed == 0 else 1
-        except StorageFailed as exc:
-            status = "KILLED"
-            return self._storage_failed(observer, exc)
-        except TaskInterrupted as exc:
-            status = "KILLED"
-            return self._interrupted(observer, exc.signum)
-        except NetrainError as exc:
+        except (Exception, TaskInterrupted) as exc:
+            status, code = self._stopped_by(exc, observer)
+            return code
+        finally:
+            self.close(status)
+            restore_signal_handlers(old)
+
+    def _stopped_by(self, exc: BaseException, observer: TaskObserver) -> tuple[str, int]:
+        """How the task ends on ``exc``: its run's status and its exit code (a signal or a
+        failed write: resumable; anything else: failed)."""
+        if isinstance(exc, StorageFailed):
+            return "KILLED", self._storage_failed(observer, exc)
+        if isinstance(exc, TaskInterrupted):
+            return "KILLED", self._interrupted(observer, exc.signum)
+        if isinstance(exc, NetrainError):
             self.record.state = "failed"
             self.record.error = str(exc)
             self.say(f"task FAILED: {exc}")
-            return 1
-        except Exception as exc:
-            signum = pending_interrupt()
-            if signum is not None:  # a stop that TensorFlow wrapped in its own error
-                status = "KILLED"
-                return self._interrupted(observer, signum)
-            err = storage_error(exc)
-            if err is not None:
-                status = "KILLED"
-                return self._storage_failed(observer, StorageFailed(err))
-            self.record.state = "failed"
-            self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
-            traceback.print_exc()
-            for job in list(observer.open.values()):  # no run is left RUNNING
-                observer.network_failed(job.net_index, job, exc)
-            return 1
-        finally:
-            self.close(status)
-            _restore_signal_handlers(old)
+            return "FAILED", 1
+        signum = pending_interrupt()
+        if signum is not None:  # a stop that TensorFlow wrapped in its own error
+            return "KILLED", self._interrupted(observer, signum)
+        err = storage_error(exc)
+        if err is not None:
+            return "KILLED", self._storage_failed(observer, StorageFailed(err))
+        self.record.state = "failed"
+        self.record.error = f"{type(exc).__name__}: {first_line(str(exc))}"
+        traceback.print_exception(exc)
+        for job in list(observer.open.values()):  # no run is left RUNNING
+            observer.network_failed(job.net_index, job, exc)
+        return "FAILED", 1
 
-    def _interrupted(self, observer: _TaskObserver, signum: int) -> int:
+    def _interrupted(self, observer: TaskObserver, signum: int) -> int:
         """A signal: the network in training kept its checkpoint; the task is resumable."""
         self.signum = signum
         observer.interrupted()
@@ -508,7 +357,7 @@ class TaskRunner:
                  f"runs left resumable{where}")
         return 128 + signum
 
-    def _storage_failed(self, observer: _TaskObserver, exc: StorageFailed) -> int:
+    def _storage_failed(self, observer: TaskObserver, exc: StorageFailed) -> int:
         """A write failed for want of room or access: the networks in training keep their
         last checkpoints, their runs wait resumable; exit 75 (EX_TEMPFAIL: try again)."""
         observer.interrupted()
@@ -533,64 +382,14 @@ class TaskRunner:
             # died left "died" on the same run)
             self.journal.set_tags(self.key, {"netrain.state": {
                 "KILLED": "resumable", "FINISHED": "finished"}.get(status, "failed")})
-            if self.log and Path(self.log).is_file():
+            if self.who.log and Path(self.who.log).is_file():
                 sys.stdout.flush()
                 sys.stderr.flush()
-                self.journal.log_artifacts(self.key, {"logs": Path(self.log)})
+                self.journal.log_artifacts(self.key, {"logs": Path(self.who.log)})
             self.journal.end_run(self.key, status)
         with contextlib.suppress(Exception):
             self.journal.close()
-        self._wait_for_shipper()
-
-    def _wait_for_shipper(self) -> None:
-        """Without the launcher, the task's own follower ships the journal's end: give it the
-        drain time before the task exits (a batch job's end would kill it with the job)."""
-        with self._shipper_lock:
-            self._ended = True  # a follower not started by now is not needed
-            if self._shipper_timer is not None:
-                self._shipper_timer.cancel()
-        if self._shipper is None:
-            return
-        from netrain.track.shipper import drain_timeout
-
-        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            self._shipper.wait(timeout=drain_timeout() + 5)
-
-    def _start_shipper(self) -> None:
-        """Without the launcher (which ships), a separate process ships the journal; when
-        the executor ships after the task (NETRAIN_SHIP_LATER), only once the task has run
-        NETRAIN_SHIP_AFTER seconds."""
-        if os.environ.get("NETRAIN_SHIPPER") in ("launcher", "off") or not self.tracking_uri:
-            return
-        from netrain.execute.launcher import ship_after
-
-        after = ship_after()
-        if math.isinf(after):  # a SQLite store on SLURM: the batch's sync job is its one writer
-            print("netrain: the tracking store is a SQLite file: this task does not open it; "
-                  "its journal is shipped by the batch's sync job (or netrain sync --follow)",
-                  file=sys.stderr, flush=True)
-            return
-        if after > 0:
-            self._shipper_timer = threading.Timer(after, self._spawn_shipper)
-            self._shipper_timer.daemon = True
-            self._shipper_timer.start()
-        else:
-            self._spawn_shipper()
-
-    def _spawn_shipper(self) -> None:
-        cmd = [sys.executable, "-m", "netrain.track.shipper", "follow", str(self.jpath),
-               "--batch-dir", str(self.batch.path), "--uri", self.tracking_uri,
-               "--pid", str(os.getpid())]
-        with self._shipper_lock, contextlib.suppress(OSError):
-            if not self._ended:
-                self._shipper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                                 stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL,
-                                                 start_new_session=True)
-
-
-#: The exit status of a task stopped by a failed write (full disk...): EX_TEMPFAIL.
-STORAGE_EXIT = 75
+        self.shipper.wait()
 
 
 def summary(record: TaskRecord) -> dict[str, float]:
@@ -605,36 +404,6 @@ def summary(record: TaskRecord) -> dict[str, float]:
             out[f"median_{name}"] = values[mid] if len(values) % 2 else \
                 (values[mid - 1] + values[mid]) / 2
     return out
-
-
-#: The handlers the user's code had installed before the task's (called after ours).
-_USER_HANDLERS: dict[int, Any] = {}
-
-
-def _note_signal(signum: int, frame: Any) -> None:
-    """Only remember the signal: training stops where a checkpoint resumes exactly. A handler the
-    user's own code had installed is called too (ours only sets a flag)."""
-    if pending_interrupt() is None:
-        note_interrupt(signum)
-    user = _USER_HANDLERS.get(signum)
-    if callable(user) and user is not signal.default_int_handler:
-        user(signum, frame)
-
-
-def _install_signal_handlers() -> dict[int, Any]:
-    old: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        with contextlib.suppress(ValueError):  # not the main thread
-            old[sig] = signal.signal(sig, _note_signal)
-            _USER_HANDLERS[sig] = old[sig]
-    return old
-
-
-def _restore_signal_handlers(old: dict[int, Any]) -> None:
-    _USER_HANDLERS.clear()
-    for sig, handler in old.items():
-        with contextlib.suppress(ValueError):
-            signal.signal(sig, handler)
 
 
 def run_entry(batch_dir: Path, argv: list[str]) -> int:

@@ -259,9 +259,21 @@ def test_pack_refusal_names_what_cannot_be_packed(tmp_path: Path) -> None:
     assert "a PyDataset with workers" in str(pack_refusal(two(train=_threaded())))
     x, y = data()
     assert "sample weights" in str(pack_refusal(two(train=(x, y, np.ones(len(x))))))
-    assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: []})))
+    assert pack_refusal(two(extra={"callbacks": lambda: []})) is None  # a factory giving none
+    assert pack_refusal(two(extra={"callbacks": []})) is None
+    stop = _early_stop()
+    assert "callbacks" in str(pack_refusal(two(extra={"callbacks": lambda: [stop]})))
+    assert "callbacks" in str(pack_refusal(two(extra={"callbacks": [stop]})))
+    assert "factory failed (ZeroDivisionError" in str(
+        pack_refusal(two(extra={"callbacks": lambda: 1 / 0})))
     assert "needs one array" in str(pack_refusal(two(train=({"a": x}, y))))
     assert pack_refusal(two(), [custom_step()]) is not None  # an uncompiled model: no optimizer
+
+
+def _early_stop() -> Any:
+    import keras
+
+    return keras.callbacks.EarlyStopping()
 
 
 def _threaded() -> Any:

@@ -245,7 +245,7 @@ def test_a_signalled_packed_task_resumes_its_networks_in_the_same_runs(
                cwd=userproj)
     assert r.code == 0, r.text
     batch = Path(r.out.strip().splitlines()[-1])
-    packable = {"USERPROJ_OMIT": "callbacks"}  # the fixture's callbacks would stop packing
+    packable = {"USERPROJ_SLEEP": "0"}  # the fixture's callbacks factory gives none: it packs
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", NETRAIN_EXECUTOR="local", **packable)
     first_log = tmp_path / "first.log"
     with open(first_log, "wb") as out:

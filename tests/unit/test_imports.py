@@ -10,7 +10,7 @@ HEAVY = ("tensorflow", "keras", "mlflow")
 PURE = ("netrain", "netrain.define.spec", "netrain.define.contract", "netrain.define.config",
         "netrain.define.scripts", "netrain.execute.slurm", "netrain.execute.status",
         "netrain.define.batch", "netrain.execute.records", "netrain.define.builder",
-        "netrain.results.table", "netrain.execute.executor", "netrain.execute.heal",
+        "netrain.results.show", "netrain.execute.executor", "netrain.execute.heal",
         "netrain.define.params", "netrain.track.mlflow_store", "netrain.results.lookup",
         "netrain.cli", "netrain.track.journal", "netrain.track.shipper",
         "netrain.track.mlflow_ship", "netrain.execute.launcher", "netrain.track.sync",

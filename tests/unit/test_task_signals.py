@@ -6,7 +6,7 @@ import os
 import signal
 
 from netrain.errors import note_interrupt, pending_interrupt
-from netrain.train.task import _install_signal_handlers, _restore_signal_handlers
+from netrain.train.stops import install_signal_handlers, restore_signal_handlers
 
 
 def test_flag_then_the_users_handler_then_restored() -> None:
@@ -17,11 +17,11 @@ def test_flag_then_the_users_handler_then_restored() -> None:
 
     before = signal.signal(signal.SIGUSR1, users)
     try:
-        old = _install_signal_handlers()
+        old = install_signal_handlers()
         os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's time-limit warning
         assert pending_interrupt() == signal.SIGUSR1  # training stops at the next batch
         assert seen == [signal.SIGUSR1]  # and the user's handler still ran
-        _restore_signal_handlers(old)
+        restore_signal_handlers(old)
         assert signal.getsignal(signal.SIGUSR1) is users
     finally:
         note_interrupt(None)
