@@ -43,6 +43,8 @@ class Retry:
         self.drain: float | None = None
         self.warned_down = False
         self._failing_since: float | None = None
+        knobs = settings()  # read once: call() runs for every MLflow request
+        self._backoff, self._backoff_max = knobs.backoff, knobs.backoff_max
 
     def writer_gone(self) -> None:
         """The writer ended: the drain deadline starts now (once)."""
@@ -78,7 +80,7 @@ class Retry:
 
         attempt = 0
         first_failure: float | None = None
-        base, cap = settings().backoff, settings().backoff_max
+        base, cap = self._backoff, self._backoff_max
         while True:
             try:
                 result = fn()
