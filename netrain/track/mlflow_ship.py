@@ -125,12 +125,15 @@ def run_exists(c: Any, run_id: str) -> bool:
     return bool(run.info.lifecycle_stage == "active")
 
 
-def delete_duplicates(c: Any, experiment_id: str, key_value: str, keep: str) -> int:
+def delete_duplicates(c: Any, experiment_id: str, key_value: str, keep: str,
+                      with_data: bool = False) -> int:
     """Delete (soft: lifecycle "deleted") the other live runs tagged with this key that hold
-    no metrics: a create that the server finished after the client had given up on it."""
+    no metrics: a create that the server finished after the client had given up on it.
+    ``with_data``: the lost request was a whole run's, whose second run holds the same
+    metrics and files as the one kept: deleted too."""
     deleted = 0
     for run_id in find_runs_by_key(c, experiment_id, key_value):
-        if run_id != keep and not c.get_run(run_id).data.metrics:
+        if run_id != keep and (with_data or not c.get_run(run_id).data.metrics):
             c.delete_run(run_id)
             deleted += 1
     return deleted
@@ -220,3 +223,52 @@ def log_artifacts(c: Any, run_id: str, files: Sequence[tuple[str, Path]]) -> int
 def terminate(c: Any, run_id: str, status: str, end_time: int | None) -> None:
     c.set_terminated(run_id, status, end_time=end_time)
     _ARTIFACT_URIS.pop(run_id, None)
+
+
+#: tracking URIs whose server has no whole-run route (a plain `mlflow server`): asked once
+NO_WHOLE_RUN: set[str] = set()
+
+
+def whole_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],
+              start_time: int | None, metrics: Sequence[tuple[str, float, int, int]],
+              params: Mapping[str, str], files: Sequence[tuple[str, Path]], status: str,
+              end_time: int | None) -> str | None:
+    """A finished run in one request to a `netrain server` (netrain.track.server_app):
+    created with its tags, its metrics and params logged, its files stored, its status set.
+    The run id, or None when the server has no such route (then nothing was written)."""
+    import contextlib
+    import getpass
+    import json
+
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    from netrain.track.server_app import WHOLE_RUN
+
+    spec = {"name": name, "tags": dict(tags), "start_time": start_time,
+            "metrics": [list(m) for m in metrics], "params": dict(params),
+            "status": status, "end_time": end_time}
+    with contextlib.suppress(Exception):
+        spec["user"] = getpass.getuser()
+    creds = c._tracking_client.store.get_host_creds()
+    with contextlib.ExitStack() as stack:
+        parts = [(sub, (path.name, stack.enter_context(open(path, "rb"))))
+                 for sub, path in files]
+        resp = http_request(creds, WHOLE_RUN, "POST", max_retries=0,
+                            params={"experiment_id": str(experiment_id)},
+                            data={"run": json.dumps(spec)}, files=parts)
+    if resp.status_code in (404, 405):
+        NO_WHOLE_RUN.add(str(c.tracking_uri))
+        return None
+    verify_rest_response(resp, WHOLE_RUN)
+    return str(resp.json()["run_id"])
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of the server's answer an MLflow error came with, if it came with one."""
+    get = getattr(exc, "get_http_status_code", None)
+    if get is None:
+        return None
+    try:
+        return int(get())
+    except Exception:
+        return None

@@ -77,7 +77,8 @@ def server_command(backend_uri: str, artifacts_dir: Path, host: str, port: int,
             "--host", host, "--port", str(port), "--workers", str(workers),
             *([] if is_loopback(host) else ["--allowed-hosts", ",".join(allowed_hosts(host,
                                                                                       port))]),
-            *(["--app-name", "basic-auth"] if auth else [])]
+            # MLflow's server and netrain's whole-run route (server_app.py)
+            "--app-name", "netrain-auth" if auth else "netrain"]
 
 
 def server_environment() -> dict[str, str]:

@@ -16,6 +16,9 @@ from netrain.track.ship_dedup import Seen
 from netrain.track.ship_retry import GiveUp, Retry
 from netrain.track.ship_state import ShipState
 
+#: a run whose files are larger goes call by call (a whole-run request is held in memory)
+WHOLE_RUN_MAX_BYTES = 64 * 2**20
+
 
 @dataclass
 class ShipReport:
@@ -82,6 +85,8 @@ class RunCalls:
         self.seen = Seen(self._logged_steps)
         self._missing_keys: set[str] = set()
         self._rebound: str | None = None
+        #: keys a whole-run request may have created a run for: searched before a create
+        self._may_exist: set[str] = set()
 
     @property
     def client(self) -> Any:
@@ -106,6 +111,9 @@ class RunCalls:
                 self.artifacts(op.ev)
             elif op.kind == "end":
                 self.end(op.ev)
+            elif op.kind == "whole" and not self.whole(op):
+                for part in op.parts:
+                    self.do(part)
         except GiveUp:
             raise
         except Exception as exc:
@@ -246,7 +254,8 @@ class RunCalls:
         uncertain: list[int] = []
         tries: list[int] = []
         parent = ev.get("parent")
-        unseen = parent is not None and str(parent) in self.seen.created_fresh
+        unseen = (parent is not None and str(parent) in self.seen.created_fresh
+                  and key not in self._may_exist)
         start = ev.get("t")
 
         def find_or_create() -> tuple[str, bool]:
@@ -271,6 +280,71 @@ class RunCalls:
             # create that run later: checked again at the run's end and by later sessions.
             self.state.mark_uncertain(key, experiment_id)
         return run_id, created, len(tries)
+
+    # --- a run whole, in one request ---------------------------------------------------------
+    def whole(self, op: Op) -> bool:
+        """Ship a run's whole life (op.parts: run, send, artifacts, end) in one request to a
+        `netrain server`. False when this cannot be (another server, a run some session
+        already began to ship, a missing file) or did not work: then the parts go call by
+        call, and after a request that may have reached the server they first look the run
+        up by its key."""
+        from netrain.track import mlflow_ship
+
+        run_op, *middle, end_op = op.parts
+        ev, key = run_op.ev, op.key
+        if (not self.uri.startswith(("http://", "https://"))
+                or self.uri in mlflow_ship.NO_WHOLE_RUN or run_op.maybe_sent
+                or ev.get("adopt") or self.state.run_id(key) is not None
+                or self.state.is_uncertain(key) or key in self._may_exist):
+            return False
+        buf = Pending()
+        files: list[tuple[str, Path]] = []
+        for part in middle:
+            if part.kind == "send" and part.buf is not None:
+                buf = part.buf
+            for pair in part.ev.get("files") or []:
+                rel = Path(str(pair[1]))
+                files.append((str(pair[0]), rel if rel.is_absolute() else self.batch_dir / rel))
+        if any(point[4] for point in buf.metrics):
+            return False
+        try:
+            size = sum(path.stat().st_size for _, path in files)
+        except OSError:
+            return False  # a missing file: recorded by the call-by-call path
+        if size > WHOLE_RUN_MAX_BYTES:
+            return False
+        parent = ev.get("parent")
+        if parent is not None and self.state.run_id(str(parent)) is None:
+            return False
+        key_value = f"{self.batch_id}:{key}"
+        tags = {**self.run_tags(ev, key_value), **run_op.late_tags, **buf.tags}
+        experiment_id = self.rebound_experiment() or str(ev.get("experiment_id", ""))
+        start, end = ev.get("t"), end_op.ev.get("t")
+        metrics = [(n, v, ts, step) for n, v, ts, step, _ in buf.metrics]
+        try:
+            run_id = mlflow_ship.whole_run(
+                self.client, experiment_id, str(ev.get("name") or ""), tags,
+                int(start) if isinstance(start, int) else None, metrics, buf.params, files,
+                str(end_op.ev.get("status") or "FINISHED"),
+                int(end) if isinstance(end, int) else None)
+        except GiveUp:
+            raise
+        except Exception as exc:
+            if not mlflow_ship.never_arrived(exc):
+                with self.state.lock:
+                    self._may_exist.add(key)
+                status = mlflow_ship.http_status(exc)
+                if status is None or status >= 500:
+                    # the server may still be at work on it: checked again at the run's end
+                    self.state.mark_uncertain(key, experiment_id, whole=True)
+            return False
+        if run_id is None:
+            return False
+        self.state.set_run(key, run_id)
+        self.report.add(created=1, metric_points=len(metrics), params=len(buf.params),
+                        tags=len(run_op.late_tags) + len(buf.tags), artifacts=len(files),
+                        ended=1)
+        return True
 
     # --- metrics, params, tags ---------------------------------------------------------------
     def send(self, key: str, buf: Pending) -> None:
@@ -370,12 +444,13 @@ class RunCalls:
         old enough that no server can still be working on it."""
         from netrain.track import mlflow_ship
 
-        experiment_id, when = self.state.uncertain()[key]
+        experiment_id, when, *whole = self.state.uncertain()[key]
         run_id = self.state.run_id(key)
         if run_id is None:
             return
         n = self.retry.call("look for a second run", lambda: mlflow_ship.delete_duplicates(
-            self.client, experiment_id, f"{self.batch_id}:{key}", run_id))
+            self.client, experiment_id, f"{self.batch_id}:{key}", run_id,
+            with_data=bool(whole)))
         self.report.add(duplicates_deleted=n)
         if time.time() - float(when) > 2 * settings().http_timeout:
             self.state.settle(key)

@@ -58,6 +58,15 @@ class Op:
     late_tags: dict[str, str] = field(default_factory=dict)
     after: list[Op] = field(default_factory=list)
     done: bool = False
+    #: a "run" op whose event a session that died may have shipped
+    maybe_sent: bool = False
+    #: a "whole" op's ops: a run's whole life in this chunk (run, send, artifacts, end)
+    parts: list[Op] = field(default_factory=list)
+
+    def finish(self) -> None:
+        self.done = True
+        for part in self.parts:
+            part.done = True
 
 
 @dataclass
@@ -111,6 +120,7 @@ def plan(events: Iterable[tuple[int, dict[str, Any]]], last_seq: int,
             continue
         op = Op(key, str(kind), ev=ev)
         if kind == "run":
+            op.maybe_sent = off <= inflight_end
             parent = ev.get("parent")
             if parent is not None:
                 parent_of[key] = str(parent)
@@ -122,7 +132,29 @@ def plan(events: Iterable[tuple[int, dict[str, Any]]], last_seq: int,
             op.after += [c.lanes[k][-1] for k, p in parent_of.items()
                          if p == key and c.lanes.get(k)]
         _append(c, lane, op)
+    _merge_whole_runs(c, set(parent_of.values()))
     return c
+
+
+def _merge_whole_runs(c: Chunk, parents: set[str]) -> None:
+    """A run whose whole life lies in the chunk (run, at most one send, its files, end) and
+    that has no children in it becomes one "whole" op, in the place of its end: a
+    `netrain server` takes it in one request (ship_calls.RunCalls.whole)."""
+    in_place_of: dict[int, Op] = {}  # id of a run's end op -> the run's whole op
+    dropped: set[int] = set()  # ids of the other ops merged
+    for key, lane in c.lanes.items():
+        kinds = [op.kind for op in lane]
+        if (key in parents or len(lane) < 2 or kinds[0] != "run" or kinds[-1] != "end"
+                or kinds.count("send") > 1
+                or any(k not in ("send", "artifacts") for k in kinds[1:-1])):
+            continue
+        whole = Op(key, "whole", ev=lane[-1].ev, parts=list(lane),
+                   after=[a for op in lane for a in op.after if a not in lane])
+        c.lanes[key] = [whole]
+        in_place_of[id(lane[-1])] = whole
+        dropped.update(id(op) for op in lane[:-1])
+    if in_place_of:
+        c.order = [in_place_of.get(id(op), op) for op in c.order if id(op) not in dropped]
 
 
 def _append(c: Chunk, lane: list[Op], op: Op) -> None:
@@ -137,7 +169,7 @@ def run(c: Chunk, do: Callable[[Op], None], workers: int) -> None:
     if workers <= 1:
         for op in c.order:
             do(op)
-            op.done = True
+            op.finish()
         return
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -169,7 +201,7 @@ def run(c: Chunk, do: Callable[[Op], None], workers: int) -> None:
                 if exc is not None:
                     failed = failed or exc
                     continue
-                op.done = True
+                op.finish()
                 nxt[op.key] += 1
     if failed is not None:
         raise failed

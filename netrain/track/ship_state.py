@@ -115,9 +115,11 @@ class ShipState:
                 errors.append(entry)
 
     # --- creates whose answer was lost ---------------------------------------------------
-    def mark_uncertain(self, key: str, experiment_id: str) -> None:
+    def mark_uncertain(self, key: str, experiment_id: str, whole: bool = False) -> None:
+        """``whole``: the request was a whole run's (a second run of it holds data too)."""
         with self.lock:
-            self.data.setdefault("uncertain", {})[key] = [experiment_id, time.time()]
+            entry: list[Any] = [experiment_id, time.time()] + (["whole"] if whole else [])
+            self.data.setdefault("uncertain", {})[key] = entry
 
     def uncertain(self) -> dict[str, list[Any]]:
         return dict(self.data.get("uncertain") or {})

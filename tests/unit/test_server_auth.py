@@ -48,6 +48,6 @@ def test_networked_server_answers_its_own_name() -> None:
     assert "127.0.0.1" in hosts and "10.*" in hosts  # MLflow's defaults stay
     argv = server.server_command("sqlite:////x.db", server.Path("/a"), "0.0.0.0", 5123, 1,
                                  auth=True)
-    assert argv[-2:] == ["--app-name", "basic-auth"] and "--allowed-hosts" in argv
+    assert argv[-2:] == ["--app-name", "netrain-auth"] and "--allowed-hosts" in argv
     assert "--allowed-hosts" not in server.server_command(
         "sqlite:////x.db", server.Path("/a"), "127.0.0.1", 5123, 1)

@@ -38,21 +38,45 @@ def packed_task(nets: int) -> list[tuple[int, dict[str, Any]]]:
 
 def test_plan_makes_one_lane_a_run() -> None:
     c = ship_chunk.plan(packed_task(3), last_seq=0, inflight_end=0)
-    assert [op.kind for op in c.lanes["t/1"]] == ["run", "send", "artifacts", "end"]
-    run, send, _, _ = c.lanes["t/1"]
+    # a network's whole life is in the chunk: one "whole" op (one request to netrain server)
+    [whole] = c.lanes["t/1"]
+    assert whole.kind == "whole"
+    assert [op.kind for op in whole.parts] == ["run", "send", "artifacts", "end"]
+    run, send, _, _end = whole.parts
     assert run.late_tags == {"s": "finished"}  # set with create_run, not in a log_batch
     assert send.buf is not None and send.buf.tags == {}
     assert send.buf.params == {"lr": "0.1"} and [m[3] for m in send.buf.metrics] == [0, 1, 2]
-    assert run.after == [c.lanes["t"][0]]  # created after its parent
-    assert set(c.lanes["t"][-1].after) == {c.lanes[f"t/{n}"][-1] for n in range(3)}
+    assert whole.after == [c.lanes["t"][0]]  # created after its parent
+    # the task has children in the chunk: call by call, ended after its networks' ends
+    assert [op.kind for op in c.lanes["t"]] == ["run", "send", "end"]
+    assert set(c.lanes["t"][-1].after) == {c.lanes[f"t/{n}"][0].parts[-1] for n in range(3)}
+    # in journal order, a whole op takes its end's place
+    kinds = [(op.key, op.kind) for op in c.order]
+    assert kinds.index(("t", "run")) < kinds.index(("t/0", "whole")) < kinds.index(("t", "end"))
+    assert len(c.order) == 3 + 3
     assert c.closed_at == 100 * len(packed_task(3)) and c.last_seq == len(packed_task(3))
+
+
+def test_plan_merges_only_a_run_whose_whole_life_is_in_the_chunk() -> None:
+    events = packed_task(2)
+    cut = next(i for i, (_, ev) in enumerate(events) if ev == {**ev, "ev": "end", "key": "t/1"})
+    c = ship_chunk.plan(events[:cut], last_seq=0, inflight_end=0)  # t/1's end not yet written
+    assert c.lanes["t/0"][0].kind == "whole"
+    assert [op.kind for op in c.lanes["t/1"]] == ["run", "send", "artifacts"]
+    rest = ship_chunk.plan(events[cut:], last_seq=events[cut - 1][1]["seq"], inflight_end=0)
+    assert [op.kind for op in rest.lanes["t/1"]] == ["end"]
+    # a run event a dead session was shipping is marked: it may exist in MLflow already
+    again = ship_chunk.plan(events, last_seq=0, inflight_end=events[3][0])
+    assert again.lanes["t/0"][0].parts[0].maybe_sent
+    assert not again.lanes["t/1"][0].parts[0].maybe_sent
 
 
 def test_plan_drops_lines_shipped_and_marks_points_maybe_sent() -> None:
     events = packed_task(2)
     c = ship_chunk.plan(events, last_seq=4, inflight_end=events[10][0])
     assert "t" not in c.lanes or c.lanes["t"][0].kind != "run"  # seq 1..4 were shipped
-    sent = [m for op in c.order if op.buf for m in op.buf.metrics]
+    sent = [m for op in c.order for part in op.parts or [op] if part.buf
+            for m in part.buf.metrics]
     assert {m[4] for m in sent} == {True, False}  # in the dead session's range or past it
     assert c.events == len(events) - 4
 
@@ -78,7 +102,7 @@ def test_run_keeps_each_lane_in_order_and_parents_first(workers: int) -> None:
     for key, lane in c.lanes.items():
         assert [k for k, _ in log if k == key] == [key] * len(lane)
         assert [kind for k, kind in log if k == key] == [op.kind for op in lane]
-    first_child = min(log.index((f"t/{n}", "run")) for n in range(12))
+    first_child = min(log.index((f"t/{n}", "whole")) for n in range(12))
     assert log.index(("t", "run")) < first_child
     assert log[-1] == ("t", "end")
     assert active[1] == 1 if workers == 1 else 1 < active[1] <= workers
@@ -89,7 +113,7 @@ def test_run_raises_the_first_error_after_the_running_ops_end() -> None:
     done: list[ship_chunk.Op] = []
 
     def do(op: ship_chunk.Op) -> None:
-        if op.key == "t/3" and op.kind == "send":
+        if op.key == "t/3":
             raise RuntimeError("boom")
         time.sleep(0.002)
         done.append(op)

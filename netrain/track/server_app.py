@@ -1,0 +1,148 @@
+"""The app `netrain server` runs: MLflow's own tracking server (with its basic-auth app when
+asked), plus one route that takes a finished run whole: created with its tags, its metrics
+and params logged, its files stored, its status set, in one request instead of six.
+
+The route writes through the server's own tracking store and artifact repository, exactly
+as MLflow's handlers do, so what MLflow shows is the same. A client that talks to a plain
+`mlflow server` gets 404 here and ships call by call. Registered as the MLflow apps "netrain"
+and "netrain-auth" (entry points of the group ``mlflow.app``, see pyproject.toml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+import time
+from typing import Any
+
+#: the route (POST, multipart: a "run" field of JSON, then the files, field name = folder)
+WHOLE_RUN = "/netrain-api/1/whole-run"
+
+
+def _safe_folder(sub: str) -> str:
+    folder = posixpath.normpath(sub.replace("\\", "/")) if sub else ""
+    if folder in (".", ""):
+        return ""
+    if folder.startswith(("/", "..")) or "/../" in f"/{folder}/":
+        raise ValueError(f"artifact folder {sub!r} leaves the run's artifacts")
+    return folder
+
+
+def _safe_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"artifact file name {name!r} is not a plain file name")
+    return name
+
+
+def _artifact_repo(artifact_uri: str) -> tuple[Any, str]:
+    """(repository, path in it) where a run's files go: the proxied destination for an
+    mlflow-artifacts: URI, else the run's own artifact location."""
+    from urllib.parse import urlsplit
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if artifact_uri.startswith("mlflow-artifacts:"):
+        from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
+
+        return _get_artifact_repo_mlflow_artifacts(), urlsplit(artifact_uri).path.lstrip("/")
+    return get_artifact_repository(artifact_uri), ""
+
+
+def whole_run() -> Any:
+    """POST WHOLE_RUN: create the run, log its batch, store its files, end it; answer the
+    run id. A failure part way leaves what was done (the client finds the run by its key
+    tag and goes on call by call)."""
+    from flask import jsonify, request
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.server.handlers import _get_tracking_store
+
+    try:
+        spec = json.loads(request.form["run"])
+        experiment_id = str(request.args["experiment_id"])
+        files = [(_safe_folder(field), _safe_name(os.path.basename(f.filename or "")), f)
+                 for field, f in request.files.items(multi=True)]
+        status = RunStatus.from_string(str(spec.get("status") or "FINISHED"))
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError, MlflowException) as exc:
+        raise MlflowException(f"netrain whole-run request: {exc}",
+                              INVALID_PARAMETER_VALUE) from None
+    store = _get_tracking_store()
+    start = spec.get("start_time")
+    run = store.create_run(experiment_id=experiment_id, user_id=str(spec.get("user") or ""),
+                           start_time=int(start) if start is not None
+                           else int(time.time() * 1000),
+                           tags=[RunTag(k, str(v)) for k, v in (spec.get("tags") or {}).items()],
+                           run_name=spec.get("name") or None)
+    run_id = run.info.run_id
+    metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in spec.get("metrics") or []]
+    params = [Param(k, str(v)) for k, v in (spec.get("params") or {}).items()]
+    while metrics or params:
+        # MLflow's limits for one log_batch: 1,000 metrics, 100 params, 1,000 in all
+        p, params = params[:100], params[100:]
+        m, metrics = metrics[:1000 - len(p)], metrics[1000 - len(p):]
+        store.log_batch(run_id, metrics=m, params=p, tags=[])
+    if files:
+        repo, root = _artifact_repo(run.info.artifact_uri)
+        with tempfile.TemporaryDirectory(prefix="netrain-whole-run-") as tmp:
+            for i, (folder, name, storage) in enumerate(files):
+                local = os.path.join(tmp, str(i), name)
+                os.makedirs(os.path.dirname(local))
+                storage.save(local)
+                repo.log_artifact(local, posixpath.join(root, folder) if root or folder
+                                  else None)
+    end = spec.get("end_time")
+    store.update_run_info(run_id, status, int(end) if end is not None else None, None)
+    return jsonify({"run_id": run_id, "artifact_uri": run.info.artifact_uri})
+
+
+def _add_route(app: Any) -> None:
+    from mlflow.server.handlers import catch_mlflow_exception
+
+    if WHOLE_RUN not in {r.rule for r in app.url_map.iter_rules()}:
+        app.add_url_rule(WHOLE_RUN, "netrain_whole_run",
+                         catch_mlflow_exception(whole_run), methods=["POST"])
+
+
+def _served(app: Any) -> Any:
+    """What the server process serves: under uvicorn (MLflow's default) the FastAPI app
+    around the Flask one, as `mlflow server` builds it."""
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
+
+    if _MLFLOW_SGI_NAME.get() == "uvicorn":
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        return create_fastapi_app(app)
+    return app
+
+
+def create_app() -> Any:
+    """The "netrain" app: MLflow's server and the whole-run route."""
+    from mlflow.server import app
+
+    _add_route(app)
+    return _served(app)
+
+
+def _can_create_run() -> bool:
+    """basic auth: the sender may create runs in the experiment the query names (MLflow's
+    own check for CreateRun, which reads the experiment id from the request)."""
+    from flask import request
+    from mlflow.server import auth
+
+    try:
+        return bool(auth._authorize_create_in_experiment(
+            str(request.args["experiment_id"]), auth.RESOURCE_TYPE_RUN))
+    except Exception:
+        return False  # unknown experiment, or a MLflow whose check moved: refuse
+
+
+def create_auth_app() -> Any:
+    """The "netrain-auth" app: MLflow's basic-auth app and the whole-run route, which
+    needs a login and the right to create runs in the run's experiment."""
+    from mlflow.server import app, auth
+
+    _add_route(app)
+    auth.BEFORE_REQUEST_VALIDATORS[(WHOLE_RUN, "POST")] = _can_create_run
+    return auth.create_app(app)

@@ -1,0 +1,244 @@
+"""A finished run in one request to `netrain server` (its whole-run route): the runs are
+those that call-by-call shipping makes on a plain `mlflow server`, in one request a network;
+the route needs a login and the right to create runs in the experiment; a request whose
+answer was lost leaves one run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netrain.track.server import free_port, wait_healthy
+from netrain.track.sync import sync_batch
+from tests.integration.shipping import (
+    Server,
+    TaskSpec,
+    env,
+    make_batch,
+    net_key,
+    project,
+    verify,
+    write_task,
+)
+
+ROUTE = "/netrain-api/1/whole-run"
+
+
+def requests_in(log: Path) -> Counter[tuple[str, str, int]]:
+    """(method, path, status) of the requests in a uvicorn access log."""
+    out: Counter[tuple[str, str, int]] = Counter()
+    for m in re.finditer(r'"(GET|POST|PUT|PATCH|DELETE) ([^ ?"]+)[^"]*" (\d{3})',
+                         log.read_text()):
+        out[(m[1], m[2], int(m[3]))] += 1
+    return out
+
+
+def plain_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`mlflow server` as a lab runs it: no netrain route."""
+    port = free_port()
+    log = root / "plain-server.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+             f"sqlite:///{root}/plain.db", "--artifacts-destination", str(root / "plain-art"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env(), stdout=err, stderr=err, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    assert wait_healthy(url, proc, 120), log.read_text()[-2000:]
+    return proc, url, log
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def ship(batch: Path, uri: str) -> None:
+    lines: list[str] = []
+    result = sync_batch(batch, uri, lines.append, retry_for=60, jobs=4)
+    assert not result.incomplete and not result.busy and not result.not_tried, lines
+
+
+def test_whole_runs_are_the_runs_call_by_call_shipping_makes(tmp_path: Path) -> None:
+    specs = [TaskSpec(0, nets=4, epochs=3), TaskSpec(1, nets=3, epochs=2)]
+    proj = project(tmp_path)
+    server = Server(proj).start()
+    plain, plain_url, plain_log = plain_mlflow_server(tmp_path)
+    try:
+        seen = {}
+        for name, url in (("netrain", server.url), ("plain", plain_url)):
+            batch, exp_id = make_batch(proj / "trainings" / name, url)
+            for spec in specs:
+                write_task(batch, exp_id, spec)
+            ship(batch, url)
+            verify(url, exp_id, batch, specs)  # each run once, FINISHED, its data and file
+            from netrain.track.journal import journals, read_events
+            from tests.integration.shipping import client
+
+            times: dict[tuple[str, str], int] = {}  # (key, "start"/"end"/step) -> time
+            for j in journals(batch):
+                for _, ev in read_events(j, 0):
+                    what = {"run": "start", "end": "end"}.get(ev["ev"])
+                    what = what or (str(ev["step"]) if ev["ev"] == "metrics" else None)
+                    if what:
+                        times[(ev["key"], what)] = ev["t"]
+            c = client(url)
+            runs = c.search_runs([exp_id], max_results=100)
+            seen[name] = {}
+            for r in runs:
+                key = r.data.tags["netrain.key"].split(":", 1)[1]
+                history = c.get_metric_history(r.info.run_id, "loss")
+                # the times are the journal's: when trained, not when shipped
+                assert (r.info.start_time, r.info.end_time) == \
+                    (times[(key, "start")], times[(key, "end")])
+                assert all(m.timestamp == times[(key, str(m.step))] for m in history)
+                seen[name][key] = (
+                    r.info.run_name, r.data.params,
+                    {k: v for k, v in r.data.tags.items()
+                     if k not in ("mlflow.parentRunId", "netrain.key", "mlflow.user")},
+                    [(m.step, m.value) for m in history])
+        # the same runs, names, params, tags and metric points on both servers
+        assert seen["netrain"] == seen["plain"] and len(seen["plain"]) == 9
+        nets = sum(s.nets for s in specs)
+        got = requests_in(proj / f"server-{server.port}.log")
+        assert got[("POST", ROUTE, 200)] == nets  # a network: one request
+        assert got[("POST", "/api/2.0/mlflow/runs/create", 200)] == len(specs)  # the tasks
+        assert got[("POST", "/api/2.0/mlflow/runs/log-batch", 200)] == len(specs)
+        # a plain mlflow server: asked by the lanes that started before its first answer
+        # (2 journals x 4 lanes at most), then call by call
+        got = requests_in(plain_log)
+        assert 1 <= got[("POST", ROUTE, 404)] <= 8
+        assert got[("POST", "/api/2.0/mlflow/runs/create", 200)] == len(specs) + nets
+    finally:
+        server.stop()
+        stop(plain)
+
+
+USER, PASSWORD = "netrain-admin", "Zq7-not-in-any-file-4711"
+
+
+def test_the_route_needs_a_login_and_the_right_to_create_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    proj = project(tmp_path)
+    port = free_port()
+    e = {**env(), "MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+    log = proj / "server.log"
+    with open(log, "w") as err:
+        srv = subprocess.Popen([str(Path(sys.executable).parent / "netrain"), "server",
+                                "--port", str(port), "--auth"], cwd=proj, env=e,
+                               stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    admin = (USER, PASSWORD)
+    bob = ("bob", "bob-has-a-long-password")
+    try:
+        assert srv.stdout is not None and srv.stdout.readline(), log.read_text()[-2000:]
+        api = f"{url}/api/2.0/mlflow"
+        r = requests.post(f"{api}/users/create", auth=admin,
+                          json={"username": bob[0], "password": bob[1]}, timeout=30)
+        assert r.status_code == 200, r.text
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+        batch, exp_id = make_batch(proj / "trainings", url)  # the admin's experiment
+        spec = TaskSpec(0, nets=2, epochs=2)
+        write_task(batch, exp_id, spec)
+
+        def post(who: tuple[str, str] | None) -> requests.Response:
+            return requests.post(f"{url}{ROUTE}", params={"experiment_id": exp_id},
+                                 data={"run": '{"name": "x", "status": "FINISHED"}'},
+                                 files=[("weights", ("w.h5", b"w"))], auth=who, timeout=30)
+
+        assert post(None).status_code == 401
+        assert post(bob).status_code == 403  # may read the experiment, not create runs
+        runs = requests.post(f"{api}/runs/search", auth=admin,
+                             json={"experiment_ids": [exp_id]}, timeout=30).json()
+        assert runs.get("runs", []) == []  # refused before anything was written
+
+        # bob ships: refused whole and call by call, recorded, nothing created
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", bob[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", bob[1])
+        lines: list[str] = []
+        sync_batch(batch, url, lines.append, retry_for=20, jobs=2)
+        assert "refused" in " ".join(lines), lines
+        runs = requests.post(f"{api}/runs/search", auth=admin,
+                             json={"experiment_ids": [exp_id]}, timeout=30).json()
+        assert runs.get("runs", []) == []
+
+        # once he may edit the experiment, his whole-run request creates the run
+        r = requests.post(f"{url}/api/3.0/mlflow/users/permissions/grant", auth=admin,
+                          json={"username": bob[0], "resource_type": "experiment",
+                                "resource_id": exp_id, "permission": "EDIT"}, timeout=30)
+        assert r.status_code == 200, r.text
+        answer = post(bob)
+        assert answer.status_code == 200, answer.text
+        run = requests.get(f"{api}/runs/get", auth=admin,
+                           params={"run_id": answer.json()["run_id"]}, timeout=30).json()
+        assert run["run"]["info"]["status"] == "FINISHED"
+        # a folder that would leave the run's artifacts is refused
+        bad = requests.post(f"{url}{ROUTE}", params={"experiment_id": exp_id},
+                            data={"run": "{}"}, files=[("../../x", ("w.h5", b"w"))],
+                            auth=bob, timeout=30)
+        assert bad.status_code == 400 and "leaves the run's artifacts" in bad.text
+        assert not list(proj.rglob("x/w.h5"))
+    finally:
+        stop(srv)
+
+
+def test_a_whole_run_whose_answer_was_lost_is_kept_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first whole-run request "times out" on the client and the server carries it out
+    later anyway, after the run was shipped call by call: the second run is deleted."""
+    from netrain.track import mlflow_ship
+
+    monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.05")
+    proj = project(tmp_path)
+    server = Server(proj).start()
+    try:
+        batch, exp_id = make_batch(proj / "trainings", server.url)
+        spec = TaskSpec(0, nets=3, epochs=2)
+        j = write_task(batch, exp_id, spec)
+        real = mlflow_ship.whole_run
+        late: list[threading.Thread] = []
+
+        def lost(c: Any, *args: Any) -> str | None:
+            if not late:
+                late.append(threading.Timer(1.0, real, (c, *args)))
+                late[0].start()
+                raise TimeoutError("read timed out")
+            return real(c, *args)
+
+        monkeypatch.setattr(mlflow_ship, "whole_run", lost)
+        ship(batch, server.url)
+        late[0].join()
+        from netrain.track.journal import read_state
+
+        state = read_state(j)
+        [lost_key] = state["uncertain"]
+        assert lost_key == net_key(0, 0) or lost_key.startswith("net-0-")
+        from tests.integration.shipping import client
+
+        c = client(server.url)
+        key = f"{batch.name}:{lost_key}"
+        assert len(c.search_runs([exp_id], f"tags.`netrain.key` = '{key}'")) == 2
+        lines: list[str] = []
+        sync_batch(batch, server.url, lines.append, retry_for=60, jobs=2)
+        verify(server.url, exp_id, batch, [spec])  # one run a key, with its data
+        assert [r.info.run_id for r in c.search_runs(
+            [exp_id], f"tags.`netrain.key` = '{key}'")] == [read_state(j)["runs"][lost_key]]
+    finally:
+        server.stop()
