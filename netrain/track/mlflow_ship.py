@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -229,13 +230,31 @@ def terminate(c: Any, run_id: str, status: str, end_time: int | None) -> None:
 NO_WHOLE_RUN: set[str] = set()
 
 
-def whole_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],
-              start_time: int | None, metrics: Sequence[tuple[str, float, int, int]],
-              params: Mapping[str, str], files: Sequence[tuple[str, Path]], status: str,
-              end_time: int | None) -> str | None:
-    """A finished run in one request to a `netrain server` (netrain.track.server_app):
+@dataclass
+class WholeRun:
+    """A finished run as one whole: what create_run, log_batch, the uploads and
+    set_terminated would send."""
+
+    name: str
+    tags: Mapping[str, str]
+    start_time: int | None
+    metrics: Sequence[tuple[str, float, int, int]]
+    params: Mapping[str, str]
+    files: Sequence[tuple[str, Path]]
+    status: str
+    end_time: int | None
+
+
+@dataclass
+class WholeAnswer:
+    run_ids: list[str]  # of the runs done, in order
+    failed: str | None = None  # the error of the run after them (which may exist in part)
+
+
+def whole_runs(c: Any, experiment_id: str, runs: Sequence[WholeRun]) -> WholeAnswer | None:
+    """Finished runs in one request to a `netrain server` (netrain.track.server_app), each
     created with its tags, its metrics and params logged, its files stored, its status set.
-    The run id, or None when the server has no such route (then nothing was written)."""
+    None when the server has no such route (then nothing was written)."""
     import contextlib
     import getpass
     import json
@@ -244,23 +263,28 @@ def whole_run(c: Any, experiment_id: str, name: str, tags: Mapping[str, str],
 
     from netrain.track.server_app import WHOLE_RUN
 
-    spec = {"name": name, "tags": dict(tags), "start_time": start_time,
-            "metrics": [list(m) for m in metrics], "params": dict(params),
-            "status": status, "end_time": end_time}
+    user = ""
     with contextlib.suppress(Exception):
-        spec["user"] = getpass.getuser()
+        user = getpass.getuser()
+    specs = [{"name": r.name, "tags": dict(r.tags), "start_time": r.start_time,
+              "metrics": [list(m) for m in r.metrics], "params": dict(r.params),
+              "status": r.status, "end_time": r.end_time, "user": user} for r in runs]
     creds = c._tracking_client.store.get_host_creds()
     with contextlib.ExitStack() as stack:
-        parts = [(sub, (path.name, stack.enter_context(open(path, "rb"))))
-                 for sub, path in files]
+        parts = [(f"{i}:{sub}", (path.name, stack.enter_context(open(path, "rb"))))
+                 for i, r in enumerate(runs) for sub, path in r.files]
         resp = http_request(creds, WHOLE_RUN, "POST", max_retries=0,
                             params={"experiment_id": str(experiment_id)},
-                            data={"run": json.dumps(spec)}, files=parts)
+                            data={"runs": json.dumps(specs)}, files=parts)
     if resp.status_code in (404, 405):
         NO_WHOLE_RUN.add(str(c.tracking_uri))
         return None
     verify_rest_response(resp, WHOLE_RUN)
-    return str(resp.json()["run_id"])
+    answer = resp.json()
+    error = answer.get("error")
+    return WholeAnswer([str(x) for x in answer["run_ids"]],
+                       None if not error else f"{error.get('error_code')}: "
+                                              f"{error.get('message')}")
 
 
 def http_status(exc: BaseException) -> int | None:

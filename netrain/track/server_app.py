@@ -16,7 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-#: the route (POST, multipart: a "run" field of JSON, then the files, field name = folder)
+#: the route (POST, multipart: a "runs" field, a JSON list of runs; then the files, each
+#: field named "<index of its run>:<artifact folder>")
 WHOLE_RUN = "/netrain-api/1/whole-run"
 
 
@@ -49,26 +50,22 @@ def _artifact_repo(artifact_uri: str) -> tuple[Any, str]:
     return get_artifact_repository(artifact_uri), ""
 
 
-def whole_run() -> Any:
-    """POST WHOLE_RUN: create the run, log its batch, store its files, end it; answer the
-    run id. A failure part way leaves what was done (the client finds the run by its key
-    tag and goes on call by call)."""
-    from flask import jsonify, request
-    from mlflow.entities import Metric, Param, RunStatus, RunTag
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-    from mlflow.server.handlers import _get_tracking_store
+def _store_file(repo: Any, folder: str | None, name: str, storage: Any) -> None:
+    if hasattr(repo, "log_artifact_from_stream"):  # written in place, as MLflow's uploads
+        repo.log_artifact_from_stream(storage.stream, name, artifact_path=folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="netrain-whole-run-") as tmp:
+        local = os.path.join(tmp, name)
+        storage.save(local)
+        repo.log_artifact(local, folder)
 
-    try:
-        spec = json.loads(request.form["run"])
-        experiment_id = str(request.args["experiment_id"])
-        files = [(_safe_folder(field), _safe_name(os.path.basename(f.filename or "")), f)
-                 for field, f in request.files.items(multi=True)]
-        status = RunStatus.from_string(str(spec.get("status") or "FINISHED"))
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError, MlflowException) as exc:
-        raise MlflowException(f"netrain whole-run request: {exc}",
-                              INVALID_PARAMETER_VALUE) from None
-    store = _get_tracking_store()
+
+def _one_run(store: Any, experiment_id: str, spec: dict[str, Any],
+             files: list[tuple[str, str, Any]]) -> str:
+    """Create the run with its tags, log its metrics and params, store its files, end it."""
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+    status = RunStatus.from_string(str(spec.get("status") or "FINISHED"))
     start = spec.get("start_time")
     run = store.create_run(experiment_id=experiment_id, user_id=str(spec.get("user") or ""),
                            start_time=int(start) if start is not None
@@ -85,16 +82,47 @@ def whole_run() -> Any:
         store.log_batch(run_id, metrics=m, params=p, tags=[])
     if files:
         repo, root = _artifact_repo(run.info.artifact_uri)
-        with tempfile.TemporaryDirectory(prefix="netrain-whole-run-") as tmp:
-            for i, (folder, name, storage) in enumerate(files):
-                local = os.path.join(tmp, str(i), name)
-                os.makedirs(os.path.dirname(local))
-                storage.save(local)
-                repo.log_artifact(local, posixpath.join(root, folder) if root or folder
-                                  else None)
+        for folder, name, storage in files:
+            path = posixpath.join(root, folder) if root and folder else (root or folder)
+            _store_file(repo, path or None, name, storage)
     end = spec.get("end_time")
     store.update_run_info(run_id, status, int(end) if end is not None else None, None)
-    return jsonify({"run_id": run_id, "artifact_uri": run.info.artifact_uri})
+    return str(run_id)
+
+
+def whole_run() -> Any:
+    """POST WHOLE_RUN: each run of the request created, its batch logged, its files stored,
+    ended, in order. The answer: the ids of the runs done, and, if one failed, its index and
+    error (it may exist in part; the runs after it were not tried)."""
+    from flask import jsonify, request
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.server.handlers import _get_tracking_store
+
+    try:
+        specs = json.loads(request.form["runs"])
+        experiment_id = str(request.args["experiment_id"])
+        files: dict[int, list[tuple[str, str, Any]]] = {}
+        for field, storage in request.files.items(multi=True):
+            index, _, folder = field.partition(":")
+            files.setdefault(int(index), []).append(
+                (_safe_folder(folder), _safe_name(os.path.basename(storage.filename or "")),
+                 storage))
+        if not isinstance(specs, list) or any(not isinstance(x, dict) for x in specs):
+            raise ValueError("'runs' is not a list of runs")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MlflowException(f"netrain whole-run request: {exc}",
+                              INVALID_PARAMETER_VALUE) from None
+    store = _get_tracking_store()
+    done: list[str] = []
+    for i, spec in enumerate(specs):
+        try:
+            done.append(_one_run(store, experiment_id, spec, files.get(i, [])))
+        except Exception as exc:
+            code = exc.error_code if isinstance(exc, MlflowException) else "INTERNAL_ERROR"
+            return jsonify({"run_ids": done, "error": {"index": i, "error_code": code,
+                                                       "message": str(exc)[:2000]}})
+    return jsonify({"run_ids": done})
 
 
 def _add_route(app: Any) -> None:

@@ -111,9 +111,10 @@ class RunCalls:
                 self.artifacts(op.ev)
             elif op.kind == "end":
                 self.end(op.ev)
-            elif op.kind == "whole" and not self.whole(op):
-                for part in op.parts:
-                    self.do(part)
+            elif op.kind == "whole":
+                self.wholes([op])
+            elif op.kind == "wholes":
+                self.wholes(op.parts)
         except GiveUp:
             raise
         except Exception as exc:
@@ -281,13 +282,37 @@ class RunCalls:
             self.state.mark_uncertain(key, experiment_id)
         return run_id, created, len(tries)
 
-    # --- a run whole, in one request ---------------------------------------------------------
-    def whole(self, op: Op) -> bool:
-        """Ship a run's whole life (op.parts: run, send, artifacts, end) in one request to a
-        `netrain server`. False when this cannot be (another server, a run some session
-        already began to ship, a missing file) or did not work: then the parts go call by
-        call, and after a request that may have reached the server they first look the run
-        up by its key."""
+    # --- runs whole, several in one request --------------------------------------------------
+    def wholes(self, members: list[Op]) -> None:
+        """Ship runs whose whole life is in the chunk (each a "whole" op: run, send,
+        artifacts, end) to a `netrain server`, several in one request. A run that cannot go
+        so (another server, a run some session already began to ship, a missing file) or
+        whose request failed goes call by call; after a request that may have reached the
+        server, its run is first looked up by its key."""
+        ready: dict[str, list[tuple[Op, Any]]] = {}
+        for op in members:
+            whole = self._whole(op)
+            if whole is None:
+                self._by_parts(op)
+            else:
+                ready.setdefault(whole[0], []).append((op, whole[1]))
+        for experiment_id, runs in ready.items():
+            while runs:
+                size, n = 0, 0
+                for _, run in runs:
+                    size += sum(path.stat().st_size for _, path in run.files)
+                    if n and size > WHOLE_RUN_MAX_BYTES:
+                        break
+                    n += 1
+                self._send_wholes(experiment_id, runs[:n])
+                runs = runs[n:]
+
+    def _by_parts(self, op: Op) -> None:
+        for part in op.parts:
+            self.do(part)
+
+    def _whole(self, op: Op) -> tuple[str, Any] | None:
+        """(experiment id, mlflow_ship.WholeRun) of a "whole" op that may go whole."""
         from netrain.track import mlflow_ship
 
         run_op, *middle, end_op = op.parts
@@ -296,7 +321,7 @@ class RunCalls:
                 or self.uri in mlflow_ship.NO_WHOLE_RUN or run_op.maybe_sent
                 or ev.get("adopt") or self.state.run_id(key) is not None
                 or self.state.is_uncertain(key) or key in self._may_exist):
-            return False
+            return None
         buf = Pending()
         files: list[tuple[str, Path]] = []
         for part in middle:
@@ -306,45 +331,60 @@ class RunCalls:
                 rel = Path(str(pair[1]))
                 files.append((str(pair[0]), rel if rel.is_absolute() else self.batch_dir / rel))
         if any(point[4] for point in buf.metrics):
-            return False
+            return None
         try:
             size = sum(path.stat().st_size for _, path in files)
         except OSError:
-            return False  # a missing file: recorded by the call-by-call path
-        if size > WHOLE_RUN_MAX_BYTES:
-            return False
+            return None  # a missing file: recorded by the call-by-call path
         parent = ev.get("parent")
-        if parent is not None and self.state.run_id(str(parent)) is None:
-            return False
-        key_value = f"{self.batch_id}:{key}"
-        tags = {**self.run_tags(ev, key_value), **run_op.late_tags, **buf.tags}
-        experiment_id = self.rebound_experiment() or str(ev.get("experiment_id", ""))
+        if size > WHOLE_RUN_MAX_BYTES or (parent is not None
+                                          and self.state.run_id(str(parent)) is None):
+            return None
+        tags = {**self.run_tags(ev, f"{self.batch_id}:{key}"), **run_op.late_tags, **buf.tags}
         start, end = ev.get("t"), end_op.ev.get("t")
-        metrics = [(n, v, ts, step) for n, v, ts, step, _ in buf.metrics]
+        return (self.rebound_experiment() or str(ev.get("experiment_id", "")),
+                mlflow_ship.WholeRun(
+                    name=str(ev.get("name") or ""), tags=tags,
+                    start_time=int(start) if isinstance(start, int) else None,
+                    metrics=[(n, v, ts, step) for n, v, ts, step, _ in buf.metrics],
+                    params=buf.params, files=files,
+                    status=str(end_op.ev.get("status") or "FINISHED"),
+                    end_time=int(end) if isinstance(end, int) else None))
+
+    def _send_wholes(self, experiment_id: str, runs: list[tuple[Op, Any]]) -> None:
+        from netrain.track import mlflow_ship
+
         try:
-            run_id = mlflow_ship.whole_run(
-                self.client, experiment_id, str(ev.get("name") or ""), tags,
-                int(start) if isinstance(start, int) else None, metrics, buf.params, files,
-                str(end_op.ev.get("status") or "FINISHED"),
-                int(end) if isinstance(end, int) else None)
+            answer = mlflow_ship.whole_runs(self.client, experiment_id, [r for _, r in runs])
         except GiveUp:
             raise
         except Exception as exc:
             if not mlflow_ship.never_arrived(exc):
-                with self.state.lock:
-                    self._may_exist.add(key)
                 status = mlflow_ship.http_status(exc)
-                if status is None or status >= 500:
-                    # the server may still be at work on it: checked again at the run's end
-                    self.state.mark_uncertain(key, experiment_id, whole=True)
-            return False
-        if run_id is None:
-            return False
-        self.state.set_run(key, run_id)
-        self.report.add(created=1, metric_points=len(metrics), params=len(buf.params),
-                        tags=len(run_op.late_tags) + len(buf.tags), artifacts=len(files),
-                        ended=1)
-        return True
+                for op, _ in runs:
+                    with self.state.lock:
+                        self._may_exist.add(op.key)
+                    if status is None or status >= 500:
+                        # the server may still be at work on it: checked again at the end
+                        self.state.mark_uncertain(op.key, experiment_id, whole=True)
+            for op, _ in runs:
+                self._by_parts(op)
+            return
+        if answer is None:  # a plain mlflow server
+            for op, _ in runs:
+                self._by_parts(op)
+            return
+        for (op, run), run_id in zip(runs, answer.run_ids, strict=False):
+            self.state.set_run(op.key, run_id)
+            self.report.add(created=1, metric_points=len(run.metrics), params=len(run.params),
+                            tags=len(op.parts[0].late_tags), artifacts=len(run.files),
+                            ended=1)
+        rest = runs[len(answer.run_ids):]
+        if rest:  # the first of them failed and may exist in part; the others were not tried
+            with self.state.lock:
+                self._may_exist.add(rest[0][0].key)
+            for op, _ in rest:
+                self._by_parts(op)
 
     # --- metrics, params, tags ---------------------------------------------------------------
     def send(self, key: str, buf: Pending) -> None:

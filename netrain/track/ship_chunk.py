@@ -13,6 +13,8 @@ from typing import Any
 BUFFERED = ("metrics", "params", "tags")
 #: events that are a call of their own
 CALLS = ("run", "artifacts", "end")
+#: finished runs of one parent sent in one request to a `netrain server`, at most
+WHOLE_GROUP = 20
 
 
 @dataclass
@@ -60,13 +62,14 @@ class Op:
     done: bool = False
     #: a "run" op whose event a session that died may have shipped
     maybe_sent: bool = False
-    #: a "whole" op's ops: a run's whole life in this chunk (run, send, artifacts, end)
+    #: a "whole" op's ops: a run's whole life in this chunk (run, send, artifacts, end);
+    #: a "wholes" op's: whole ops of one parent, sent in one request
     parts: list[Op] = field(default_factory=list)
 
     def finish(self) -> None:
         self.done = True
         for part in self.parts:
-            part.done = True
+            part.finish()
 
 
 @dataclass
@@ -153,6 +156,32 @@ def _merge_whole_runs(c: Chunk, parents: set[str]) -> None:
         c.lanes[key] = [whole]
         in_place_of[id(lane[-1])] = whole
         dropped.update(id(op) for op in lane[:-1])
+    if in_place_of:
+        c.order = [in_place_of.get(id(op), op) for op in c.order if id(op) not in dropped]
+        _group_wholes(c)
+
+
+def _group_wholes(c: Chunk) -> None:
+    """Whole ops of the same parent, up to WHOLE_GROUP in journal order, become one
+    "wholes" op in the place of the last of them (its own lane)."""
+    groups: dict[Any, list[Op]] = {}
+    for op in c.order:
+        if op.kind == "whole":
+            groups.setdefault(op.parts[0].ev.get("parent"), []).append(op)
+    in_place_of: dict[int, Op] = {}
+    dropped: set[int] = set()
+    for members in groups.values():
+        for i in range(0, len(members), WHOLE_GROUP):
+            group = members[i:i + WHOLE_GROUP]
+            if len(group) < 2:
+                continue
+            op = Op(f"\0wholes:{group[0].key}", "wholes", ev=group[-1].ev, parts=group,
+                    after=list({id(a): a for m in group for a in m.after}.values()))
+            for m in group:
+                del c.lanes[m.key]
+            c.lanes[op.key] = [op]
+            in_place_of[id(group[-1])] = op
+            dropped.update(id(m) for m in group[:-1])
     if in_place_of:
         c.order = [in_place_of.get(id(op), op) for op in c.order if id(op) not in dropped]
 

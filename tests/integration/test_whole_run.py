@@ -115,7 +115,7 @@ def test_whole_runs_are_the_runs_call_by_call_shipping_makes(tmp_path: Path) -> 
         assert seen["netrain"] == seen["plain"] and len(seen["plain"]) == 9
         nets = sum(s.nets for s in specs)
         got = requests_in(proj / f"server-{server.port}.log")
-        assert got[("POST", ROUTE, 200)] == nets  # a network: one request
+        assert got[("POST", ROUTE, 200)] == len(specs)  # a task's networks: one request
         assert got[("POST", "/api/2.0/mlflow/runs/create", 200)] == len(specs)  # the tasks
         assert got[("POST", "/api/2.0/mlflow/runs/log-batch", 200)] == len(specs)
         # a plain mlflow server: asked by the lanes that started before its first answer
@@ -160,8 +160,8 @@ def test_the_route_needs_a_login_and_the_right_to_create_runs(
 
         def post(who: tuple[str, str] | None) -> requests.Response:
             return requests.post(f"{url}{ROUTE}", params={"experiment_id": exp_id},
-                                 data={"run": '{"name": "x", "status": "FINISHED"}'},
-                                 files=[("weights", ("w.h5", b"w"))], auth=who, timeout=30)
+                                 data={"runs": '[{"name": "x", "status": "FINISHED"}]'},
+                                 files=[("0:weights", ("w.h5", b"w"))], auth=who, timeout=30)
 
         assert post(None).status_code == 401
         assert post(bob).status_code == 403  # may read the experiment, not create runs
@@ -187,11 +187,12 @@ def test_the_route_needs_a_login_and_the_right_to_create_runs(
         answer = post(bob)
         assert answer.status_code == 200, answer.text
         run = requests.get(f"{api}/runs/get", auth=admin,
-                           params={"run_id": answer.json()["run_id"]}, timeout=30).json()
+                           params={"run_id": answer.json()["run_ids"][0]},
+                           timeout=30).json()
         assert run["run"]["info"]["status"] == "FINISHED"
         # a folder that would leave the run's artifacts is refused
         bad = requests.post(f"{url}{ROUTE}", params={"experiment_id": exp_id},
-                            data={"run": "{}"}, files=[("../../x", ("w.h5", b"w"))],
+                            data={"runs": "[{}]"}, files=[("0:../../x", ("w.h5", b"w"))],
                             auth=bob, timeout=30)
         assert bad.status_code == 400 and "leaves the run's artifacts" in bad.text
         assert not list(proj.rglob("x/w.h5"))
@@ -202,7 +203,7 @@ def test_the_route_needs_a_login_and_the_right_to_create_runs(
 def test_a_whole_run_whose_answer_was_lost_is_kept_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first whole-run request "times out" on the client and the server carries it out
-    later anyway, after the run was shipped call by call: the second run is deleted."""
+    later anyway, after its runs were shipped call by call: the second runs are deleted."""
     from netrain.track import mlflow_ship
 
     monkeypatch.setenv("NETRAIN_SHIP_BACKOFF", "0.05")
@@ -212,33 +213,82 @@ def test_a_whole_run_whose_answer_was_lost_is_kept_once(
         batch, exp_id = make_batch(proj / "trainings", server.url)
         spec = TaskSpec(0, nets=3, epochs=2)
         j = write_task(batch, exp_id, spec)
-        real = mlflow_ship.whole_run
+        real = mlflow_ship.whole_runs
         late: list[threading.Thread] = []
 
-        def lost(c: Any, *args: Any) -> str | None:
+        def lost(c: Any, *args: Any) -> Any:
             if not late:
                 late.append(threading.Timer(1.0, real, (c, *args)))
                 late[0].start()
                 raise TimeoutError("read timed out")
             return real(c, *args)
 
-        monkeypatch.setattr(mlflow_ship, "whole_run", lost)
+        monkeypatch.setattr(mlflow_ship, "whole_runs", lost)
         ship(batch, server.url)
         late[0].join()
         from netrain.track.journal import read_state
 
-        state = read_state(j)
-        [lost_key] = state["uncertain"]
-        assert lost_key == net_key(0, 0) or lost_key.startswith("net-0-")
+        nets = [net_key(0, n) for n in range(spec.nets)]
+        assert sorted(read_state(j)["uncertain"]) == nets  # the task's networks, one request
         from tests.integration.shipping import client
 
         c = client(server.url)
-        key = f"{batch.name}:{lost_key}"
-        assert len(c.search_runs([exp_id], f"tags.`netrain.key` = '{key}'")) == 2
+        for n in nets:
+            key = f"{batch.name}:{n}"
+            assert len(c.search_runs([exp_id], f"tags.`netrain.key` = '{key}'")) == 2
         lines: list[str] = []
         sync_batch(batch, server.url, lines.append, retry_for=60, jobs=2)
         verify(server.url, exp_id, batch, [spec])  # one run a key, with its data
-        assert [r.info.run_id for r in c.search_runs(
-            [exp_id], f"tags.`netrain.key` = '{key}'")] == [read_state(j)["runs"][lost_key]]
+        for n in nets:
+            key = f"{batch.name}:{n}"
+            assert [r.info.run_id for r in c.search_runs(
+                [exp_id], f"tags.`netrain.key` = '{key}'")] == [read_state(j)["runs"][n]]
+    finally:
+        server.stop()
+
+
+def test_a_run_refused_mid_request_goes_call_by_call_and_the_rest_arrive(
+        tmp_path: Path) -> None:
+    """The second of three networks has a param MLflow refuses: the server answers the
+    first run's id and the error; the refused param is recorded, the rest is shipped, each
+    run once."""
+    from netrain.track.journal import JournalWriter, journal_path, read_state
+    from tests.integration.shipping import client
+
+    proj = project(tmp_path)
+    server = Server(proj).start()
+    try:
+        batch, exp_id = make_batch(proj / "trainings", server.url)
+        j = journal_path(batch, "c-a", 0)
+        w = JournalWriter(j, batch)
+        w.open_run("t", parent=None, name="t", experiment_id=exp_id, tags={})
+        for n in range(3):
+            k = f"t/{n}"
+            w.open_run(k, parent="t", name=k, experiment_id=exp_id, tags={"n": n})
+            w.log_params(k, {"lr": 0.1, **({"bad*key": 1} if n == 1 else {})})
+            w.log_metrics(k, 0, {"loss": 1.0 + n})
+            f = batch / "weights" / f"{n}.h5"
+            f.write_bytes(b"w")
+            w.log_artifacts(k, {"weights": f})
+            w.end_run(k, "FINISHED")
+        w.end_run("t", "FINISHED")
+        w.close()
+        lines: list[str] = []
+        sync_batch(batch, server.url, lines.append, retry_for=30, jobs=2)
+        state = read_state(j)
+        assert [e["key"] for e in state["errors"]] == ["t/1"]
+        assert "bad*key" in state["errors"][0]["error"]
+        c = client(server.url)
+        runs = {r.data.tags["netrain.key"].split(":", 1)[1]: r
+                for r in c.search_runs([exp_id], max_results=10)}
+        assert sorted(runs) == ["t", "t/0", "t/1", "t/2"]  # each once
+        for n in range(3):
+            r = runs[f"t/{n}"]
+            assert r.info.status == "FINISHED" and r.data.metrics == {"loss": 1.0 + n}
+            assert r.data.params == {"lr": "0.1"}
+            assert [a.path for a in c.list_artifacts(r.info.run_id, "weights")] == \
+                [f"weights/{n}.h5"]
+        got = requests_in(proj / f"server-{server.port}.log")
+        assert got[("POST", ROUTE, 200)] == 1
     finally:
         server.stop()
