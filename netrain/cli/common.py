@@ -52,7 +52,11 @@ class TaskProgress:
         self.failed += 0 if ok or interrupted else 1
         if not interrupted:
             self.ended.append((returncode, log))
+        from netrain.execute.check import killed_by
+
+        signal = "" if ok or interrupted else killed_by(returncode)
         status = "ok" if ok else f"interrupted ({interrupted}), log: {log}" if interrupted \
+            else f"KILLED by {signal} (exit {returncode}), log: {log}" if signal \
             else f"FAILED (exit {returncode}), log: {log}"
         line = f"[{finished}/{total}] {model_key} task {index}: {status} ({seconds:.1f} s)"
         if self.bar is None:

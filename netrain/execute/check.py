@@ -725,12 +725,29 @@ def failure_line(log: Path) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
+def killed_by(returncode: int) -> str:
+    """The signal that ended a task, by its exit code (-9 from a process killed itself,
+    137 = 128 + 9 as netrain's launcher and shells report a child's), e.g. "SIGKILL"; ""
+    when the task exited by itself."""
+    import signal
+
+    n = -returncode if returncode < 0 else returncode - 128 if 128 < returncode <= 192 else 0
+    if n <= 0:
+        return ""
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
 def first_failures_hint(ended: Sequence[tuple[int, Path]], total: int) -> str:
     """``ended``: (exit code, log) of the first tasks to end, in the order they ended. When
-    the first min(3, total) all failed with the same last error line, the hint to print."""
+    the first min(3, total) all failed with the same last error line, the hint to print.
+    Tasks killed by a signal say nothing of their environment: no hint."""
     k = min(FIRST_TASKS, total)
     first = list(ended)[:k]
-    if k == 0 or len(first) < k or any(rc == 0 for rc, _ in first):
+    if (k == 0 or len(first) < k or any(rc == 0 for rc, _ in first)
+            or any(killed_by(rc) for rc, _ in first)):
         return ""
     sigs = {failure_signature(log) for _, log in first}
     if len(sigs) != 1 or "" in sigs:

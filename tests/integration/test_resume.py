@@ -256,3 +256,25 @@ def test_tasks_signalled_under_netrain_run_are_reported_interrupted_not_failed(
         assert re.search(rf"task \d: interrupted \(stopped by signal {sig}; resumable at "
                          r"epoch \d+\)", err), err
     assert "0 ok, 0 failed, 2 interrupted (resumable: netrain run" in err, err
+
+
+def test_netrain_run_says_a_task_was_killed_and_blames_no_environment(userproj: Path) -> None:
+    """kill -9 of the training process (what the OOM killer does) during `netrain run`: the
+    task's line says it was killed by SIGKILL; no hint to check the environment."""
+    batch = _generate(userproj, nets=1, epochs=200)
+    env = dict(os.environ, USERPROJ_SLEEP="0.05", PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen([str(BIN / "netrain"), "run", batch.name], cwd=userproj, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        if not _wait(lambda: _record(batch).get("state") == "running"
+                     and len(_journal_steps(batch).get("regressor-wide/0/n0", [])) >= 2):
+            pytest.fail("the task never started training")
+        os.kill(_record(batch)["pid"], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert re.search(r"regressor.wide task 0: KILLED by SIGKILL \(exit 137\)", err), err
+    assert "netrain check" not in err, err

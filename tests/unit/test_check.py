@@ -223,6 +223,17 @@ def test_first_failures_hint(tmp_path: Path) -> None:
     assert first_failures_hint([(1, logs[0]), (1, other), (1, logs[2])], 4) == ""
     assert first_failures_hint([(1, logs[0])], 4) == ""  # too early to say
     assert "netrain check" in first_failures_hint([(2, logs[0])], 1)
+    # killed (kill -9, the OOM killer): nothing said of the environment
+    assert first_failures_hint([(137, p) for p in logs], 4) == ""
+    assert first_failures_hint([(-9, p) for p in logs], 4) == ""
+
+
+@pytest.mark.parametrize(("rc", "name"), [(-9, "SIGKILL"), (137, "SIGKILL"), (143, "SIGTERM"),
+                                          (1, ""), (0, ""), (2, ""), (128, ""), (255, "")])
+def test_killed_by_reads_the_signal_from_the_exit_code(rc: int, name: str) -> None:
+    from netrain.execute.check import killed_by
+
+    assert killed_by(rc) == name
 
 
 def test_watch_skips_sacct_row_of_the_whole_array(tmp_path: Path) -> None:
