@@ -195,10 +195,10 @@ def count(uri: str, exp_id: str) -> tuple[int, int]:
 
 
 def one_backend(tmp: Path, kind: str, pg: str | None, tasks: int, nets: int, epochs: int,
-                workers: int, profile: bool) -> dict[str, Any]:
-    from tests.integration.shipping import Server
+                workers: int, profile: bool, server: str = "netrain") -> dict[str, Any]:
 
-    out: dict[str, Any] = {"backend": kind, "networks": tasks * nets}
+    out: dict[str, Any] = {"backend": kind, "networks": tasks * nets, "server": server,
+                           "workers": workers}
     sides = {}
     for side in ("plain", "sync"):
         root = tmp / f"{kind}-{side}"
@@ -208,11 +208,8 @@ def one_backend(tmp: Path, kind: str, pg: str | None, tasks: int, nets: int, epo
         else:
             assert pg is not None
             backend = _fresh_pg_db(pg, f"nrbench_{side}_{os.getpid()}")
-        srv = Server(proj, backend)
-        srv.start()
-        if workers > 1:  # restart with more workers (Server has no option for it)
-            srv.stop()
-            srv = _server_with_workers(proj, backend, workers)
+        srv = (_server_with_workers(proj, backend, workers) if server == "netrain"
+               else _mlflow_server(proj, backend, workers))
         sides[side] = (proj, srv)
     try:
         proj, srv = sides["plain"]
@@ -248,6 +245,24 @@ def _server_with_workers(proj: Path, backend: str, workers: int) -> Any:
     return s
 
 
+def _mlflow_server(proj: Path, backend: str, workers: int) -> Any:
+    """A plain `mlflow server` (no netrain route), as a lab may already run one."""
+    from netrain.track.server import wait_healthy
+    from tests.integration.shipping import Server, env
+
+    s = Server(proj, backend)
+    art = proj / "trainings" / "mlartifacts"
+    with open(proj / "server.log", "a") as err:
+        s.proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server",
+                                   "--backend-store-uri", backend, "--artifacts-destination",
+                                   str(art), "--host", "127.0.0.1", "--port", str(s.port),
+                                   "--workers", str(workers)], cwd=proj, env=env(), text=True,
+                                  stdout=err, stderr=err, start_new_session=True)
+    if not wait_healthy(s.url, s.proc, 120):
+        raise SystemExit(f"mlflow server did not start: {(proj / 'server.log').read_text()}")
+    return s
+
+
 def _fresh_pg_db(base: str, name: str) -> str:
     """A new database on the PostgreSQL server of ``base`` (one per side, same server)."""
     import sqlalchemy
@@ -268,13 +283,14 @@ def render(rows: list[dict[str, Any]], shape: str) -> str:
         "to its own `netrain server` on the same backend kind; both sides are whole "
         "processes (imports included). Goal: ratio <= 0.33.",
         "",
-        "| backend | networks | plain client s | netrain sync s | networks/s (sync) | ratio | "
-        "runs (plain / sync), not FINISHED |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| backend | twin servers | networks | plain client s | netrain sync s | "
+        "networks/s (sync) | ratio | runs (plain / sync), not FINISHED |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['networks']:,} | {r['plain_s']:.1f} | {r['sync_s']:.1f} | "
+            f"| {r['backend']} | {r['server']} server, {r['workers']} worker(s) | "
+            f"{r['networks']:,} | {r['plain_s']:.1f} | {r['sync_s']:.1f} | "
             f"{r['networks'] / r['sync_s']:.0f} | **{r['ratio']:.2f}** | "
             f"{r['plain_runs'][0]} / {r['sync_runs'][0]}, "
             f"{r['plain_runs'][1] + r['sync_runs'][1]} |")
@@ -282,24 +298,22 @@ def render(rows: list[dict[str, Any]], shape: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-WHERE = """Where the time goes (2026-12-04, 1,000 networks, 10 journals, SQLite, the machine
-shared, load 3-5): the server's CPU. Its one uvicorn worker spent 37 s of CPU on the sync's
-1,000 networks (per request, measured alone with a requests.Session: create_run 7.5 ms,
-log_batch 10, an upload 2, update_run 5), the client 15 s (3 s of it importing MLflow; per
-request MLflow resolves its request headers, and its Databricks provider tries imports that
-fail on every call: 12% of the client's samples). On 2 cores the sync is CPU-bound near that
-floor: 48-50 s. Requests a network: 6 (create_run with the run's tags, final ones included;
-one log_batch with metrics and params; 3 uploads; update_run), against the plain client's
-8-9. What was changed, each measured (sync alone, 1,000 networks, SQLite): a journal's runs
-shipped in lanes, 4 at a time, with at most 8 calls in flight from the process to one server
-(lanes alone: 8 journals x 1 run 59 s, x 2 runs 48.9 s, x 4 runs with no cap failed: 32 calls
-at once exhausted the server's database pool of 15 connections, "QueuePool limit reached",
-30 s stalls until the sync gave up, nothing lost; capped at 8 calls: 50.4 s, complete); final
-tags sent with create_run (one database session and commit a network less; not measured
-alone). Tried without
-gain: 2 server workers (`--workers 2` on both servers: 53.4 s against 79.5 s, ratio 0.67).
-Earlier changes (before 2026-12-04 17:30): 8 journals at a time, a network's files uploaded
-in parallel, no get_run per upload, no history reads for runs the session created."""
+WHERE = """Where the time goes (2026-12-04, 1,000 networks, 10 journals, SQLite, idle machine):
+the tracking store. netrain's sync sends a network whose whole life is in the journal chunk to
+`netrain server`'s whole-run route (netrain/track/server_app.py), up to 20 networks of one task
+in one request: 50 such requests for the 1,000 networks, and 4 calls for each of the 10 task
+runs, instead of about 6,000 requests. The server then spends
+about 20 ms of CPU a network (py-spy: 85% of it in MLflow's SqlAlchemyStore: log_batch 38%,
+create_run 27%, update_run_info 20%; the files 5%; HTTP, multipart and Flask about 5%), the
+client 2 s in all. Call by call (before this change, and still to a plain `mlflow server`)
+the server spent 37-47 ms a network on 6 requests, about 4 ms of each in uvicorn, the WSGI
+bridge and Flask, and the client 15-18 s (MLflow's per-request header resolution). Each step
+measured alone, sync of these 1,000 networks to a netrain server with one worker: call by
+call 50.8 s (client 18.4 s CPU, server 47.0 s); one request a network 31.0 s (4.7 s, 28.9 s);
+20 networks a request 24.0 s (2.0 s, 20.4 s); two workers 21.5 s. On SQLite a second worker
+adds little (writers take turns on the file); on PostgreSQL it nearly halves the time. A plain
+`mlflow server` has no whole-run route: netrain ships to it call by call, 6 requests a
+network, half the plain client's time."""
 
 
 
@@ -310,7 +324,9 @@ def main() -> None:
     ap.add_argument("--nets", type=int, default=100, help="networks per task")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--backends", default="sqlite", help="sqlite and/or pg")
-    ap.add_argument("--workers", type=int, default=1, help="netrain server --workers")
+    ap.add_argument("--servers", default="netrain:2",
+                    help="twin servers to measure on, KIND:WORKERS,...; KIND netrain (netrain "
+                         "server) or mlflow (a plain mlflow server), e.g. netrain:1,mlflow:4")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--md", action="store_true")
     a = ap.parse_args()
@@ -322,10 +338,12 @@ def main() -> None:
                 print("bench: no $NETRAIN_TEST_PG_URI (source /tmp/pg.env): PostgreSQL "
                       "left out", file=sys.stderr)
                 continue
-            r = one_backend(Path(d), kind, pg, a.tasks, a.nets, a.epochs, a.workers,
-                            a.profile)
-            print(json.dumps(r), file=sys.stderr)
-            rows.append(r)
+            for i, twin in enumerate(a.servers.split(",")):
+                server, _, workers = twin.partition(":")
+                r = one_backend(Path(d) / f"{kind}-{i}", kind, pg, a.tasks, a.nets, a.epochs,
+                                int(workers or 2), a.profile, server)
+                print(json.dumps(r), file=sys.stderr)
+                rows.append(r)
             if a.profile:
                 import pstats
 

@@ -104,8 +104,10 @@ class Settings:
     journals: int = DEFAULT_JOURNALS
     #: runs of one journal shipped at once to a tracking server (a SQLite file: one)
     lanes: int = DEFAULT_LANES
-    #: journal events read and shipped in one round
-    chunk_events: int = 2000
+    #: journal events read and shipped in one round: a network whose whole life is in one
+    #: round goes in one request to a netrain server (a packed task of 100 networks writes
+    #: about 100 events an epoch)
+    chunk_events: int = 10000
     #: first and longest retry delay while tracking is unreachable
     backoff: float = 0.5
     backoff_max: float = 10.0
@@ -126,7 +128,7 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
         drain_timeout=_number(e, names.DRAIN_TIMEOUT, 60.0),
         journals=journals,
         lanes=max(1, int(_number(e, names.SHIP_LANES, DEFAULT_LANES))),
-        chunk_events=int(_number(e, names.SHIP_CHUNK_EVENTS, 2000)),
+        chunk_events=int(_number(e, names.SHIP_CHUNK_EVENTS, 10000)),
         backoff=_number(e, names.SHIP_BACKOFF, 0.5),
         backoff_max=_number(e, names.SHIP_BACKOFF_MAX, 10.0),
         http_timeout=_number(e, names.SHIP_HTTP_TIMEOUT, 60.0),
