@@ -23,6 +23,8 @@ Who does what, one place each:
   track/mlflow_ship.py (a journal's calls), track/mlflow_ui.py (the UI's views),
   results/mlflow_results.py (the report's run, the model registry, describe's reads)
 - decides who ships a journal, when and how: track/plan.py; ships: track/shipper.py
+- serves MLflow: track/server.py starts `mlflow server` with track/server_app.py's app
+  (MLflow's, plus the route that takes finished runs whole)
 - heals records of tasks that died: execute/heal.py
 - renders `netrain show`: results/show.py (from execute/status.py's tables)
 
