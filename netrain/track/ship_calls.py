@@ -95,7 +95,8 @@ class RunCalls:
                 from netrain.track import mlflow_ship
 
                 self._client = self.retry.call("open the tracking backend",
-                                               lambda: mlflow_ship.client(self.uri))
+                                               lambda: mlflow_ship.client(self.uri),
+                                               remote=False)
             return self._client
 
     # --- one op ----------------------------------------------------------------------------
@@ -289,30 +290,31 @@ class RunCalls:
         so (another server, a run some session already began to ship, a missing file) or
         whose request failed goes call by call; after a request that may have reached the
         server, its run is first looked up by its key."""
-        ready: dict[str, list[tuple[Op, Any]]] = {}
+        ready: dict[str, list[tuple[Op, Any, int]]] = {}
         for op in members:
             whole = self._whole(op)
             if whole is None:
                 self._by_parts(op)
             else:
-                ready.setdefault(whole[0], []).append((op, whole[1]))
+                ready.setdefault(whole[0], []).append((op, whole[1], whole[2]))
         for experiment_id, runs in ready.items():
-            while runs:
+            while runs:  # requests of at most WHOLE_RUN_MAX_BYTES of files (one run: any)
                 size, n = 0, 0
-                for _, run in runs:
-                    size += sum(path.stat().st_size for _, path in run.files)
+                for _, _, nbytes in runs:
+                    size += nbytes
                     if n and size > WHOLE_RUN_MAX_BYTES:
                         break
                     n += 1
-                self._send_wholes(experiment_id, runs[:n])
+                self._send_wholes(experiment_id, [(op, run) for op, run, _ in runs[:n]])
                 runs = runs[n:]
 
     def _by_parts(self, op: Op) -> None:
         for part in op.parts:
             self.do(part)
 
-    def _whole(self, op: Op) -> tuple[str, Any] | None:
-        """(experiment id, mlflow_ship.WholeRun) of a "whole" op that may go whole."""
+    def _whole(self, op: Op) -> tuple[str, Any, int] | None:
+        """(experiment id, mlflow_ship.WholeRun, bytes of its files) of a "whole" op that
+        may go whole."""
         from netrain.track import mlflow_ship
 
         run_op, *middle, end_op = op.parts
@@ -349,16 +351,19 @@ class RunCalls:
                     metrics=[(n, v, ts, step) for n, v, ts, step, _ in buf.metrics],
                     params=buf.params, files=files,
                     status=str(end_op.ev.get("status") or "FINISHED"),
-                    end_time=int(end) if isinstance(end, int) else None))
+                    end_time=int(end) if isinstance(end, int) else None),
+                size)
 
     def _send_wholes(self, experiment_id: str, runs: list[tuple[Op, Any]]) -> None:
         from netrain.track import mlflow_ship
 
         try:
             answer = mlflow_ship.whole_runs(self.client, experiment_id, [r for _, r in runs])
+            self.retry.saw(None)
         except GiveUp:
             raise
         except Exception as exc:
+            self.retry.saw(exc)
             if not mlflow_ship.never_arrived(exc):
                 status = mlflow_ship.http_status(exc)
                 for op, _ in runs:

@@ -42,6 +42,8 @@ class Retry:
         #: seconds to keep going once the watched writer is gone (None: no drain deadline)
         self.drain: float | None = None
         self.warned_down = False
+        #: calls that may have reached the server (answered, or failed after it was sent)
+        self.reached = 0
         self._failing_since: float | None = None
         knobs = settings()  # read once: call() runs for every MLflow request
         self._backoff, self._backoff_max = knobs.backoff, knobs.backoff_max
@@ -67,15 +69,23 @@ class Retry:
         self._look_at_writer()
         return self.expired()
 
+    def saw(self, exc: BaseException | None) -> None:
+        """Count a call that may have reached the server: ``exc`` None (answered) or an
+        error other than nobody listening."""
+        from netrain.track import mlflow_ship
+
+        if exc is None or not mlflow_ship.never_arrived(exc):
+            self.reached += 1
+
     def failing_for(self) -> float:
         """Seconds the call now being retried has been failing (0 when none is)."""
         since = self._failing_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def call(self, what: str, fn: Callable[[], Any], remote: bool = True) -> Any:
         """fn(), retried with exponential backoff and jitter while the error is transient.
         A permanent error is raised at once; GiveUp when the deadline or give_up_after
-        passes first."""
+        passes first. ``remote``: fn sends a request (counted in ``reached``)."""
         from netrain.track import mlflow_ship
 
         attempt = 0
@@ -84,12 +94,16 @@ class Retry:
         while True:
             try:
                 result = fn()
+                if remote:
+                    self.saw(None)
                 self._failing_since = None
                 if self.warned_down:
                     self.warned_down = False
                     self.log("tracking reachable again: shipping")
                 return result
             except Exception as exc:
+                if remote:
+                    self.saw(exc)
                 transient = mlflow_ship.is_transient(exc)
                 if not transient and not (mlflow_ship.is_internal(exc)
                                           and attempt < INTERNAL_RETRIES):

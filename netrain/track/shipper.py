@@ -148,7 +148,21 @@ class Shipper:
         """Ship one chunk: the state file says "in flight" until all of it is in MLflow
         (a session that dies meanwhile leaves the next one to skip points already there)."""
         end_offset = events[-1][0]
-        self.state.save(inflight=max(end_offset, self.state.inflight_end))
+        before = self.state.inflight_end
+        self.state.save(inflight=max(end_offset, before))
+        reached = self.retry.reached
+        try:
+            self._run_chunk(events, end_offset)
+        except GiveUp:
+            if self.retry.reached == reached:
+                # no call of this chunk reached the server (tracking down from the start):
+                # nothing of it can be in MLflow, so the next session ships it as new
+                # (whole runs and all) instead of checking each point
+                self.state.inflight_end = before
+                self.state.save(inflight=before)
+            raise
+
+    def _run_chunk(self, events: list[tuple[int, dict[str, Any]]], end_offset: int) -> None:
         chunk = ship_chunk.plan(events, self.state.seq, self.state.inflight_end)
         self.report.add(events=chunk.events)
         if chunk.closed_at >= 0:

@@ -292,3 +292,30 @@ def test_a_run_refused_mid_request_goes_call_by_call_and_the_rest_arrive(
         assert got[("POST", ROUTE, 200)] == 1
     finally:
         server.stop()
+
+
+def test_a_journal_tried_while_tracking_was_down_goes_whole_later(tmp_path: Path) -> None:
+    """`netrain run` with tracking down tries a journal, and nothing reaches the server: its
+    chunk is not left "in flight", so the next sync sends its networks whole."""
+    from netrain.track.journal import read_state
+
+    proj = project(tmp_path)
+    server = Server(proj).start()
+    try:
+        batch, exp_id = make_batch(proj / "trainings", server.url)
+        server.stop()
+        spec = TaskSpec(0, nets=3, epochs=2)
+        j = write_task(batch, exp_id, spec)
+        lines: list[str] = []
+        result = sync_batch(batch, server.url, lines.append, retry_for=1, jobs=1)
+        assert result.incomplete, lines  # tracking down: left for later
+        state = read_state(j)
+        assert state["offset"] == 0 and "inflight" not in state, state
+        server.start()
+        ship(batch, server.url)
+        verify(server.url, exp_id, batch, [spec])
+        got = requests_in(proj / f"server-{server.port}.log")
+        assert got[("POST", ROUTE, 200)] == 1  # the task's 3 networks, whole
+        assert got[("POST", "/api/2.0/mlflow/runs/create", 200)] == 1  # the task's run
+    finally:
+        server.stop()
