@@ -319,3 +319,45 @@ def test_a_journal_tried_while_tracking_was_down_goes_whole_later(tmp_path: Path
         assert got[("POST", "/api/2.0/mlflow/runs/create", 200)] == 1  # the task's run
     finally:
         server.stop()
+
+
+def test_odd_metric_values_arrive_as_log_batch_stores_them(tmp_path: Path) -> None:
+    """NaN, infinities, a point logged twice, steps out of order: the whole-run route
+    stores the same points and the same latest values as log_batch on a plain server."""
+    from netrain.track.journal import JournalWriter, journal_path
+    from tests.integration.shipping import client
+
+    proj = project(tmp_path)
+    server = Server(proj).start()
+    plain, plain_url, _ = plain_mlflow_server(tmp_path)
+    # the latest value is step 5's (0.75), not the last one logged; NaN and infinities are
+    # stored as MLflow stores them (0 with is_nan, the largest floats)
+    values = [(0, float("nan")), (5, 0.75), (1, float("inf")), (2, float("-inf")), (3, 0.5),
+              (3, 0.5), (1, 0.25), (4, float("nan"))]
+    try:
+        seen = {}
+        for name, url in (("netrain", server.url), ("plain", plain_url)):
+            batch, exp_id = make_batch(proj / "trainings" / name, url)
+            w = JournalWriter(journal_path(batch, "c-a", 0), batch)
+            w.open_run("t", parent=None, name="t", experiment_id=exp_id, tags={})
+            for n in range(2):
+                w.open_run(f"t/{n}", parent="t", name=f"n{n}", experiment_id=exp_id, tags={})
+                w.log_params(f"t/{n}", {"lr": 0.1, "n": n})
+                for step, v in values:
+                    w.log_metrics(f"t/{n}", step, {"loss": v, "acc": -v})
+                w.end_run(f"t/{n}", "FINISHED")
+            w.end_run("t", "FINISHED")
+            w.close()
+            ship(batch, url)
+            c = client(url)
+            seen[name] = {
+                r.info.run_name: (
+                    r.info.status, r.data.params, repr(sorted(r.data.metrics.items())),
+                    repr(sorted((m.step, m.value) for m in
+                                c.get_metric_history(r.info.run_id, "loss"))))
+                for r in c.search_runs([exp_id])}
+        assert seen["netrain"] == seen["plain"] and len(seen["plain"]) == 3
+        assert requests_in(proj / f"server-{server.port}.log")[("POST", ROUTE, 200)] == 1
+    finally:
+        server.stop()
+        stop(plain)
