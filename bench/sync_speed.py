@@ -302,18 +302,20 @@ WHERE = """Where the time goes (2026-12-04, 1,000 networks, 10 journals, SQLite,
 the tracking store. netrain's sync sends a network whose whole life is in the journal chunk to
 `netrain server`'s whole-run route (netrain/track/server_app.py), up to 20 networks of one task
 in one request: 50 such requests for the 1,000 networks, and 4 calls for each of the 10 task
-runs, instead of about 6,000 requests. The server then spends
-about 20 ms of CPU a network (py-spy: 85% of it in MLflow's SqlAlchemyStore: log_batch 38%,
-create_run 27%, update_run_info 20%; the files 5%; HTTP, multipart and Flask about 5%), the
-client 2 s in all. Call by call (before this change, and still to a plain `mlflow server`)
-the server spent 37-47 ms a network on 6 requests, about 4 ms of each in uvicorn, the WSGI
-bridge and Flask, and the client 15-18 s (MLflow's per-request header resolution). Each step
-measured alone, sync of these 1,000 networks to a netrain server with one worker: call by
-call 50.8 s (client 18.4 s CPU, server 47.0 s); one request a network 31.0 s (4.7 s, 28.9 s);
-20 networks a request 24.0 s (2.0 s, 20.4 s); two workers 21.5 s. On SQLite a second worker
-adds little (writers take turns on the file); on PostgreSQL it nearly halves the time. A plain
-`mlflow server` has no whole-run route: netrain ships to it call by call, 6 requests a
-network, half the plain client's time."""
+runs, instead of about 6,000 requests. The route creates each run with MLflow's store, stores
+its files, and writes its params, metric points, latest values and end in one transaction.
+Each step measured alone (sync of these 1,000 networks to a netrain server on SQLite; wall,
+the client's CPU, the server's CPU): call by call, one worker, 50.8 s (18.4 s, 47.0 s); one
+request a network 31.0 s (4.7 s, 28.9 s); 20 networks a request 24.0 s (2.0 s, 20.4 s), of
+which py-spy put 85% of the server's samples in MLflow's SqlAlchemyStore (log_batch 38%,
+create_run 27%, update_run_info 20%: each loads and flushes the run's objects again); one
+transaction for the run's rows after create_run: 13.4 s. On the journals of a real packed
+study (bench/scale.py's, about 20 tags and 20 params a network) the last step took the
+sync from 26.3 s to 15.5 s (server CPU 24.2 s to 14.1 s). On SQLite a second server worker
+adds little (writers take turns on the file); on PostgreSQL it nearly halves the time. A
+plain `mlflow server` has no whole-run route: netrain ships to it call by call, 6 requests a
+network (its 4 workers spend 37-47 ms of CPU a network, about 4 ms of each request in
+uvicorn, the WSGI bridge and Flask), half the plain client's time."""
 
 
 

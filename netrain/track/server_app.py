@@ -2,9 +2,12 @@
 asked), plus one route that takes a finished run whole: created with its tags, its metrics
 and params logged, its files stored, its status set, in one request instead of six.
 
-The route writes through the server's own tracking store and artifact repository, exactly
-as MLflow's handlers do, so what MLflow shows is the same. A client that talks to a plain
-`mlflow server` gets 404 here and ships call by call. Registered as the MLflow apps "netrain"
+The route creates each run and stores its files through the server's own tracking store and
+artifact repository, as MLflow's handlers do; the run's params, metric points, latest values
+and end go in one transaction on the store's own tables (the rows log_batch and
+update_run_info write for a fresh run; tests/integration/test_whole_run.py compares them with
+a plain server's). A client that talks to a plain `mlflow server` gets 404 here and ships
+call by call. Registered as the MLflow apps "netrain"
 and "netrain-auth" (entry points of the group ``mlflow.app``, see pyproject.toml)."""
 
 from __future__ import annotations
